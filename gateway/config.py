@@ -1,0 +1,284 @@
+"""The gateway's configuration: one typed, validated object, loaded from one YAML file.
+
+A bad config never surfaces as a traceback: ``load_config`` raises ``ConfigError`` carrying one line per
+problem, each naming the key path (``routes.core-prod.url: ...``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from codes.registry import STATION_PATTERN, TRANSFER_CODE_PATTERN, TransferCode
+from codes.tables import CatalogueError, TableSpec, bundled_tables, merge_tables, parse_table
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one ``key.path: what is wrong`` per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StationConfig(_Strict):
+    environment: Literal["test", "production"]
+    route: str
+    windows: bool = False  # reporting windows apply (production daily tables)
+
+
+class DirectoryRoute(_Strict):
+    type: Literal["directory"]
+    path: Path
+    feedback: Path | None = None  # where the core drops OK/BAD feedback files
+    on_window: Literal["hold", "reject"] = "hold"
+
+
+class HttpRoute(_Strict):
+    type: Literal["http"]
+    url: str = Field(pattern=r"^https?://[^\s/]+(/\S*)?$")
+    timeout_seconds: float = Field(default=30, gt=0)
+    task_retry_seconds: float = Field(default=60, gt=0)  # 409 TASK_NOT_IN_PREPARATION: retry every ...
+    task_retry_total_seconds: float = Field(default=1800, gt=0)  # ... for this long, then reject
+    max_backoff_seconds: float = Field(default=300, gt=0)  # 5xx/timeouts: backoff ceiling, retried forever
+    feedback: Path | None = None
+    on_window: Literal["hold", "reject"] = "hold"
+
+
+Route = Annotated[DirectoryRoute | HttpRoute, Field(discriminator="type")]
+
+
+class Limits(_Strict):
+    max_file_bytes: int = Field(default=4 * 1024**3, gt=0)
+    zip_max_members: int = Field(default=10_000, gt=0)
+    zip_max_total_bytes: int = Field(default=4 * 1024**3, gt=0)
+    zip_max_ratio: float = Field(default=200, gt=1)
+
+
+class HistoryConfig(_Strict):
+    dir: Path
+    retention_days: int = Field(default=400, gt=0)
+
+
+class MetricsConfig(_Strict):
+    listen: str = Field(pattern=r"^[^\s:]+:\d{1,5}$")
+
+
+class GatewayConfig(_Strict):
+    """Everything the daemon and ``check`` need; paths are absolute once loaded."""
+
+    spool_root: Path
+    timezone: str = "Asia/Shanghai"
+    settle_seconds: float = Field(default=2, ge=0)
+    rescan_seconds: float = Field(default=30, gt=0)
+    pair_timeout_seconds: float = Field(default=600, gt=0)
+    shutdown_timeout_seconds: float = Field(default=30, gt=0)
+    workers: int = Field(default=0, ge=0)  # validation processes; 0 = one per core
+    systems: tuple[str, ...] = ("CISP",)
+    stations: dict[Annotated[str, Field(pattern=STATION_PATTERN)], StationConfig]
+    routes: dict[str, Route]
+    transfer_codes: dict[Annotated[str, Field(pattern=TRANSFER_CODE_PATTERN)], TransferCode]
+    tables: dict[str, TableSpec] = Field(default_factory=dict)  # the whole catalogue once loaded
+    limits: Limits = Limits()
+    history: HistoryConfig
+    metrics: MetricsConfig | None = None
+    holidays: tuple[date, ...] = ()  # extra non-working days
+    workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("systems")
+    @classmethod
+    def _systems(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in value if not re.fullmatch(r"[A-Z]{2,8}", s)]
+        if bad or not value:
+            raise ValueError(f"system prefixes are 2-8 capital letters (got {list(value)})")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> GatewayConfig:
+        problems: list[str] = []
+        for name, station in self.stations.items():
+            if station.route not in self.routes:
+                problems.append(f"stations.{name}.route: no route named {station.route!r}")
+        for code, entry in self.transfer_codes.items():
+            where = f"transfer_codes.{code}"
+            for station in entry.stations:
+                if station not in self.stations:
+                    problems.append(f"{where}.stations: unknown station {station!r}")
+            if entry.route is not None and entry.route not in self.routes:
+                problems.append(f"{where}.route: no route named {entry.route!r}")
+            for table in entry.tables or ():
+                if table not in self.tables:
+                    problems.append(f"{where}.tables: unknown table {table!r}")
+        problems.extend(self._test_never_reaches_production())
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    def _test_never_reaches_production(self) -> list[str]:
+        """Spec 9: no route may carry both test and production stations' files."""
+        used_by: dict[str, set[str]] = {}
+        for name, station in self.stations.items():
+            used_by.setdefault(station.route, set()).add(station.environment)
+        for code, entry in self.transfer_codes.items():
+            if entry.route is None:
+                continue
+            for station in entry.stations:
+                if station in self.stations:
+                    used_by.setdefault(entry.route, set()).add(self.stations[station].environment)
+        return [
+            f"routes.{route}: used by both test and production stations; a test station's files "
+            "must never reach a production route"
+            for route, envs in sorted(used_by.items())
+            if len(envs) > 1
+        ]
+
+    def route_for(self, station: str, code: TransferCode) -> str:
+        return code.route or self.stations[station].route
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def _resolve(base: Path, value: object) -> object:
+    if isinstance(value, str) and value:
+        path = Path(value).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    return value
+
+
+def _absolutise(raw: dict[str, Any], base: Path) -> None:
+    """Paths in the config are relative to the config file."""
+    raw["spool_root"] = _resolve(base, raw.get("spool_root"))
+    history = raw.get("history")
+    if isinstance(history, dict):
+        history["dir"] = _resolve(base, history.get("dir"))
+    routes = raw.get("routes")
+    if isinstance(routes, dict):
+        for route in routes.values():
+            if isinstance(route, dict):
+                for key in ("path", "feedback"):
+                    if key in route:
+                        route[key] = _resolve(base, route[key])
+
+
+def _format(exc: ValidationError) -> list[str]:
+    problems: list[str] = []
+    for err in exc.errors():
+        parts = [str(p) for p in err["loc"]]
+        if len(parts) > 2 and parts[0] == "routes" and parts[2] in ("directory", "http"):
+            del parts[2]  # the discriminator's tag, not a key the user wrote
+        loc = ".".join(parts)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        for line in message.split("\n"):
+            problems.append(line if line.startswith(tuple(_TOP_KEYS)) else f"{loc or '(top)'}: {line}")
+    return problems
+
+
+_TOP_KEYS = (
+    "stations.", "routes.", "transfer_codes.", "tables.", "limits.", "history.", "metrics.",
+)
+
+
+def _load_yaml(path: Path, source: str) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read {path}: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(source, [f"{path} is not UTF-8"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [f"YAML syntax error{where}: {problem}"]) from None
+
+
+def _load_tables(raw: Mapping[str, Any], source: str) -> dict[str, TableSpec]:
+    try:
+        base = bundled_tables()
+    except CatalogueError as exc:
+        raise ConfigError("bundled table catalogue", [str(exc)]) from None
+    extra_raw = raw.get("tables") or {}
+    if not isinstance(extra_raw, Mapping):
+        raise ConfigError(source, ["tables: a mapping of table code to table definition"])
+    extra: dict[str, TableSpec] = {}
+    problems: list[str] = []
+    for code, data in extra_raw.items():
+        if not isinstance(data, Mapping):
+            problems.append(f"tables.{code}: a table definition is a mapping")
+            continue
+        try:
+            table = parse_table({"code": code, **data}, f"tables.{code}")
+        except CatalogueError as exc:
+            problems.append(str(exc))
+            continue
+        extra[table.code] = table
+    if problems:
+        raise ConfigError(source, problems)
+    return merge_tables(base, extra)
+
+
+def load_config(path: Path | str) -> GatewayConfig:
+    """Read, resolve and validate a config file; raise ``ConfigError`` listing every problem."""
+    path = Path(path).expanduser().resolve()
+    source = str(path)
+    raw = _load_yaml(path, source)
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["(top): the config is a YAML mapping of keys to values"])
+    base = path.parent
+    codes = raw.get("transfer_codes")
+    if isinstance(codes, str):
+        registry_path = Path(str(_resolve(base, codes)))
+        codes = _load_yaml(registry_path, source)
+        if not isinstance(codes, dict):
+            raise ConfigError(source, [f"transfer_codes: {registry_path} must hold a mapping of codes"])
+        raw["transfer_codes"] = codes
+    _absolutise(raw, base)
+    raw["tables"] = _load_tables(raw, source)
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, _format(exc)) from None
+
+
+def default_check_config() -> GatewayConfig:
+    """The rules ``check`` applies without a config: bundled catalogue, default systems and limits."""
+    return GatewayConfig.model_validate(
+        {
+            "spool_root": "/nonexistent",
+            "stations": {},
+            "routes": {},
+            "transfer_codes": {},
+            "tables": bundled_tables(),
+            "history": {"dir": "/nonexistent"},
+        }
+    )

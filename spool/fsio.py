@@ -1,0 +1,93 @@
+"""Durable file-system primitives: fsync discipline and hand-offs that never overwrite.
+
+Every acknowledged step of the gateway rests on these: data fsynced, then the directory entry fsynced.
+A failed fsync raises; callers must treat the step as not done (never retry as if it had succeeded).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import secrets
+from pathlib import Path
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the directory's entries (creates, renames, unlinks) durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``, raising FileExistsError instead of replacing an existing ``dst``.
+
+    Uses renameat2(RENAME_NOREPLACE) where the kernel and filesystem support it, else link + unlink
+    (which also never replaces, and leaves both names only if killed in between: ``dst`` is complete).
+    """
+    if _renameat2 is not None:
+        rc = _renameat2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS):
+            raise OSError(err, os.strerror(err), str(src), None, str(dst))
+    os.link(src, dst, follow_symlinks=False)
+    os.unlink(src)
+
+
+def move_durable(src: Path, dst: Path) -> None:
+    """Hand a file from one state directory to another: rename without replacing, fsync both dirs."""
+    rename_noreplace(src, dst)
+    fsync_dir(dst.parent)
+    if src.parent != dst.parent:
+        fsync_dir(src.parent)
+
+
+def temp_name(final: Path) -> Path:
+    """A hidden temporary name beside ``final``: never picked up, removed by recovery if left behind."""
+    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+
+
+def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` all or nothing: temp file, fsync, rename, fsync the directory."""
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            rename_noreplace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def same_filesystem(*paths: Path) -> bool:
+    devices = {p.stat().st_dev for p in paths}
+    return len(devices) <= 1
