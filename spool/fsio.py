@@ -6,6 +6,7 @@ A failed fsync raises; callers must treat the step as not done (never retry as i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -36,6 +37,19 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def makedirs_durable(path: Path) -> None:
+    """Create ``path`` and its missing parents, fsyncing each parent so that they survive a crash."""
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        # Created by someone else meanwhile: still fsync, as they may not have yet.
+        with contextlib.suppress(FileExistsError):
+            directory.mkdir()
+        fsync_dir(directory.parent)
+
+
 def rename_noreplace(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst``, raising FileExistsError instead of replacing an existing ``dst``.
 
@@ -50,7 +64,7 @@ def rename_noreplace(src: Path, dst: Path) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS):
             raise OSError(err, os.strerror(err), str(src), None, str(dst))
     os.link(src, dst, follow_symlinks=False)
-    os.unlink(src)
+    src.unlink()
 
 
 def move_durable(src: Path, dst: Path) -> None:
@@ -79,7 +93,7 @@ def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0
         finally:
             os.close(fd)
         if replace:
-            os.replace(tmp, path)
+            tmp.replace(path)
         else:
             rename_noreplace(tmp, path)
     except BaseException:

@@ -389,6 +389,11 @@ class FindingLog:
         for finding in findings:
             self.add(finding)
 
+    def absorb(self, items: list[Finding], total: int) -> None:
+        """Take over another report's kept findings and its count of all of them."""
+        self.extend(items)
+        self.total += total - len(items)
+
     @property
     def full(self) -> bool:
         return len(self.items) >= self._limit

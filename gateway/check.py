@@ -1,0 +1,125 @@
+"""``fdep-gateway check``: validate files offline with exactly the daemon's rules, before sending."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+
+from gateway.text import visible
+from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
+from validators.findings import Finding, Severity
+
+_PROGRESS_MIN_FILES = 20
+_PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: Path
+    name: str
+    size: int
+
+
+class UsageError(Exception):
+    """A path given to ``check`` cannot be checked at all (missing, not a file or directory)."""
+
+
+def collect(paths: Iterable[Path]) -> list[Target]:
+    """Files named directly, and the regular files directly inside named directories, in name order."""
+    targets: list[Target] = []
+    for path in paths:
+        if path.is_dir():
+            entries = sorted(p for p in path.iterdir() if p.is_file() and not p.is_symlink())
+            targets.extend(Target(p, p.name, p.stat().st_size) for p in entries)
+        elif path.is_file():
+            targets.append(Target(path, path.name, path.stat().st_size))
+        else:
+            raise UsageError(f"{path}: no such file or directory")
+    return targets
+
+
+def check_all(targets: list[Target], rules: Rules, today: date, *, progress: bool) -> list[Verdict]:
+    """Validate every target, then cross-check each TXT with the ZIP of the same stem."""
+    total = sum(t.size for t in targets)
+    show = progress and (len(targets) >= _PROGRESS_MIN_FILES or total >= _PROGRESS_MIN_BYTES)
+    verdicts: list[Verdict] = []
+    with tqdm(total=total, unit="B", unit_scale=True, disable=not show, file=sys.stderr) as bar:
+        for target in targets:
+            verdicts.append(validate_file(target.path, target.name, rules, today=today))
+            bar.update(target.size)
+    _pair_up(verdicts, rules)
+    return verdicts
+
+
+def _pair_up(verdicts: list[Verdict], rules: Rules) -> None:
+    by_name = {v.parsed.name: v for v in verdicts if v.parsed is not None}
+    for verdict in verdicts:
+        if verdict.parsed is None or not verdict.needs_partner:
+            continue
+        partner = by_name.get(verdict.parsed.partner)
+        if partner is None:
+            verdict.findings.add(partner_missing(verdict, rules))
+        elif not verdict.parsed.is_zip:
+            for finding in check_partners(verdict, partner):
+                verdict.findings.add(finding)
+
+
+def _position(finding: Finding) -> str:
+    parts = []
+    if finding.line:
+        parts.append(f"第{finding.line}行 line {finding.line}")
+    if finding.field_no:
+        parts.append(f"field {finding.field_no} {finding.field}".rstrip())
+    return ", ".join(parts) if parts else "文件 file"
+
+
+def render_text(verdicts: list[Verdict], out: IO[str]) -> None:
+    """Human output: per file a verdict line, then each finding with its position, message and hint."""
+    for verdict in verdicts:
+        label = "拒收 BAD" if verdict.rejected else "通过 OK "
+        table = f"{verdict.table.code} {verdict.table.title}" if verdict.table else "?"
+        out.write(
+            f"{label}  {visible(verdict.name)}  [{table}, {verdict.records} records, "
+            f"{verdict.findings.total} findings]\n"
+        )
+        for finding in verdict.findings.items:
+            mark = "!" if finding.severity is Severity.ERROR else "i"
+            value = f" [{visible(finding.value)}]" if finding.value is not None else ""
+            out.write(f"  {mark} {finding.code:<22} {_position(finding)}{value}\n")
+            out.write(f"      {finding.message_zh}\n      {finding.message_en}\n")
+            out.write(f"      提示：{finding.hint_zh}\n      Hint: {finding.hint_en}\n")
+        hidden = verdict.findings.total - len(verdict.findings.items)
+        if hidden > 0:
+            out.write(f"  … 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")
+    bad = sum(v.rejected for v in verdicts)
+    out.write(
+        f"\n{len(verdicts)} 个文件：{len(verdicts) - bad} 通过，{bad} 拒收 / "
+        f"{len(verdicts)} files: {len(verdicts) - bad} OK, {bad} rejected\n"
+    )
+
+
+def verdict_dict(verdict: Verdict) -> dict[str, Any]:
+    return {
+        "name": verdict.name,
+        "ok": not verdict.rejected,
+        "table": verdict.table.code if verdict.table else None,
+        "size": verdict.size,
+        "sha256": verdict.sha256,
+        "records": verdict.records,
+        "findings_total": verdict.findings.total,
+        "findings": [f.to_dict() for f in verdict.findings.items],
+    }
+
+
+def render_json(verdicts: list[Verdict], out: IO[str]) -> None:
+    document = {"files": [verdict_dict(v) for v in verdicts], "ok": not any(v.rejected for v in verdicts)}
+    json.dump(document, out, ensure_ascii=False, indent=2)
+    out.write("\n")
+

@@ -1,0 +1,47 @@
+"""Operational logging with structlog: a readable console on a terminal, JSON lines otherwise.
+
+Under systemd stdout goes to journald, where JSON keeps every key searchable. Log lines are for
+operators; the sync history (gateway/history.py) is the record of what happened to each file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from gateway.text import visible
+
+
+def _escape_names(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """File names come from senders: never let their control characters reach a log line raw."""
+    for key in ("name", "path", "member"):
+        value = event.get(key)
+        if isinstance(value, str):
+            event[key] = visible(value)
+    return event
+
+
+def configure_logging(*, json_output: bool | None = None, level: int = logging.INFO) -> None:
+    if json_output is None:
+        json_output = not sys.stderr.isatty()
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json_output
+        else structlog.dev.ConsoleRenderer(colors=True)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            _escape_names,
+            structlog.processors.dict_tracebacks if json_output else structlog.dev.set_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,67 @@
+"""Receipts (spec 11): the OK/BAD file a sender finds in its ``out/`` for every file it dropped."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from gateway.text import visible
+from spool.fsio import write_atomic
+from validators.findings import Finding
+
+_MAX_NAME_BYTES = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    name: str  # the file name as dropped
+    ok: bool
+    records: int
+    findings: list[Finding]
+    findings_total: int
+    at: datetime
+    file_id: str
+    status: str  # forwarded, held, duplicate, rejected
+
+
+def _cell(text: str) -> str:
+    """A receipt cell: one line, no field separator (a message may mention '|')."""
+    return visible(text).replace("|", "｜")
+
+
+def render(receipt: Receipt) -> bytes:
+    head = "|".join(
+        [
+            _cell(receipt.name),
+            "OK" if receipt.ok else "BAD",
+            str(receipt.records),
+            str(receipt.findings_total),
+            receipt.at.strftime("%Y%m%d%H%M%S"),
+            receipt.file_id,
+            receipt.status,
+        ]
+    )
+    lines = [head]
+    for f in receipt.findings:
+        lines.append(
+            "|".join([str(f.line), str(f.field_no), f.field, f.code, _cell(f.message_zh), _cell(f.hint_zh)])
+        )
+    return ("\n".join(lines) + "\n").encode("utf-8")
+
+
+def receipt_name(name: str, ok: bool) -> str:
+    """``<stem>_OK.TXT`` / ``<stem>_BAD.TXT``, the stem cut (at a character) to fit a file name."""
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    stem = stem.lstrip(".") or "_"
+    suffix = "_OK.TXT" if ok else "_BAD.TXT"
+    while len((stem + suffix).encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def write_receipt(outbox: Path, receipt: Receipt) -> Path:
+    """Write atomically; a newer receipt for the same stem replaces the older one."""
+    path = outbox / receipt_name(receipt.name, receipt.ok)
+    write_atomic(path, render(receipt), replace=True)
+    return path

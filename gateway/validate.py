@@ -1,0 +1,138 @@
+"""The validate step: one received file (and its TXT/ZIP partner) checked with the pure validators.
+
+Shared by the daemon and ``fdep-gateway check`` so that an institution checking a file before sending
+gets exactly the verdict the gateway will give.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from codes.tables import TableSpec
+from gateway.config import GatewayConfig
+from gateway.scan import scan_text_file
+from validators import findings
+from validators.archive import ZipLimits, inspect_zip
+from validators.attachments import AttachmentRow, Member
+from validators.findings import Finding, FindingLog
+from validators.names import ReportName, check_name
+from validators.pair import check_pair, missing_partner
+
+_HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What validation needs from the config; small and picklable for worker processes."""
+
+    tables: Mapping[str, TableSpec]
+    systems: tuple[str, ...]
+    max_file_bytes: int
+    zip_limits: ZipLimits
+    pair_timeout_minutes: int
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> Rules:
+        limits = config.limits
+        return cls(
+            tables=dict(config.tables),
+            systems=config.systems,
+            max_file_bytes=limits.max_file_bytes,
+            zip_limits=ZipLimits(
+                max_members=limits.zip_max_members,
+                max_total_bytes=limits.zip_max_total_bytes,
+                max_ratio=limits.zip_max_ratio,
+            ),
+            pair_timeout_minutes=max(1, round(config.pair_timeout_seconds / 60)),
+        )
+
+
+@dataclass(slots=True)
+class Verdict:
+    """Everything validation learnt about one file; findings decide whether it is rejected."""
+
+    name: str
+    parsed: ReportName | None
+    table: TableSpec | None
+    size: int = 0
+    sha256: str = ""
+    records: int = 0
+    findings: FindingLog = field(default_factory=FindingLog)
+    attachment_rows: list[AttachmentRow] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> bool:
+        return self.findings.has_errors
+
+    @property
+    def restricted(self) -> bool:
+        return self.table is not None and self.table.restricted
+
+    @property
+    def needs_partner(self) -> bool:
+        """A ZIP always needs its TXT; an attachment TXT needs its ZIP when a row adds or updates one."""
+        if self.parsed is None or self.table is None or not self.table.attachments:
+            return False
+        if self.parsed.is_zip:
+            return True
+        return any(row.kind in ("A", "U") for row in self.attachment_rows)
+
+
+def _sha256_of(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def validate_file(
+    path: Path, name: str, rules: Rules, *, today: date, pool: Executor | None = None
+) -> Verdict:
+    """Check one file's name and content; blocking, run it off the event loop."""
+    checked = check_name(name, tables=rules.tables, systems=rules.systems, today=today)
+    parsed = checked.name
+    table = rules.tables.get(parsed.table) if parsed else None
+    verdict = Verdict(name=name, parsed=parsed, table=table)
+    verdict.findings.extend(checked.findings)
+    size = path.stat().st_size
+    if size > rules.max_file_bytes:
+        verdict.size = size
+        verdict.findings.add(findings.make("FILE_TOO_LARGE", size=size, max=rules.max_file_bytes))
+        return verdict
+    if parsed is not None and table is not None and not parsed.is_zip:
+        scanned = scan_text_file(path, table, org=parsed.org, date=parsed.date, pool=pool)
+        verdict.sha256, verdict.size = scanned.sha256, scanned.size
+        verdict.records = scanned.report.records
+        verdict.attachment_rows = scanned.report.attachment_rows
+        verdict.findings.absorb(scanned.report.findings, scanned.report.total)
+        return verdict
+    verdict.sha256, verdict.size = _sha256_of(path)
+    if parsed is not None and table is not None and parsed.is_zip:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as stream:
+            archive = inspect_zip(stream, limits=rules.zip_limits)
+        verdict.members = archive.members
+        verdict.findings.extend(archive.findings)
+    return verdict
+
+
+def check_partners(txt: Verdict, zipped: Verdict) -> list[Finding]:
+    """The TXT <-> ZIP cross-check, once both halves are sound enough to compare."""
+    if txt.rejected or zipped.rejected:
+        return []
+    return check_pair(txt.attachment_rows, zipped.members)
+
+
+def partner_missing(verdict: Verdict, rules: Rules) -> Finding:
+    return missing_partner(verdict.name, rules.pair_timeout_minutes)

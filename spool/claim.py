@@ -1,0 +1,123 @@
+"""Taking files out of inboxes and handing them between state dirs: renames that never overwrite.
+
+A claimed file is only durable after the directory fsyncs; ``claim`` leaves them to its caller so that a
+batch pays for them once (``claim_many``). Nothing is acknowledged before that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+from spool.entries import EntryKind, classify
+from spool.errors import BatchError
+from spool.fsio import fsync_dir, makedirs_durable, move_durable, rename_noreplace
+from spool.layout import State, StationLayout, state_name
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A file now in ``work/``; ``name`` is the full inbox name even when ``path`` carries it truncated.
+
+    ``kind`` is what was renamed: anything but REGULAR was never opened and is for quarantine.
+    """
+
+    file_id: str
+    tc: str
+    name: str
+    path: Path
+    kind: EntryKind
+    truncated: bool
+
+
+class Move(NamedTuple):
+    src: Path
+    state: State
+    tc: str
+    file_id: str
+    name: str
+    day: str | None = None
+
+
+def claim(station: StationLayout, tc: str, name: str, file_id: str) -> Claimed | None:
+    """Rename ``in/NAME`` to ``work/<tc>/<file_id>.<NAME>``; None if it is gone. Not yet durable."""
+    src = station.inbox(tc) / name
+    stored = state_name(file_id, name)
+    dst = station.state_dir(State.WORK, tc) / stored.name
+    try:
+        rename_noreplace(src, dst)
+    except FileNotFoundError:
+        if classify(src) is EntryKind.VANISHED:
+            return None
+        raise  # the work dir is missing: a setup error, not a vanished file
+    return Claimed(file_id, tc, name, dst, classify(dst), stored.truncated)
+
+
+def claim_many(
+    station: StationLayout, tc: str, names: Iterable[str], new_id: Callable[[], str]
+) -> list[Claimed]:
+    """Claim a batch, then fsync the work dir and the inbox once for all of it.
+
+    A name that fails is left in the inbox; the others still go through and are made durable, then
+    BatchError carries both.
+    """
+    inbox = station.inbox(tc)
+    claimed: list[Claimed] = []
+    errors: dict[Path, OSError] = {}
+    for name in names:
+        try:
+            taken = claim(station, tc, name, new_id())
+        except OSError as exc:
+            errors[inbox / name] = exc
+            continue
+        if taken is not None:
+            claimed.append(taken)
+    if claimed:
+        fsync_dir(station.state_dir(State.WORK, tc))
+        fsync_dir(inbox)
+    if errors:
+        raise BatchError(claimed, errors)
+    return claimed
+
+
+def move(
+    station: StationLayout,
+    src: Path,
+    state: State,
+    tc: str,
+    file_id: str,
+    name: str,
+    day: str | None = None,
+) -> Path:
+    """Hand a file to another state dir, durably (both dirs fsynced); returns its new path."""
+    dst = station.state_path(state, tc, file_id, name, day)
+    makedirs_durable(dst.parent)
+    move_durable(src, dst)
+    return dst
+
+
+def move_many(station: StationLayout, moves: Iterable[Move]) -> list[Path]:
+    """``move`` for a batch with one fsync per directory; failures as in ``claim_many``."""
+    moved: list[Path] = []
+    errors: dict[Path, OSError] = {}
+    targets: dict[Path, None] = {}  # ordered sets
+    sources: dict[Path, None] = {}
+    for m in moves:
+        dst = station.state_path(m.state, m.tc, m.file_id, m.name, m.day)
+        try:
+            if dst.parent not in targets:
+                makedirs_durable(dst.parent)
+            rename_noreplace(m.src, dst)
+        except OSError as exc:
+            errors[m.src] = exc
+            continue
+        moved.append(dst)
+        targets[dst.parent] = None
+        sources[m.src.parent] = None
+    for directory in [*targets, *(d for d in sources if d not in targets)]:
+        fsync_dir(directory)
+    if errors:
+        raise BatchError(moved, errors)
+    return moved

@@ -1,0 +1,72 @@
+"""File ids ``YYYYMMDD-HHMMSS-ffffff-xxxx``: fixed length, sortable by time, readable in a listing."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+from datetime import datetime, timedelta, tzinfo
+
+FILE_ID_LENGTH = 27
+_TIME_LENGTH = 22
+_TIME_FORMAT = "%Y%m%d-%H%M%S-%f"
+_FILE_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{4}")
+# A fresh suffix starts in the lower half, so the same microsecond has room for 32768 more ids.
+_FRESH_SUFFIXES = 0x8000
+_MAX_SUFFIX = 0xFFFF
+
+_lock = threading.Lock()
+_last_time = ""
+_last_id = ""
+
+
+def _format_time(moment: datetime) -> str:
+    # Not strftime: %Y is not zero-padded for years before 1000 on every libc.
+    m = moment
+    return (
+        f"{m.year:04d}{m.month:02d}{m.day:02d}-{m.hour:02d}{m.minute:02d}{m.second:02d}-{m.microsecond:06d}"
+    )
+
+
+def _fresh(time_part: str) -> str:
+    return f"{time_part}-{secrets.randbelow(_FRESH_SUFFIXES):04x}"
+
+
+def _successor(file_id: str) -> str:
+    suffix = int(file_id[_TIME_LENGTH + 1 :], 16) + 1
+    if suffix <= _MAX_SUFFIX:
+        return f"{file_id[:_TIME_LENGTH]}-{suffix:04x}"
+    return _fresh(_format_time(file_id_time(file_id) + timedelta(microseconds=1)))
+
+
+def new_file_id(now: datetime) -> str:
+    """A new id for a file seen at ``now``, formatted in ``now``'s own time zone.
+
+    Ids are unique and increase strictly within the process while ``now`` does not go back: a repeated
+    microsecond takes the next suffix (after 32768 of them, the next microsecond). If ``now`` goes back,
+    the id carries ``now`` as given with a random suffix.
+    """
+    global _last_time, _last_id
+    time_part = _format_time(now)
+    with _lock:
+        if _last_time <= time_part <= _last_id[:_TIME_LENGTH]:
+            file_id = _successor(_last_id)
+        else:
+            file_id = _fresh(time_part)
+        _last_time, _last_id = time_part, file_id
+    return file_id
+
+
+def is_file_id(text: str) -> bool:
+    try:
+        file_id_time(text)
+    except ValueError:
+        return False
+    return True
+
+
+def file_id_time(file_id: str, tz: tzinfo | None = None) -> datetime:
+    """The time a file id was made for: naive, or in ``tz`` (the zone the id was formatted in)."""
+    if _FILE_ID.fullmatch(file_id) is None:
+        raise ValueError(f"not a file id: {file_id!r}")
+    return datetime.strptime(file_id[:_TIME_LENGTH], _TIME_FORMAT).replace(tzinfo=tz)
