@@ -38,7 +38,7 @@ _FORM = re.compile(r"^(?P<kind>[CVNDTE])(?:\((?P<args>[^()]*)\))?$")
 
 
 def parse_field_type(text: str) -> FieldType:
-    """Parse ``C(8)``, ``V(200)``, ``N(18,2)``, ``D``, ``T`` or ``E(01,02)``; ValueError says what is wrong."""
+    """Parse ``C(8)``, ``V(200)``, ``N(18,2)``, ``D``, ``T`` or ``E(01,02)``; ValueError says what's wrong."""
     match = _FORM.match(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a field type (C(n), V(n), N(p,s), D, T or E(a,b,...))")

@@ -122,4 +122,3 @@ def render_json(verdicts: list[Verdict], out: IO[str]) -> None:
     document = {"files": [verdict_dict(v) for v in verdicts], "ok": not any(v.rejected for v in verdicts)}
     json.dump(document, out, ensure_ascii=False, indent=2)
     out.write("\n")
-

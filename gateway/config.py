@@ -124,9 +124,9 @@ class GatewayConfig(_Strict):
     @model_validator(mode="after")
     def _cross_references(self) -> GatewayConfig:
         problems: list[str] = []
-        for name, station in self.stations.items():
-            if station.route not in self.routes:
-                problems.append(f"stations.{name}.route: no route named {station.route!r}")
+        for name, settings in self.stations.items():
+            if settings.route not in self.routes:
+                problems.append(f"stations.{name}.route: no route named {settings.route!r}")
         for code, entry in self.transfer_codes.items():
             where = f"transfer_codes.{code}"
             for station in entry.stations:
@@ -145,9 +145,9 @@ class GatewayConfig(_Strict):
     def _test_never_reaches_production(self) -> list[str]:
         """Spec 9: no route may carry both test and production stations' files."""
         used_by: dict[str, set[str]] = {}
-        for name, station in self.stations.items():
-            used_by.setdefault(station.route, set()).add(station.environment)
-        for code, entry in self.transfer_codes.items():
+        for settings in self.stations.values():
+            used_by.setdefault(settings.route, set()).add(settings.environment)
+        for entry in self.transfer_codes.values():
             if entry.route is None:
                 continue
             for station in entry.stations:
@@ -204,7 +204,13 @@ def _format(exc: ValidationError) -> list[str]:
 
 
 _TOP_KEYS = (
-    "stations.", "routes.", "transfer_codes.", "tables.", "limits.", "history.", "metrics.",
+    "stations.",
+    "routes.",
+    "transfer_codes.",
+    "tables.",
+    "limits.",
+    "history.",
+    "metrics.",
 )
 
 

@@ -42,9 +42,7 @@ def route(
         if name.org != entry.institution:
             problems.append(findings.make("ORG_MISMATCH", org=name.org, expected=entry.institution))
         if not entry.allows_table(name.table):
-            problems.append(
-                findings.make("TABLE_NOT_ALLOWED", transfer_code=transfer_code, table=name.table)
-            )
+            problems.append(findings.make("TABLE_NOT_ALLOWED", transfer_code=transfer_code, table=name.table))
     routed = Routed(
         station=station,
         transfer_code=transfer_code,

@@ -129,9 +129,10 @@ def validate_file(
 
 def check_partners(txt: Verdict, zipped: Verdict) -> list[Finding]:
     """The TXT <-> ZIP cross-check, once both halves are sound enough to compare."""
-    if txt.rejected or zipped.rejected:
+    if txt.rejected or zipped.rejected or txt.table is None:
         return []
-    return check_pair(txt.attachment_rows, zipped.members)
+    field_nos = {spec.name: i + 1 for i, spec in enumerate(txt.table.fields)}
+    return check_pair(txt.attachment_rows, zipped.members, field_nos=field_nos)
 
 
 def partner_missing(verdict: Verdict, rules: Rules) -> Finding:

@@ -197,8 +197,10 @@ CATALOGUE: dict[str, Template] = {
         _E,
         "附件压缩包成员“{member}”的文件名不是 UTF-8 编码（按 {guessed} 推测）",
         "The attachment member '{member}' has a name not flagged as UTF-8 (guessed as {guessed})",
-        "请使用支持 UTF-8 文件名的压缩工具（如 7-Zip 选择 UTF-8，或 zip 3.0 以上）重新压缩",
-        "Compress again with a tool that writes UTF-8 names (e.g. 7-Zip with UTF-8, or zip 3.0+)",
+        "请使用能标记 UTF-8 文件名的压缩工具重新压缩"
+        "（如 7-Zip 选择 UTF-8，或在 UTF-8 语言环境下使用 zip 3.0）",
+        "Compress again with a tool that flags UTF-8 names "
+        "(e.g. 7-Zip with UTF-8, or zip 3.0 in a UTF-8 locale)",
     ),
     "ZIP_UNSAFE": Template(
         _E,
@@ -337,8 +339,16 @@ class Finding:
         if self.value is None:
             return self
         return Finding(
-            self.code, self.severity, self.message_zh, self.message_en, self.hint_zh, self.hint_en,
-            self.line, self.field_no, self.field, None,
+            self.code,
+            self.severity,
+            self.message_zh,
+            self.message_en,
+            self.hint_zh,
+            self.hint_en,
+            self.line,
+            self.field_no,
+            self.field,
+            None,
         )
 
 

@@ -1,0 +1,79 @@
+"""Group commit: many concurrent files share one fsync (history) or one SQLite commit (ledger).
+
+Each caller awaits its own work; a single flusher takes everything queued since the last flush and
+makes it durable in one go, in a worker thread. Nothing is acknowledged before its batch is durable:
+a caller's await returns only after the batch containing its work was written (or raises its error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class GroupCommit(Generic[T]):
+    """Queue items from any coroutine; ``flush`` (blocking, in a thread) makes a whole batch durable."""
+
+    def __init__(self, flush: Callable[[Sequence[T]], None], *, max_batch: int = 2000) -> None:
+        self._flush = flush
+        self._max_batch = max_batch
+        self._queue: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit")
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        while self._queue:
+            await self._flush_once()
+
+    async def submit(self, items: Sequence[T]) -> None:
+        """Return once ``items`` are durable."""
+        if not items:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((items, future))
+        if self._task is None:
+            await self._flush_once()
+        else:
+            self._wake.set()
+        await future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._flush_once()
+
+    async def _flush_once(self) -> None:
+        batch: list[tuple[Sequence[T], asyncio.Future[None]]] = []
+        count = 0
+        while self._queue and count < self._max_batch:
+            items, future = self._queue.popleft()
+            batch.append((items, future))
+            count += len(items)
+        flat = [item for items, _ in batch for item in items]
+        try:
+            await asyncio.to_thread(self._flush, flat)
+        except Exception as exc:  # each waiter gets the failure of the batch it was in
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for _, future in batch:
+            if not future.done():
+                future.set_result(None)

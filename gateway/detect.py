@@ -1,0 +1,262 @@
+"""detect -> settle -> claim: inotify hints and reconcile scans decide when an inbox file may be taken.
+
+Events are hints, the scan is the truth: a full scan runs at start, every ``rescan_seconds``, and at once
+after the watcher reports lost events. Ready files are claimed in batches per mailbox (one fsync pair
+per batch), never more than ``max_in_flight`` at a time: the inbox itself is the back-pressure queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.settle import SettleTracker, Snapshot, is_candidate
+from gateway.watch import InboxWatcher, WatchEvent, WatchKind
+from spool.claim import Claimed, claim_many
+from spool.entries import EntryKind, list_inbox
+from spool.errors import BatchError
+from spool.layout import SpoolLayout
+
+log = structlog.get_logger("gateway.detect")
+
+Key = tuple[str, str, str]  # station, transfer code, name
+_CLAIM_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    station: str
+    transfer_code: str
+
+
+class Detector:
+    def __init__(
+        self,
+        layout: SpoolLayout,
+        stations: Iterable[str],
+        *,
+        settle_seconds: float,
+        rescan_seconds: float,
+        max_in_flight: int,
+        now_id: Callable[[], str],
+        on_claimed: Callable[[str, Claimed], Awaitable[None]],
+    ) -> None:
+        self.layout = layout
+        self.stations = list(stations)
+        self.rescan_seconds = rescan_seconds
+        self.tracker: SettleTracker[Key] = SettleTracker(settle_seconds)
+        self._now_id = now_id
+        self._on_claimed = on_claimed
+        self._ready: dict[Key, None] = {}  # ordered set: ready, not claimed yet
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._wake = asyncio.Event()
+        self._rescan = asyncio.Event()
+        self._watcher: InboxWatcher | None = None
+        self._watched: set[Mailbox] = set()
+        self.in_flight = 0
+        self.scans = 0
+        self.overflows = 0
+        self.last_scan_found = 0
+
+    # -- watcher --------------------------------------------------------------------------------------
+
+    def start_watching(self) -> None:
+        self._watcher = InboxWatcher(asyncio.get_running_loop(), self._on_event)
+        self._watcher.start()
+
+    def stop_watching(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+
+    def _on_event(self, event: WatchEvent) -> None:
+        now = time.monotonic()
+        if event.kind is WatchKind.OVERFLOW:
+            self.overflows += 1
+            self.tracker.events_lost(now)
+            self._rescan.set()
+        elif len(event.key) == 3 and event.name and is_candidate(event.name):
+            key: Key = (event.key[0], event.key[1], event.key[2])
+            if event.kind is WatchKind.RENAMED_IN:
+                self.tracker.renamed_in(key, now)
+            elif event.kind is WatchKind.WRITTEN:
+                self.tracker.written(key, now)
+            elif event.kind is WatchKind.CLOSED:
+                self.tracker.closed(key, now)
+            elif event.kind is WatchKind.GONE:
+                self.tracker.gone(key)
+        self._wake.set()
+
+    def _watch_new_mailboxes(self, mailboxes: Iterable[Mailbox]) -> None:
+        if self._watcher is None:
+            return
+        for box in mailboxes:
+            if box in self._watched:
+                continue
+            try:
+                self._watcher.watch(
+                    self.layout.station(box.station).inbox(box.transfer_code),
+                    (box.station, box.transfer_code),
+                )
+            except OSError as exc:
+                log.warning(
+                    "watch.failed",
+                    station=box.station,
+                    transfer_code=box.transfer_code,
+                    error=str(exc),
+                    note="served by the reconcile scan only",
+                )
+            self._watched.add(box)
+
+    # -- reconcile scan -------------------------------------------------------------------------------
+
+    def mailboxes(self) -> list[Mailbox]:
+        return [
+            Mailbox(station, tc)
+            for station in self.stations
+            for tc in self.layout.station(station).mailboxes()
+        ]
+
+    async def scan(self) -> int:
+        """Stat every inbox entry once; regular files go to settle, anything else is claimed as is."""
+        boxes = await asyncio.to_thread(self.mailboxes)
+        self._watch_new_mailboxes(boxes)
+        listing = await asyncio.to_thread(self._list, boxes)
+        now = time.monotonic()
+        seen: set[Key] = set()
+        for key, entry in listing:
+            seen.add(key)
+            if key in self._ready:
+                continue
+            if entry is None:
+                self._ready[key] = None  # not a regular file: never settles, claimed and quarantined
+            else:
+                self.tracker.observed(key, entry, now)
+        for key in self.tracker:
+            if key not in seen:
+                self.tracker.gone(key)
+        self.scans += 1
+        self.last_scan_found = len(seen)
+        self._wake.set()
+        return len(seen)
+
+    def _list(self, boxes: list[Mailbox]) -> list[tuple[Key, Snapshot | None]]:
+        found: list[tuple[Key, Snapshot | None]] = []
+        for box in boxes:
+            try:
+                entries = list_inbox(self.layout.station(box.station).inbox(box.transfer_code))
+            except OSError:
+                continue
+            for entry in entries:
+                key = (box.station, box.transfer_code, entry.name)
+                if entry.kind is EntryKind.REGULAR:
+                    found.append((key, Snapshot(entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino)))
+                elif entry.kind is not EntryKind.VANISHED:
+                    found.append((key, None))
+        return found
+
+    async def _stat_due(self) -> None:
+        due = self.tracker.due(time.monotonic())
+        if not due:
+            return
+        stats = await asyncio.to_thread(self._stat_keys, due)
+        now = time.monotonic()
+        for key, snap in stats:
+            if snap is None:
+                self.tracker.gone(key)
+            else:
+                self.tracker.observed(key, snap, now)
+
+    def _stat_keys(self, keys: list[Key]) -> list[tuple[Key, Snapshot | None]]:
+        out: list[tuple[Key, Snapshot | None]] = []
+        for key in keys:
+            path = self.layout.station(key[0]).inbox(key[1]) / key[2]
+            try:
+                out.append((key, Snapshot.from_stat(os.lstat(path))))
+            except OSError:
+                out.append((key, None))
+        return out
+
+    # -- claim ----------------------------------------------------------------------------------------
+
+    async def claim_ready(self) -> None:
+        """Claim ready files per mailbox, as many as free slots allow; each is handed on in its own task."""
+        for key in self.tracker.ready():
+            self._ready[key] = None
+        while self._ready and not self._slots.locked():
+            batch: dict[tuple[str, str], list[str]] = {}
+            taken = 0
+            for key in list(self._ready):
+                if taken >= _CLAIM_BATCH or self._slots.locked():
+                    break
+                await self._slots.acquire()
+                del self._ready[key]
+                batch.setdefault((key[0], key[1]), []).append(key[2])
+                taken += 1
+            claimed = await asyncio.to_thread(self._claim, batch)
+            for _ in range(taken - len(claimed)):
+                self._slots.release()  # vanished before the claim: nothing to do
+            for station, item in claimed:
+                self.in_flight += 1
+                asyncio.get_running_loop().create_task(self._hand_on(station, item), name=item.file_id)
+
+    def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
+        out: list[tuple[str, Claimed]] = []
+        for (station, tc), names in batch.items():
+            try:
+                done = claim_many(self.layout.station(station), tc, names, self._now_id)
+            except BatchError as exc:
+                done = list(exc.done)
+                for path, error in exc.errors.items():
+                    log.error("claim.failed", path=str(path), error=str(error))
+            except OSError as exc:
+                log.error("claim.failed", station=station, transfer_code=tc, error=str(exc))
+                continue
+            out.extend((station, item) for item in done)
+        return out
+
+    async def _hand_on(self, station: str, item: Claimed) -> None:
+        try:
+            await self._on_claimed(station, item)
+        finally:
+            self.in_flight -= 1
+            self._slots.release()
+            self._wake.set()
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Scan, then react to events, deadlines and rescans until ``stopping`` is set."""
+        await self.scan()
+        next_scan = time.monotonic() + self.rescan_seconds
+        while not stopping.is_set():
+            now = time.monotonic()
+            if self._rescan.is_set() or now >= next_scan:
+                self._rescan.clear()
+                await self.scan()
+                next_scan = time.monotonic() + self.rescan_seconds
+            await self._stat_due()
+            await self.claim_ready()
+            deadline = self.tracker.next_deadline()
+            timeout = next_scan - time.monotonic()
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            self._wake.clear()
+            if self._ready and self._slots.locked():
+                timeout = max(timeout, 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, timeout))
+
+    @property
+    def settled(self) -> bool:
+        """Nothing ready to claim and nothing settling: every file seen has been handed on."""
+        return not self._ready and len(self.tracker) == 0
+
+    def wake(self) -> None:
+        self._wake.set()

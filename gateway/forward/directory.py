@@ -1,0 +1,161 @@
+"""The directory core: each file appears there under its own name, complete, and only once.
+
+Copy to a hidden temp name, fsync, rename without replacing, fsync the directory. The name and sha256
+make it idempotent: if the core already holds the name with the same content, an earlier attempt got
+there (perhaps just before a crash) and this one is done; other content under the name is a rejection.
+Failures of the core directory (missing, not a directory, not writable, full, I/O errors) are
+``Transient``: the file stays deferred until the operator fixes the core, never rejected for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gateway.config import DirectoryRoute
+from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
+from spool.fsio import fsync_dir, rename_noreplace, temp_name
+
+_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what spool.fsio.temp_name makes
+_UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DirectoryForwarder:
+    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread."""
+
+    def __init__(self, route: DirectoryRoute) -> None:
+        self.root = route.path
+
+    async def send(self, item: Outbound) -> str:
+        return await asyncio.to_thread(self._send, item)
+
+    async def aclose(self) -> None:
+        """Nothing to release: every send opens and closes its own files."""
+
+    async def cleanup(self) -> list[Path]:
+        """Remove temp files a crash left in the core directory; call at start-up, before any send."""
+        return await asyncio.to_thread(self._cleanup)
+
+    def _send(self, item: Outbound) -> str:
+        if item.name != Path(item.name).name or item.name.startswith("."):
+            raise ForwardError(f"{item.name!r} is not a plain file name; it could land outside the core")
+        final = self.root / item.name
+        if self._holds(final, item):
+            with self._core("syncing"):
+                fsync_dir(self.root)  # the earlier attempt may have died before its directory fsync
+            return f"already at the core as {final}"
+        src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
+        try:
+            tmp = temp_name(final)
+            try:
+                self._copy(src, tmp, item)
+                self._publish(tmp, final, item)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+        finally:
+            os.close(src)
+        return f"copied to {final}"
+
+    def _copy(self, src: int, tmp: Path, item: Outbound) -> None:
+        digest = Digest(item)
+        with self._core("creating a file"):
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            buf = bytearray(CHUNK_BYTES)
+            view = memoryview(buf)
+            while count := os.readv(src, [buf]):
+                digest.update(view[:count])
+                with self._core("writing"):
+                    _write_all(dst, view[:count])
+            digest.verify()
+            with self._core("syncing"):
+                os.fsync(dst)
+        finally:
+            os.close(dst)
+
+    def _publish(self, tmp: Path, final: Path, item: Outbound) -> None:
+        with self._core("renaming"):
+            try:
+                rename_noreplace(tmp, final)
+            except FileExistsError:  # a concurrent attempt won the race: same content is success
+                tmp.unlink()
+                if not self._holds(final, item):
+                    raise Transient(f"{final} appeared and vanished while delivering; retrying") from None
+            fsync_dir(self.root)
+
+    def _holds(self, final: Path, item: Outbound) -> bool:
+        """Whether the core already has this file; raise ``Rejected`` if it has other content there."""
+        with self._core("checking"):
+            try:
+                info = os.lstat(final)
+            except FileNotFoundError:
+                return False
+            same = (
+                stat.S_ISREG(info.st_mode)
+                and info.st_size == item.size
+                and _sha256(final) == item.sha256.lower()
+            )
+        if same:
+            return True
+        raise Rejected(
+            "CORE_REJECTED",
+            f"the core directory already holds a different file named {item.name}; "
+            "the core keeps the first one, send a new batch number to re-report",
+        )
+
+    def _cleanup(self) -> list[Path]:
+        removed: list[Path] = []
+        with self._core("cleaning"):
+            try:
+                entries = list(os.scandir(self.root))
+            except (FileNotFoundError, NotADirectoryError):
+                return removed  # no core directory, nothing left behind in it
+            for entry in entries:
+                if _TEMP.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(Path(entry.path))
+            if removed:
+                fsync_dir(self.root)
+        return removed
+
+    @contextmanager
+    def _core(self, action: str) -> Iterator[None]:
+        """Turn a failure of the core directory into a ``Transient`` that says what to fix."""
+        try:
+            yield
+        except OSError as exc:
+            raise Transient(_explain(self.root, action, exc)) from exc
+
+
+def _explain(root: Path, action: str, exc: OSError) -> str:
+    if exc.errno == errno.ENOENT and not root.exists():
+        return f"core directory {root} does not exist; create it or fix the route's path"
+    if exc.errno == errno.ENOTDIR:
+        return f"core directory {root} is not a directory; fix the route's path"
+    if exc.errno in _UNWRITABLE:
+        return f"core directory {root} is not writable ({exc.strerror}); fix its permissions or mount"
+    if exc.errno in _FULL:
+        return f"core directory {root} is full ({exc.strerror}); free space there"
+    return f"core directory {root}: {action} failed: {exc.strerror or exc}"
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(fd, data) :]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()

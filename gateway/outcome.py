@@ -1,0 +1,166 @@
+"""The record step: where a file ends (archive or quarantine), its receipt, its history and its ledger row.
+
+Order is what makes a crash harmless: history event, receipt, then the move out of work/, and the
+ledger's final state last. Recovery therefore re-runs anything still in work/ (history is de-duplicated,
+the receipt replaced) and only has to finish the ledger for a file already moved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.commit import GroupCommit
+from gateway.history import EventKind, HistoryEvent
+from gateway.item import Item
+from gateway.ledger import Ledger
+from gateway.ledger import State as FileState
+from gateway.receipts import Receipt, write_receipt
+from gateway.text import visible
+from spool.claim import move
+from spool.fsio import write_atomic
+from spool.layout import SpoolLayout, State
+from validators.findings import Finding, Severity
+
+
+@dataclass
+class Recorder:
+    layout: SpoolLayout
+    ledger: Ledger
+    history: GroupCommit[HistoryEvent]
+    now: Callable[[], datetime]
+    logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
+
+    async def event(self, item: Item, kind: EventKind, message: str, **detail: Any) -> None:
+        """Append one history event for ``item``, durable when this returns; once per (file, kind)."""
+        await self.events([(item, kind, message, detail or None)])
+
+    async def events(self, batch: Sequence[tuple[Item, EventKind, str, dict[str, Any] | None]]) -> None:
+        fresh = [
+            HistoryEvent(
+                event=kind,
+                message=message,
+                detail=detail,
+                findings=[f.to_dict() for f in item.findings] if kind != "received" else None,
+                findings_total=item.findings_total if kind != "received" else None,
+                **item.facts(),
+            )
+            for item, kind, message, detail in batch
+            if (item.file_id, kind) not in self.logged
+        ]
+        await self.history.submit(fresh)
+
+    async def rejected(self, unit: Sequence[Item]) -> None:
+        """Quarantine every file of the unit with its reasons; one BAD receipt for the stem."""
+        for item in unit:
+            await self.event(item, "rejected", rejection_message(item.findings, item.findings_total))
+        await self._receipt(unit, ok=False, status="rejected")
+        day = self._day()
+        for item in unit:
+            await asyncio.to_thread(self._quarantine, item, day)
+        await asyncio.to_thread(self._final, unit, FileState.REJECTED)
+
+    async def forwarded(self, unit: Sequence[Item], where: str) -> None:
+        for item in unit:
+            await self.event(
+                item,
+                "forwarded",
+                f"已转发至报送平台 / Forwarded to the reporting core ({visible(where)})",
+                core=where,
+            )
+        await self._receipt(unit, ok=True, status="forwarded")
+        await self._archive(unit, FileState.FORWARDED)
+
+    async def duplicate(self, unit: Sequence[Item], of: str) -> None:
+        for item in unit:
+            await self.event(
+                item,
+                "duplicate",
+                f"与已接收的文件 {of} 完全相同，未重复转发，无需处理 / "
+                f"Identical to {of}, already received; not forwarded again, nothing to do",
+                duplicate_of=of,
+            )
+        await self._receipt(unit, ok=True, status="duplicate")
+        await self._archive(unit, FileState.DUPLICATE)
+
+    async def _archive(self, unit: Sequence[Item], state: FileState) -> None:
+        day = self._day()
+        for item in unit:
+            item.path = await asyncio.to_thread(
+                move,
+                self.layout.station(item.station),
+                item.path,
+                State.ARCHIVE,
+                item.transfer_code,
+                item.file_id,
+                item.name,
+                day,
+            )
+        await asyncio.to_thread(self._final, unit, state)
+
+    def _quarantine(self, item: Item, day: str) -> None:
+        station = self.layout.station(item.station)
+        reason = {
+            "file_id": item.file_id,
+            "name": item.name,
+            "station": item.station,
+            "transfer_code": item.transfer_code,
+            "findings_total": item.findings_total,
+            "findings": [f.to_dict() for f in item.findings],
+        }
+        station.state_dir(State.QUARANTINE, item.transfer_code, day).mkdir(parents=True, exist_ok=True)
+        write_atomic(
+            station.reason_path(item.transfer_code, item.file_id, day),
+            json.dumps(reason, ensure_ascii=False, indent=2).encode(),
+            mode=0o600 if item.restricted else 0o644,
+        )
+        if item.restricted:
+            item.path.chmod(0o600)  # a regular file in work/: the gateway's own, no link to follow
+        item.path = move(
+            station, item.path, State.QUARANTINE, item.transfer_code, item.file_id, item.name, day
+        )
+
+    def _final(self, unit: Sequence[Item], state: FileState) -> None:
+        with self.ledger.transaction():
+            for item in unit:
+                self.ledger.record(item.file_id, state=state.value, outcome=state.value)
+
+    async def _receipt(self, unit: Sequence[Item], *, ok: bool, status: str) -> None:
+        first = unit[0]
+        outbox = self.layout.station(first.station).outbox(first.transfer_code)
+        found = [f for item in unit for f in item.findings]
+        receipt = Receipt(
+            name=first.name,
+            ok=ok,
+            records=sum(item.records for item in unit),
+            findings=found,
+            findings_total=sum(item.findings_total for item in unit),
+            at=self.now(),
+            file_id=first.file_id,
+            status=status,
+        )
+        if outbox.is_dir():
+            await asyncio.to_thread(write_receipt, outbox, receipt)
+
+    def _day(self) -> str:
+        return self.now().strftime("%Y%m%d")
+
+
+def rejection_message(found: Sequence[Finding], total: int) -> str:
+    """One sentence for operators and institutions: the first error, its hint, and how many more."""
+    errors = [f for f in found if f.severity is Severity.ERROR]
+    if not errors:
+        return "已拒收 / Rejected"
+    first = errors[0]
+    where = f"第{first.line}行 " if first.line else ""
+    where_en = f" (line {first.line})" if first.line else ""
+    more = f"（另有 {total - 1} 条）" if total > 1 else ""
+    more_en = f" (+{total - 1} more)" if total > 1 else ""
+    return (
+        f"已拒收：{where}{first.code} {first.message_zh}{more}；{first.hint_zh} / "
+        f"Rejected: {first.code}{where_en} {first.message_en}{more_en}; {first.hint_en}"
+    )

@@ -1,0 +1,297 @@
+"""The pipeline: route -> validate -> pair -> decide -> forward -> record, for one claimed file.
+
+``Pipeline.process`` reads like the path a file travels; each step is a call into its own module.
+Detection, settling and claiming happen before (gateway/detect.py); recovery re-enters here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from gateway.config import GatewayConfig
+from gateway.forward import Cancelled, Forwarder, Outbound, Rejected, deliver
+from gateway.item import Item
+from gateway.ledger import Accept, Duplicate, FirstNotFull, KeyTakenError, Ledger, Stale
+from gateway.ledger import State as FileState
+from gateway.outcome import Recorder
+from gateway.route import route
+from gateway.validate import Rules, check_partners, partner_missing, validate_file
+from spool.claim import move
+from spool.entries import EntryKind
+from spool.ids import file_id_time
+from spool.layout import SpoolLayout, State
+from validators import findings
+
+log = structlog.get_logger("gateway.pipeline")
+
+_KIND_NAMES = {
+    EntryKind.SYMLINK: "符号链接 symlink",
+    EntryKind.DIRECTORY: "目录 directory",
+    EntryKind.FIFO: "管道 FIFO",
+    EntryKind.SOCKET: "套接字 socket",
+    EntryKind.DEVICE: "设备文件 device",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportKey:
+    """Spec 7: the report a file is a (re-)report of."""
+
+    station: str
+    institution: str
+    table: str
+    date: str
+    part: int
+
+
+@dataclass
+class Pipeline:
+    config: GatewayConfig
+    rules: Rules
+    layout: SpoolLayout
+    ledger: Ledger
+    recorder: Recorder
+    forwarders: dict[str, Forwarder]
+    pool: Executor | None
+    now: Callable[[], datetime]
+    stopping: asyncio.Event
+    waiting: dict[tuple[str, str, str], Item] = field(default_factory=dict)  # TXT/ZIP awaiting partner
+    _timers: dict[tuple[str, str, str], asyncio.TimerHandle] = field(default_factory=dict)
+    retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
+    _lost_partners: dict[tuple[str, str, str], float] = field(default_factory=dict)
+
+    async def process(self, item: Item) -> None:
+        """Take one claimed file to its outcome (or to the wait for its partner)."""
+        if item.kind is not EntryKind.REGULAR:
+            item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
+            await self.recorder.rejected([item])
+            return
+        row = await asyncio.to_thread(self.ledger.get, item.file_id)
+        await self.validate(item)
+        self.route(item)
+        if row is not None and row.state in (FileState.ACCEPTED, FileState.DEFERRED):
+            await self.forward([item])  # recovery: decided before the crash, forwarding is idempotent
+            return
+        unit = self.pair(item)
+        if unit is None:
+            return
+        await self.decide(unit)
+
+    async def validate(self, item: Item) -> None:
+        today = self.now().date()
+        item.verdict = await asyncio.to_thread(
+            validate_file, item.path, item.name, self.rules, today=today, pool=self.pool
+        )
+
+    def route(self, item: Item) -> None:
+        parsed = item.verdict.parsed if item.verdict else None
+        item.routed, problems = route(self.config, item.station, item.transfer_code, parsed)
+        item.extra.extend(problems)
+
+    def pair(self, item: Item) -> list[Item] | None:
+        """A file that needs its TXT/ZIP partner waits for it; both are then decided as one unit."""
+        verdict = item.verdict
+        if verdict is None or verdict.parsed is None or not verdict.needs_partner:
+            return [item]
+        key = (item.station, item.transfer_code, verdict.parsed.stem)
+        if key in self._lost_partners:  # the partner was already rejected: do not make this one wait
+            item.extra.add(partner_missing(verdict, self.rules))
+            return [item]
+        partner = self.waiting.pop(key, None)
+        if partner is None:
+            if item.rejected:  # no point waiting: reject now, tell the partner when it comes
+                self._forget_partner(key)
+                return [item]
+            self.waiting[key] = item
+            delay = self._pair_deadline(item)
+            self._timers[key] = asyncio.get_running_loop().call_later(delay, self._pair_timeout, key)
+            log.info("pair.waiting", name=item.name, file_id=item.file_id, seconds=round(delay))
+            return None
+        self._timers.pop(key).cancel()
+        txt, zipped = (partner, item) if item.is_zip else (item, partner)
+        if txt.verdict and zipped.verdict:
+            txt.extra.extend(check_partners(txt.verdict, zipped.verdict))
+        return [txt, zipped]
+
+    def _pair_deadline(self, item: Item) -> float:
+        claimed = file_id_time(item.file_id, self.config.zone)
+        waited = (self.now() - claimed).total_seconds()
+        return max(0.0, self.config.pair_timeout_seconds - waited)
+
+    def _pair_timeout(self, key: tuple[str, str, str]) -> None:
+        item = self.waiting.pop(key, None)
+        self._timers.pop(key, None)
+        if item is None or item.verdict is None:
+            return
+        item.extra.add(partner_missing(item.verdict, self.rules))
+        self._forget_partner(key)
+        asyncio.get_running_loop().create_task(self.recorder.rejected([item]), name=f"timeout {item.file_id}")
+
+    def _forget_partner(self, key: tuple[str, str, str]) -> None:
+        loop = asyncio.get_running_loop()
+        self._lost_partners[key] = loop.time()
+        loop.call_later(self.config.pair_timeout_seconds, self._lost_partners.pop, key, None)
+
+    async def decide(self, unit: list[Item]) -> None:
+        """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward."""
+        if any(item.rejected for item in unit):
+            await self.recorder.rejected(unit)
+            return
+        lead = unit[0]
+        sound = lead.sound()
+        key = ReportKey(
+            lead.station, sound.routed.institution, sound.name.table, sound.name.date, sound.name.part
+        )
+        await asyncio.to_thread(self._record_claims, unit)
+        decision = await asyncio.to_thread(
+            self.ledger.decide,
+            station=key.station,
+            institution=key.institution,
+            table=key.table,
+            date=key.date,
+            part=key.part,
+            batch=sound.name.batch,
+            mode=sound.name.mode,
+            sha256=sound.verdict.sha256,
+            name=lead.name,
+            incremental=sound.table.incremental,
+        )
+        if isinstance(decision, Duplicate):
+            await self.recorder.duplicate(unit, decision.of)
+            return
+        if isinstance(decision, Stale):
+            lead.extra.add(stale(sound.name.batch, decision.accepted))
+        elif isinstance(decision, FirstNotFull):
+            lead.extra.add(findings.make("FIRST_REPORT_NOT_FULL", table=key.table))
+        if not isinstance(decision, Accept):
+            await self.recorder.rejected(unit)
+            return
+        try:
+            await asyncio.to_thread(self._accept, unit, key)
+        except KeyTakenError as exc:
+            lead.extra.add(stale(sound.name.batch, exc.accepted))
+            await self.recorder.rejected(unit)
+            return
+        await self.forward(unit)
+
+    def _record_claims(self, unit: Sequence[Item]) -> None:
+        with self.ledger.transaction():
+            for item in unit:
+                verdict = item.sound().verdict
+                self.ledger.record(
+                    item.file_id,
+                    station=item.station,
+                    transfer_code=item.transfer_code,
+                    name=item.name,
+                    sha256=verdict.sha256,
+                    size=verdict.size,
+                )
+
+    def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
+        """Write-ahead: the report key is taken and every file marked accepted before anything is sent."""
+        with self.ledger.transaction():
+            for item in unit:
+                name = item.sound().name
+                self.ledger.record(
+                    item.file_id,
+                    mode=name.mode,
+                    batch=name.batch,
+                    table_code=name.table,
+                    data_date=name.date,
+                    part=name.part,
+                    institution=key.institution,
+                )
+            lead = unit[0].sound()
+            self.ledger.accept(
+                unit[0].file_id,
+                station=key.station,
+                institution=key.institution,
+                table=key.table,
+                date=key.date,
+                part=key.part,
+                batch=lead.name.batch,
+                sha256=lead.verdict.sha256,
+            )
+            for item in unit[1:]:
+                self.ledger.set_state(item.file_id, FileState.ACCEPTED.value)
+
+    async def forward(self, unit: list[Item]) -> None:
+        """Deliver every file of the unit (attachments first), then record the outcome."""
+        ordered = sorted(unit, key=lambda item: not item.is_zip)
+        where = ""
+        for item in ordered:
+            route = item.sound().routed.route
+            try:
+                where = await deliver(
+                    self.forwarders[route],
+                    self._outbound(item),
+                    self.config.routes[route],
+                    on_deferred=functools.partial(self._deferred, item),
+                    stop_event=self.stopping,
+                )
+            except Rejected as exc:
+                item.extra.add(exc.finding())
+                await self.recorder.rejected(unit)
+                return
+            except Cancelled:
+                log.info("forward.interrupted", name=item.name, file_id=item.file_id)
+                return
+            finally:
+                self.retrying.discard(item.file_id)
+        await self.recorder.forwarded(ordered, where)
+
+    def _outbound(self, item: Item) -> Outbound:
+        sound = item.sound()
+        return Outbound(
+            file_id=item.file_id,
+            path=item.path,
+            name=item.name,
+            sha256=sound.verdict.sha256,
+            size=sound.verdict.size,
+            station=item.station,
+            transfer_code=item.transfer_code,
+            institution=sound.routed.institution,
+            table=sound.name.table,
+            data_date=sound.name.date,
+            batch=f"{sound.name.batch:02d}",
+            mode=sound.name.mode,
+        )
+
+    async def _deferred(self, item: Item, reason: str) -> Outbound:
+        """The core cannot take the file now: keep it in deferred/ (durably) and say so."""
+        if item.path.parent.parent.name != State.DEFERRED.value:
+            item.path = await asyncio.to_thread(
+                move,
+                self.layout.station(item.station),
+                item.path,
+                State.DEFERRED,
+                item.transfer_code,
+                item.file_id,
+                item.name,
+            )
+        self.retrying.add(item.file_id)
+        await asyncio.to_thread(self.ledger.set_state, item.file_id, FileState.DEFERRED.value)
+        await self.recorder.event(
+            item,
+            "deferred",
+            f"报送平台暂时无法接收，文件已保留并将自动重试，无需重发 / The core cannot take the file now "
+            f"({reason}); it is kept and retried automatically, do not resend",
+            reason=reason,
+        )
+        return self._outbound(item)
+
+
+def stale(batch: int, accepted: int) -> findings.Finding:
+    return findings.make(
+        "BATCH_STALE",
+        batch=f"{batch:02d}",
+        accepted=f"{accepted:02d}",
+        next_batch=f"{min(accepted + 1, 99):02d}",
+    )

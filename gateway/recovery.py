@@ -1,0 +1,105 @@
+"""Start-up recovery, Postfix-style: finish or redo whatever a crash left in flight, without forwarding twice.
+
+The pipeline writes the ledger's final state last, after the file has left work/. So:
+- a file still in work/, deferred/ or held/ simply goes through the pipeline again (validation is
+  deterministic; a file the ledger already accepted skips the decision and is re-sent idempotently);
+- a file already in archive/ or quarantine/ whose ledger row is not final only needs that row finished;
+- history events already written are not written again (``HistoryWriter.logged``).
+Every step is idempotent, so being killed during recovery is harmless: the next start does it again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+
+from gateway.history import HistoryWriter
+from gateway.item import Item
+from gateway.ledger import FileRow, Ledger
+from gateway.ledger import State as FileState
+from spool.entries import classify
+from spool.layout import SpoolLayout, State
+from spool.recovery import inbox_duplicates_after_link, remove_temp_files, scan_states
+
+log = structlog.get_logger("gateway.recovery")
+
+_OPEN = (FileState.CLAIMED, FileState.ACCEPTED, FileState.DEFERRED, FileState.HELD)
+
+
+@dataclass
+class Recovered:
+    items: list[Item]  # to run through the pipeline again
+    logged: set[tuple[str, str]]  # history events already written for them
+    finished: int  # ledger rows completed for files that had already reached their outcome
+
+
+def recover(layout: SpoolLayout, stations: list[str], ledger: Ledger, history: HistoryWriter) -> Recovered:
+    """Blocking: run in a thread before the watcher starts (an inbox duplicate must not be claimed)."""
+    items: list[Item] = []
+    for name in stations:
+        station = layout.station(name)
+        removed = remove_temp_files(station)
+        duplicates = inbox_duplicates_after_link(station)
+        if removed or duplicates:
+            log.info("recovery.cleaned", station=name, temp_files=removed, inbox_links=len(duplicates))
+        for entry in scan_states(station, states=(State.WORK, State.DEFERRED, State.HELD)):
+            row = ledger.get(entry.file_id)
+            items.append(
+                Item(
+                    station=name,
+                    transfer_code=entry.tc,
+                    file_id=entry.file_id,
+                    name=row.name if row is not None and row.name else entry.name,
+                    path=entry.path,
+                    kind=classify(entry.path),
+                )
+            )
+    in_flight = {item.file_id for item in items}
+    open_rows = [
+        row for state in _OPEN for row in ledger.by_state(state.value) if row.file_id not in in_flight
+    ]
+    ended = _ended(layout, stations, open_rows)
+    finished = 0
+    for row in open_rows:
+        final = _final_state(row, ended.get(row.file_id))
+        if final is None:
+            log.warning("recovery.unknown_file", file_id=row.file_id, state=row.state.value)
+            continue
+        ledger.record(row.file_id, state=final.value, outcome=final.value)
+        finished += 1
+    logged = history.logged(in_flight) if in_flight else set()
+    if items or finished:
+        log.info("recovery.done", resumed=len(items), finished=finished)
+    return Recovered(items=items, logged=logged, finished=finished)
+
+
+def _ended(layout: SpoolLayout, stations: list[str], rows: list[FileRow]) -> dict[str, State]:
+    """Which of these files already sit in quarantine/ or archive/ (only days they could be in)."""
+    if not rows:
+        return {}
+    first_day = min(row.file_id[:8] for row in rows)
+    wanted = {row.file_id for row in rows}
+    found: dict[str, State] = {}
+    for name in stations:
+        station = layout.station(name)
+        for state in (State.QUARANTINE, State.ARCHIVE):
+            root = station.state_root(state)
+            days = sorted(d for d in root.iterdir() if d.name >= first_day) if root.is_dir() else []
+            for day in days:
+                for folder in day.iterdir():
+                    for path in folder.iterdir():
+                        file_id = path.name.split(".", 1)[0]
+                        if file_id in wanted:
+                            found[file_id] = state
+    return found
+
+
+def _final_state(row: FileRow, ended: State | None) -> FileState | None:
+    """The file reached its end before the crash: quarantine means rejected; archive means forwarded
+    once the ledger had accepted it, and a duplicate when it had not (duplicates are never accepted)."""
+    if ended is State.QUARANTINE:
+        return FileState.REJECTED
+    if ended is State.ARCHIVE:
+        return FileState.DUPLICATE if row.state is FileState.CLAIMED else FileState.FORWARDED
+    return None

@@ -1,0 +1,249 @@
+"""Lifecycle of the daemon: start-up (lock, recovery, first scan) -> main loop -> graceful shutdown.
+
+Signal handlers only set flags: SIGTERM/SIGINT stop taking new files and give in-flight ones
+``shutdown_timeout_seconds`` to finish (anything cut short stays in work/ or deferred/ and is recovered at
+the next start); SIGHUP reloads the config and registry, keeping the old one if the new one is bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+from collections.abc import Awaitable
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
+from pathlib import Path
+
+import structlog
+
+from gateway.commit import GroupCommit
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.detect import Detector
+from gateway.forward import Forwarder, make_forwarder
+from gateway.history import HistoryEvent, HistoryWriter
+from gateway.item import Item
+from gateway.ledger import Ledger
+from gateway.logs import configure_logging
+from gateway.outcome import Recorder
+from gateway.pipeline import Pipeline
+from gateway.recovery import recover
+from gateway.validate import Rules
+from spool.claim import Claimed
+from spool.errors import SpoolError, SpoolLocked
+from spool.ids import new_file_id
+from spool.layout import SpoolLayout
+from spool.lock import SpoolLock
+
+log = structlog.get_logger("gateway.service")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+_MAX_IN_FLIGHT = 512
+_DRAIN_POLL = 0.2
+
+
+def ledger_path(config: GatewayConfig) -> Path:
+    return config.spool_root / ".gateway-ledger.sqlite"
+
+
+def prepare_spool(config: GatewayConfig) -> SpoolLayout:
+    """Create the mailboxes of every registered code and refuse a spool split over filesystems."""
+    layout = SpoolLayout(config.spool_root)
+    config.spool_root.mkdir(parents=True, exist_ok=True)
+    for station in config.stations:
+        codes = [code for code, entry in config.transfer_codes.items() if station in entry.stations]
+        station_layout = layout.station(station)
+        station_layout.ensure(codes)
+        station_layout.check_same_filesystem()
+    return layout
+
+
+def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
+    configure_logging()
+    try:
+        layout = prepare_spool(config)
+        with SpoolLock(config.spool_root):
+            return asyncio.run(Service(config, config_path, layout).serve(drain=drain))
+    except SpoolLocked as exc:
+        log.error("spool.locked", error=str(exc), hint="another fdep-gateway serves this spool")
+        return EXIT_FAILED
+    except SpoolError as exc:
+        log.error("spool.unusable", error=str(exc))
+        return EXIT_FAILED
+
+
+class Service:
+    def __init__(self, config: GatewayConfig, config_path: Path, layout: SpoolLayout) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.layout = layout
+        self.stopping = asyncio.Event()
+        self.reload_requested = False
+
+    def now(self) -> datetime:
+        return datetime.now(self.config.zone)
+
+    def new_id(self) -> str:
+        return new_file_id(self.now())
+
+    async def serve(self, *, drain: bool) -> int:
+        config = self.config
+        self.ledger = Ledger.open(ledger_path(config))
+        self.writer = HistoryWriter(config.history.dir, config.zone)
+        self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
+        self.history.start()
+        self.forwarders: dict[str, Forwarder] = {name: make_forwarder(r) for name, r in config.routes.items()}
+        workers = config.workers or None
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        stations = list(config.stations)
+        recovered = await asyncio.to_thread(recover, self.layout, stations, self.ledger, self.writer)
+        self.recorder = Recorder(self.layout, self.ledger, self.history, self.now, recovered.logged)
+        self.pipeline = Pipeline(
+            config=config,
+            rules=Rules.from_config(config),
+            layout=self.layout,
+            ledger=self.ledger,
+            recorder=self.recorder,
+            forwarders=self.forwarders,
+            pool=self.pool,
+            now=self.now,
+            stopping=self.stopping,
+        )
+        self.detector = Detector(
+            self.layout,
+            stations,
+            settle_seconds=config.settle_seconds,
+            rescan_seconds=config.rescan_seconds,
+            max_in_flight=_MAX_IN_FLIGHT,
+            now_id=self.new_id,
+            on_claimed=self.on_claimed,
+        )
+        self._install_signals()
+        tasks = {asyncio.create_task(self._guard(self.pipeline.process(item))) for item in recovered.items}
+        self.detector.start_watching()
+        log.info(
+            "gateway.started",
+            stations=stations,
+            resumed=len(recovered.items),
+            drain=drain,
+            spool=str(config.spool_root),
+        )
+        detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
+        try:
+            if drain:
+                await self._drain_until_idle(tasks)
+            else:
+                await self._main_loop()
+        finally:
+            await self._shutdown(detecting, tasks)
+        return EXIT_OK
+
+    async def on_claimed(self, station: str, claimed: Claimed) -> None:
+        item = Item(
+            station=station,
+            transfer_code=claimed.tc,
+            file_id=claimed.file_id,
+            name=claimed.name,
+            path=claimed.path,
+            kind=claimed.kind,
+        )
+        await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
+        await self._guard(self.pipeline.process(item))
+
+    async def _guard(self, work: Awaitable[None]) -> None:
+        """One file's failure is logged and never takes the daemon down; the file stays for recovery."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("file.failed", note="left in place; retried at the next start")
+
+    async def _main_loop(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(0.5)
+            if self.reload_requested:
+                self.reload_requested = False
+                await self._reload()
+
+    async def _drain_until_idle(self, tasks: set[asyncio.Task[None]]) -> None:
+        """``drain``: stop once nothing is ready, settling, in flight or waiting for its partner."""
+        quiet = 0
+        while not self.stopping.is_set():
+            await asyncio.sleep(_DRAIN_POLL)
+            tasks -= {t for t in tasks if t.done()}
+            busy = (
+                tasks
+                or not self.detector.settled
+                or self.pipeline.waiting
+                or self.detector.in_flight > len(self.pipeline.retrying)
+            )
+            if busy:
+                quiet = 0
+                continue
+            if quiet == 0:
+                await self.detector.scan()
+            quiet += 1
+            if quiet >= 2:
+                return
+
+    async def _shutdown(self, detecting: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
+        self._stop()
+        self.detector.stop_watching()
+        await asyncio.gather(detecting, return_exceptions=True)
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        pending = [t for t in pending if t.get_name() != "group-commit"]
+        if pending:
+            _done, still = await asyncio.wait(pending, timeout=self.config.shutdown_timeout_seconds)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        await self.history.stop()
+        for forwarder in self.forwarders.values():
+            await forwarder.aclose()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.ledger.close()
+        self.writer.close()
+        log.info("gateway.stopped")
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+
+    def _stop(self) -> None:
+        self.stopping.set()
+        self.detector.wake()
+
+    def _request_reload(self) -> None:
+        self.reload_requested = True
+
+    async def _reload(self) -> None:
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+            await asyncio.to_thread(prepare_spool, config)
+        except (ConfigError, SpoolError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            log.error("config.reload_rejected", problems=problems, note="keeping the running config")
+            return
+        if config.spool_root != self.config.spool_root or config.history.dir != self.config.history.dir:
+            log.error("config.reload_rejected", problems=["spool_root and history.dir need a restart"])
+            return
+        old = self.forwarders
+        self.forwarders = {name: make_forwarder(r) for name, r in config.routes.items()}
+        self.config = config
+        self.pipeline.config = config
+        self.pipeline.rules = Rules.from_config(config)
+        self.pipeline.forwarders = self.forwarders
+        self.detector.stations = list(config.stations)
+        log.info("config.reloaded", transfer_codes=len(config.transfer_codes), stations=list(config.stations))
+        for forwarder in old.values():
+            self._retire(forwarder)
+
+    def _retire(self, forwarder: Forwarder) -> None:
+        """Close a replaced forwarder once files already using it are done (they hold a reference)."""
+        asyncio.get_running_loop().call_later(
+            self.config.shutdown_timeout_seconds, lambda: asyncio.ensure_future(forwarder.aclose())
+        )

@@ -1,0 +1,154 @@
+"""Drive the real daemon: a tmp spool, a config, the process itself, and what it leaves behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import yaml
+
+from tests.conftest import REPO, base_config
+
+ZONE = ZoneInfo("Asia/Shanghai")
+ORG = "41210000"
+TC = "TC41210000"
+
+
+def yesterday() -> str:
+    return (datetime.now(ZONE) - timedelta(days=1)).strftime("%Y%m%d")
+
+
+def d1001_name(date: str | None = None, batch: int = 1, org: str = ORG, part: int = 1) -> str:
+    return f"CISP-{org}_D1001_V01_{part}_{date or yesterday()}_{batch:02d}_Q.TXT"
+
+
+def d1001_body(date: str | None = None, org: str = ORG, rows: int = 1, name: str = "示例基金") -> bytes:
+    date = date or yesterday()
+    line = f"{org}|{name}|91110000100000000X|01|北京市||||{date}\n"
+    return (line * rows).encode()
+
+
+@dataclass
+class Gateway:
+    root: Path
+    config_path: Path
+    overrides: dict[str, Any] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    def inbox(self, station: str = "k1237", tc: str = TC) -> Path:
+        path = self.spool / station / tc / "in"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def outbox(self, station: str = "k1237", tc: str = TC) -> Path:
+        return self.spool / station / tc / "out"
+
+    def core(self, station: str = "k1237") -> Path:
+        return self.root / "core" / station
+
+    def write_config(self, **overrides: Any) -> None:
+        data = base_config(self.root)
+        data.update(self.overrides)
+        data.update(overrides)
+        self.config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+
+    def command(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "gateway", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    def drain(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = self.command("drain", "-c", str(self.config_path), timeout=timeout)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    def start(self) -> None:
+        log = (self.root / "daemon.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        wait_for(lambda: "gateway.started" in self.log(), timeout=30, what="the daemon to start")
+
+    def log(self) -> str:
+        path = self.root / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=60)
+        self.process = None
+        return code
+
+    def stop(self) -> int:
+        return self.kill(signal.SIGTERM)
+
+    def events(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        history = self.root / "history"
+        for path in sorted(history.glob("history-*.jsonl")) if history.is_dir() else []:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    found.append(json.loads(line))
+        return found
+
+    def outcomes(self) -> dict[str, list[str]]:
+        """name -> the outcome events (forwarded, rejected, duplicate) it got, in order."""
+        result: dict[str, list[str]] = {}
+        for event in self.events():
+            if event["event"] in ("forwarded", "rejected", "duplicate"):
+                result.setdefault(event["name"], []).append(event["event"])
+        return result
+
+    def outcome_events(self, name: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.events()
+            if e["name"] == name and e["event"] in ("forwarded", "rejected", "duplicate")
+        ]
+
+    def receipt(self, name: str, ok: bool, station: str = "k1237", tc: str = TC) -> str:
+        stem = name.rsplit(".", 1)[0]
+        path = self.outbox(station, tc) / f"{stem}_{'OK' if ok else 'BAD'}.TXT"
+        return path.read_text(encoding="utf-8")
+
+
+def drop(inbox: Path, name: str, data: bytes) -> Path:
+    """The recommended writer: a hidden temporary name, then rename into place."""
+    tmp = inbox / f".{name}.part"
+    tmp.write_bytes(data)
+    final = inbox / name
+    tmp.rename(final)
+    return final
+
+
+def wait_for(condition: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

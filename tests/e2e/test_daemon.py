@@ -1,0 +1,208 @@
+"""The daemon as a real process on a real spool: writers, outcomes, receipts, history, lock, config."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import ORG, TC, Gateway, d1001_body, d1001_name, drop, wait_for, yesterday
+
+
+def test_renamed_in_file_is_forwarded_with_receipt_and_history(gateway: Gateway) -> None:
+    name, body = d1001_name(), d1001_body(rows=3)
+    drop(gateway.inbox(), name, body)
+    gateway.drain()
+    assert (gateway.core() / name).read_bytes() == body
+    assert not (gateway.inbox() / name).exists()
+    head = gateway.receipt(name, ok=True).splitlines()[0].split("|")
+    assert head[:4] == [name, "OK", "3", "0"] and head[6] == "forwarded"
+    kinds = [e["event"] for e in gateway.events() if e["name"] == name]
+    assert kinds == ["received", "forwarded"]
+    forwarded = gateway.outcome_events(name)[0]
+    assert forwarded["sha256"] == hashlib.sha256(body).hexdigest()
+    assert forwarded["institution"] == ORG and forwarded["records"] == 3
+    assert list((gateway.spool / "k1237" / ".gateway" / "archive").rglob(f"*.{name}"))
+
+
+def test_bom_file_is_quarantined_with_reason_and_bad_receipt(gateway: Gateway) -> None:
+    name = d1001_name()
+    drop(gateway.inbox(), name, b"\xef\xbb\xbf" + d1001_body().replace(b"\n", b"\r\n"))
+    gateway.drain()
+    assert not (gateway.core() / name).exists()
+    receipt = gateway.receipt(name, ok=False).splitlines()
+    assert receipt[0].split("|")[1] == "BAD"
+    assert receipt[1].split("|")[3] == "BOM_PRESENT"
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "rejected" and event["findings"][0]["code"] == "BOM_PRESENT"
+    assert "BOM" in event["message"] and "记事本" in event["message"]
+    reasons = list((gateway.spool / "k1237" / ".gateway" / "quarantine").rglob("*.reason.json"))
+    assert len(reasons) == 1 and "BOM_PRESENT" in reasons[0].read_text(encoding="utf-8")
+
+
+def test_same_file_twice_is_a_duplicate_not_forwarded_again(gateway: Gateway) -> None:
+    name, body = d1001_name(), d1001_body()
+    drop(gateway.inbox(), name, body)
+    gateway.drain()
+    drop(gateway.inbox(), name, body)
+    gateway.drain()
+    assert gateway.outcomes()[name] == ["forwarded", "duplicate"]
+    assert gateway.receipt(name, ok=True).splitlines()[0].split("|")[6] == "duplicate"
+    assert sorted(p.name for p in gateway.core().iterdir()) == [name]
+
+
+def test_lower_batch_after_higher_is_stale_and_higher_is_a_rereport(gateway: Gateway) -> None:
+    second, first = d1001_name(batch=2), d1001_name(batch=1)
+    drop(gateway.inbox(), second, d1001_body(name="第二批"))
+    gateway.drain()
+    drop(gateway.inbox(), first, d1001_body(name="第一批"))
+    gateway.drain()
+    third = d1001_name(batch=3)
+    drop(gateway.inbox(), third, d1001_body(name="第三批"))
+    gateway.drain()
+    outcomes = gateway.outcomes()
+    assert outcomes[second] == ["forwarded"]
+    assert outcomes[first] == ["rejected"]
+    assert outcomes[third] == ["forwarded"]
+    (event,) = gateway.outcome_events(first)
+    assert event["findings"][0]["code"] == "BATCH_STALE"
+
+
+def test_transfer_code_cannot_send_another_institutions_file(gateway: Gateway) -> None:
+    name = d1001_name(org="41220000")
+    drop(gateway.inbox(), name, d1001_body(org="41220000"))
+    gateway.drain()
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "rejected"
+    assert [f["code"] for f in event["findings"]] == ["ORG_MISMATCH"]
+    assert not gateway.core().exists() or not any(gateway.core().iterdir())
+
+
+def test_unregistered_mailbox_is_reported_and_quarantined(gateway: Gateway) -> None:
+    name = d1001_name()
+    drop(gateway.inbox(tc="TCNOBODY"), name, d1001_body())
+    gateway.drain()
+    (event,) = gateway.outcome_events(name)
+    assert event["findings"][0]["code"] == "UNKNOWN_TRANSFER_CODE"
+
+
+def test_symlink_and_fifo_are_moved_aside_unread(gateway: Gateway, tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("do not read")
+    inbox = gateway.inbox()
+    (inbox / "LINK.TXT").symlink_to(secret)
+    os.mkfifo(inbox / "PIPE.TXT")
+    gateway.drain(timeout=60)
+    outcomes = gateway.outcomes()
+    assert outcomes["LINK.TXT"] == ["rejected"] and outcomes["PIPE.TXT"] == ["rejected"]
+    for name in ("LINK.TXT", "PIPE.TXT"):
+        (event,) = gateway.outcome_events(name)
+        assert event["findings"][0]["code"] == "NOT_REGULAR_FILE"
+    assert secret.read_text() == "do not read"
+    assert not any(inbox.iterdir())
+
+
+def test_in_place_writers_cp_and_rsync(gateway: Gateway, tmp_path: Path) -> None:
+    gateway.start()
+    sources = []
+    for part in (1, 2):
+        name = d1001_name(part=part)
+        source = tmp_path / name
+        source.write_bytes(d1001_body(rows=50))
+        sources.append(source)
+    subprocess.run(["cp", str(sources[0]), str(gateway.inbox())], check=True)
+    if shutil.which("rsync"):
+        subprocess.run(["rsync", "--inplace", str(sources[1]), str(gateway.inbox())], check=True)
+    else:
+        pytest.skip("rsync is not installed (CI installs it)")
+    wait_for(lambda: len(gateway.outcomes()) == 2, timeout=30, what="both files")
+    for source in sources:
+        assert gateway.outcomes()[source.name] == ["forwarded"]
+        assert (gateway.core() / source.name).read_bytes() == source.read_bytes()
+
+
+def test_slow_in_place_writer_is_not_taken_early(gateway: Gateway) -> None:
+    gateway.start()
+    name = d1001_name()
+    rows = d1001_body(rows=8).splitlines(keepends=True)
+    with (gateway.inbox() / name).open("wb") as out:
+        for row in rows:  # ~4 s of writing, longer than settle_seconds between the first bytes and the end
+            out.write(row)
+            out.flush()
+            time.sleep(0.5)
+    wait_for(lambda: name in gateway.outcomes(), timeout=30, what="the slow file")
+    assert gateway.outcomes()[name] == ["forwarded"]
+    assert (gateway.core() / name).read_bytes() == b"".join(rows)
+
+
+def test_attachment_txt_without_zip_times_out(gateway: Gateway) -> None:
+    gateway.write_config(pair_timeout_seconds=2)
+    gateway.start()
+    date = yesterday()
+    name = f"CISP-{ORG}_D3006_V01_1_{date}_01_Q.TXT"
+    row = f"{ORG}|FJ001|A|01|report.pdf|3||{date}\n"
+    drop(gateway.inbox(), name, row.encode())
+    wait_for(lambda: name in gateway.outcomes(), timeout=30, what="the pair timeout")
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "rejected" and event["findings"][-1]["code"] == "ATTACHMENT_MISSING"
+
+
+def test_attachment_pair_is_forwarded_together(gateway: Gateway, tmp_path: Path) -> None:
+    import zipfile
+
+    date = yesterday()
+    stem = f"CISP-{ORG}_D3006_V01_1_{date}_01_Q"
+    content = b"%PDF-1.4 tiny"
+    digest = hashlib.sha256(content).hexdigest()
+    archive = tmp_path / f"{stem}.ZIP"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("report.pdf", content)
+    row = f"{ORG}|FJ001|A|01|report.pdf|{len(content)}|{digest}|{date}\n"
+    drop(gateway.inbox(), f"{stem}.TXT", row.encode())
+    drop(gateway.inbox(), f"{stem}.ZIP", archive.read_bytes())
+    gateway.drain()
+    outcomes = gateway.outcomes()
+    assert outcomes[f"{stem}.TXT"] == ["forwarded"] and outcomes[f"{stem}.ZIP"] == ["forwarded"]
+    assert (gateway.core() / f"{stem}.ZIP").read_bytes() == archive.read_bytes()
+
+
+def test_second_instance_refuses_the_same_spool(gateway: Gateway) -> None:
+    gateway.start()
+    second = gateway.command("run", "-c", str(gateway.config_path), timeout=30)
+    assert second.returncode == 1
+    assert "locked" in second.stderr or "another fdep-gateway" in second.stderr
+
+
+def test_bad_config_exits_78_with_the_key_path(gateway: Gateway) -> None:
+    gateway.write_config(settle_seconds="soon", bogus=1)
+    result = gateway.command("run", "-c", str(gateway.config_path), timeout=30)
+    assert result.returncode == 78
+    assert "settle_seconds" in result.stderr and "bogus" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sigterm_exits_cleanly_and_sighup_reloads(gateway: Gateway) -> None:
+    gateway.start()
+    assert gateway.process is not None
+    gateway.overrides["transfer_codes"] = {
+        TC: {"institution": ORG, "stations": ["k1237", "k6666"]},
+        "TCNEW": {"institution": "41230000", "stations": ["k1237"]},
+    }
+    gateway.write_config()
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config.reloaded" in gateway.log(), timeout=15, what="the reload")
+    name = d1001_name(org="41230000")
+    drop(gateway.inbox(tc="TCNEW"), name, d1001_body(org="41230000"))
+    wait_for(lambda: name in gateway.outcomes(), timeout=30, what="a file on the new code")
+    assert gateway.outcomes()[name] == ["forwarded"]
+    gateway.config_path.write_text("stations: [\n")
+    gateway.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "config.reload_rejected" in gateway.log(), timeout=15, what="the rejected reload")
+    assert gateway.process.poll() is None
+    assert gateway.stop() == 0

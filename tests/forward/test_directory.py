@@ -1,0 +1,210 @@
+"""Directory core: durable copy under the original name, idempotent by name and sha256."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.config import DirectoryRoute
+from gateway.forward import (
+    DirectoryForwarder,
+    ForwardError,
+    Rejected,
+    RetryPolicy,
+    Transient,
+    deliver,
+    make_forwarder,
+)
+from spool.fsio import temp_name
+from tests.forward.helpers import NAME, current_rss, outbound, peak_rss_since_reset, write_big_file
+
+MakeFile = Callable[[bytes], Path]
+FAST = RetryPolicy(backoff_initial=0.02, backoff_max=0.05, task_retry_seconds=0.05,
+                   task_retry_total_seconds=0.2)
+
+
+def route(path: Path) -> DirectoryRoute:
+    return DirectoryRoute(type="directory", path=path)
+
+
+@pytest.fixture
+def core_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "core"
+    path.mkdir()
+    return path
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+async def test_make_forwarder_builds_a_directory_forwarder(core_dir: Path) -> None:
+    assert isinstance(make_forwarder(route(core_dir)), DirectoryForwarder)
+
+
+async def test_copies_byte_identical_under_the_original_name(core_dir: Path, make_file: MakeFile) -> None:
+    data = b"41210000|name|913100000000000000|01||||20220401\r\n" * 1000
+    item = outbound(make_file(data))
+    where = await DirectoryForwarder(route(core_dir)).send(item)
+    assert listing(core_dir) == [NAME]  # no temp file left beside it
+    assert (core_dir / NAME).read_bytes() == data
+    assert item.path.read_bytes() == data  # a copy: the spool keeps its file
+    assert str(core_dir / NAME) in where
+
+
+async def test_empty_file_is_delivered(core_dir: Path, make_file: MakeFile) -> None:
+    item = outbound(make_file(b""))
+    await DirectoryForwarder(route(core_dir)).send(item)
+    assert (core_dir / NAME).read_bytes() == b""
+
+
+async def test_resend_is_idempotent(core_dir: Path, make_file: MakeFile) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    forwarder = DirectoryForwarder(route(core_dir))
+    await forwarder.send(item)
+    inode = (core_dir / NAME).stat().st_ino
+    where = await forwarder.send(item)
+    assert "already" in where
+    assert listing(core_dir) == [NAME]
+    assert (core_dir / NAME).stat().st_ino == inode  # not copied again
+
+
+async def test_copy_left_by_a_crash_before_bookkeeping_counts_as_delivered(
+    core_dir: Path, make_file: MakeFile
+) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    (core_dir / NAME).write_bytes(b"a|b\n")  # what the attempt before the crash had renamed in
+    leftover = temp_name(core_dir / NAME)
+    leftover.write_bytes(b"a|")  # and a half copy from an even earlier attempt
+    where = await DirectoryForwarder(route(core_dir)).send(item)
+    assert "already" in where
+    assert listing(core_dir) == sorted([NAME, leftover.name])  # nothing new; cleanup() removes the temp
+
+
+@pytest.mark.parametrize("other", [b"x|y|z\n", b"a|c\n"], ids=["other-size", "same-size"])
+async def test_other_content_under_the_name_is_rejected(
+    core_dir: Path, make_file: MakeFile, other: bytes
+) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    (core_dir / NAME).write_bytes(other)
+    with pytest.raises(Rejected) as caught:
+        await DirectoryForwarder(route(core_dir)).send(item)
+    assert caught.value.code == "CORE_REJECTED"
+    assert NAME in caught.value.core_message
+    assert caught.value.finding().code == "CORE_REJECTED"
+    assert NAME in caught.value.finding().message_en
+    assert (core_dir / NAME).read_bytes() == other  # the core's file is never replaced
+    assert listing(core_dir) == [NAME]
+
+
+async def test_missing_core_directory_is_transient_and_says_so(tmp_path: Path, make_file: MakeFile) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    missing = tmp_path / "no-such-core"
+    with pytest.raises(Transient, match="does not exist"):
+        await DirectoryForwarder(route(missing)).send(item)
+    assert not missing.exists()
+
+
+async def test_core_path_that_is_a_file_is_transient_and_says_so(
+    tmp_path: Path, make_file: MakeFile
+) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    not_a_dir = tmp_path / "core-file"
+    not_a_dir.write_bytes(b"")
+    with pytest.raises(Transient, match="is not a directory"):
+        await DirectoryForwarder(route(not_a_dir)).send(item)
+
+
+@pytest.mark.parametrize("change", ["content", "length"])
+async def test_file_changed_since_validation_is_not_delivered(
+    core_dir: Path, make_file: MakeFile, change: str
+) -> None:
+    path = make_file(b"a|b\n")
+    item = outbound(path)
+    path.write_bytes(b"a|c\n" if change == "content" else b"a|b\nc|d\n")
+    with pytest.raises(ForwardError, match="no longer matches") as caught:
+        await DirectoryForwarder(route(core_dir)).send(item)
+    assert not isinstance(caught.value, Transient | Rejected)  # neither retried nor the core's fault
+    assert listing(core_dir) == []
+
+
+async def test_missing_spool_file_is_not_blamed_on_the_core(core_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "gone"
+    path.write_bytes(b"x")
+    item = outbound(path)
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        await DirectoryForwarder(route(core_dir)).send(item)
+    assert listing(core_dir) == []
+
+
+@pytest.mark.parametrize("name", ["../escape.TXT", "sub/dir.TXT", ".hidden.TXT", ".."])
+async def test_name_that_is_not_a_plain_file_name_is_refused(
+    core_dir: Path, make_file: MakeFile, name: str
+) -> None:
+    with pytest.raises(ForwardError, match="not a plain file name"):
+        await DirectoryForwarder(route(core_dir)).send(outbound(make_file(b"x"), name=name))
+    assert listing(core_dir) == []
+    assert listing(core_dir.parent) == ["core", "spool"]
+
+
+async def test_cleanup_removes_only_leftover_temp_files(core_dir: Path) -> None:
+    leftovers = [temp_name(core_dir / NAME), temp_name(core_dir / "OTHER.TXT")]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    keep = [NAME, ".hidden-of-the-core", "notes.tmp", ".x.tmp"]
+    for name in keep:
+        (core_dir / name).write_bytes(b"keep")
+    (core_dir / ".dir.0123abcd.tmp").mkdir()  # not a file: left alone
+    removed = await DirectoryForwarder(route(core_dir)).cleanup()
+    assert sorted(removed) == sorted(leftovers)
+    assert listing(core_dir) == sorted([*keep, ".dir.0123abcd.tmp"])
+
+
+async def test_cleanup_of_a_missing_core_directory_finds_nothing(tmp_path: Path) -> None:
+    assert await DirectoryForwarder(route(tmp_path / "absent")).cleanup() == []
+
+
+async def test_concurrent_sends_of_one_file_deliver_it_once(core_dir: Path, make_file: MakeFile) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    item = outbound(make_file(data))
+    forwarder = DirectoryForwarder(route(core_dir))
+    results = await asyncio.gather(*(forwarder.send(item) for _ in range(4)))
+    assert len(results) == 4
+    assert listing(core_dir) == [NAME]
+    assert (core_dir / NAME).read_bytes() == data
+
+
+async def test_deliver_waits_for_a_missing_core_directory(tmp_path: Path, make_file: MakeFile) -> None:
+    item = outbound(make_file(b"a|b\n"))
+    target = tmp_path / "core-mounted-later"
+    reasons: list[str] = []
+
+    async def on_deferred(reason: str) -> None:
+        reasons.append(reason)
+        target.mkdir()  # the operator mounts the core
+
+    where = await deliver(
+        DirectoryForwarder(route(target)), item, route(target), on_deferred=on_deferred, policy=FAST
+    )
+    assert len(reasons) == 1
+    assert "does not exist" in reasons[0]
+    assert "copied" in where
+    assert (target / NAME).read_bytes() == b"a|b\n"
+
+
+async def test_100_mb_file_is_streamed_in_bounded_memory(core_dir: Path, tmp_path: Path) -> None:
+    path = write_big_file(tmp_path / "big", 100)
+    item = outbound(path)
+    baseline = current_rss()
+    peak = peak_rss_since_reset()
+    await DirectoryForwarder(route(core_dir)).send(item)
+    grown = peak() - baseline
+    assert grown < 30 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MiB while copying 100 MiB"
+    with (core_dir / NAME).open("rb") as f:
+        assert hashlib.file_digest(f, "sha256").hexdigest() == item.sha256
