@@ -1,0 +1,412 @@
+"""The durable ledger: where every claimed file stands and which batch holds each report key (spec 7).
+
+SQLite in WAL mode with ``synchronous=FULL``: a commit is on disk when it returns, so the daemon may
+acknowledge what it committed. One connection, guarded by a lock: the daemon calls in from
+``asyncio.to_thread`` workers, any thread may call, calls are serialized, and a ``transaction()`` holds
+the lock until it commits, so a decide-then-accept in one transaction cannot interleave with another.
+Other processes (``status``, ``replay``) may open the same file: SQLite's own locking covers them, and
+every write transaction starts ``BEGIN IMMEDIATE`` so it takes the write lock before it reads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
+
+SCHEMA_VERSION = 1
+
+
+class State(StrEnum):
+    CLAIMED = "claimed"  # in work/, not decided yet
+    ACCEPTED = "accepted"  # decided, report key taken (write-ahead), being forwarded
+    HELD = "held"  # accepted, waiting for the reporting window
+    DEFERRED = "deferred"  # accepted, the core failed transiently: retried at next_attempt_at
+    FORWARDED = "forwarded"  # outcome
+    REJECTED = "rejected"  # outcome
+    DUPLICATE = "duplicate"  # outcome
+
+
+TAKEN = frozenset({State.ACCEPTED, State.HELD, State.DEFERRED, State.FORWARDED})
+"""States of a file that holds its report key and counts for duplicates. A rejected file does not: sent
+again, it is validated again and gets its findings again, not a DUPLICATE (whose receipt says OK)."""
+
+
+class LedgerError(Exception):
+    """The ledger cannot be used as asked (wrong schema, unknown file)."""
+
+
+class KeyTakenError(LedgerError):
+    """``accept`` lost the report key to another file with a batch at least as high."""
+
+    def __init__(self, accepted: int) -> None:
+        self.accepted = accepted
+        super().__init__(f"report key already taken by batch {accepted:02d}")
+
+
+class Facts(TypedDict, total=False):
+    """What ``record``/``set_state`` may set on a file besides its state; updated_at is stamped."""
+
+    station: str
+    transfer_code: str
+    name: str
+    sha256: str
+    size: int
+    table_code: str
+    institution: str
+    data_date: str  # YYYYMMDD
+    part: int
+    batch: int
+    mode: str
+    claimed_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    outcome: str | None
+
+
+_FACTS = frozenset(Facts.__annotations__)
+_TIMES = frozenset({"claimed_at", "updated_at", "next_attempt_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    file_id: str
+    station: str | None
+    transfer_code: str | None
+    name: str | None
+    sha256: str | None
+    size: int | None
+    state: State
+    table_code: str | None
+    institution: str | None
+    data_date: str | None
+    part: int | None
+    batch: int | None
+    mode: str | None
+    claimed_at: datetime | None
+    updated_at: datetime
+    attempts: int
+    next_attempt_at: datetime | None
+    outcome: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Forward it: ``accept()`` the key first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    of: str  # file_id of the first accepted file with this name and content
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    accepted: int  # the batch that holds the key
+
+
+@dataclass(frozen=True, slots=True)
+class FirstNotFull:
+    """An incremental table's first report for the institution came as Z."""
+
+
+Decision = Accept | Duplicate | Stale | FirstNotFull
+
+_SCHEMA = (
+    """CREATE TABLE files (
+        file_id TEXT PRIMARY KEY,
+        station TEXT, transfer_code TEXT, name TEXT, sha256 TEXT, size INTEGER,
+        state TEXT NOT NULL DEFAULT 'claimed',
+        table_code TEXT, institution TEXT, data_date TEXT, part INTEGER, batch INTEGER, mode TEXT,
+        claimed_at REAL, updated_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL, outcome TEXT
+    ) STRICT""",
+    "CREATE INDEX files_by_content ON files (station, name, sha256)",
+    "CREATE INDEX files_by_state ON files (state, station)",
+    """CREATE TABLE reports (
+        station TEXT NOT NULL, institution TEXT NOT NULL, table_code TEXT NOT NULL,
+        data_date TEXT NOT NULL, part INTEGER NOT NULL,
+        batch INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        file_id TEXT NOT NULL REFERENCES files (file_id), accepted_at REAL NOT NULL,
+        PRIMARY KEY (station, institution, table_code, data_date, part)
+    ) STRICT""",
+    "CREATE INDEX reports_by_file ON reports (file_id)",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_TAKEN_SQL = ", ".join(f"'{s.value}'" for s in sorted(TAKEN))
+
+
+class Ledger:
+    """Open with ``Ledger.open``; all methods are synchronous (call them via ``asyncio.to_thread``)."""
+
+    def __init__(self, conn: sqlite3.Connection, now: Callable[[], datetime]) -> None:
+        self._conn = conn
+        self._now = now
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    @classmethod
+    def open(cls, path: Path, *, now: Callable[[], datetime] | None = None) -> Ledger:
+        """Open (creating if needed) the ledger at ``path``; refuses a schema of another version."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            ledger = cls(conn, now or (lambda: datetime.now(UTC)))
+            with ledger.transaction():
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version == 0:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                elif version != SCHEMA_VERSION:
+                    raise LedgerError(f"{path}: ledger schema {version}, this gateway knows {SCHEMA_VERSION}")
+        except BaseException:
+            conn.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several updates in one durable commit; rolled back if the block raises.
+
+        Nested blocks are savepoints: an inner one that raises undoes only its own updates.
+        """
+        with self._lock:
+            depth = self._depth
+            self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                self._depth = depth
+                if depth == 0:
+                    self._conn.execute("ROLLBACK")
+                else:
+                    self._conn.execute(f"ROLLBACK TO s{depth}")
+                    self._conn.execute(f"RELEASE s{depth}")
+                raise
+            self._depth = depth
+            if depth:
+                self._conn.execute(f"RELEASE s{depth}")
+                return
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):  # SQLite may have rolled back already
+                    self._conn.execute("ROLLBACK")
+                raise
+
+    def integrity_ok(self) -> bool:
+        """``PRAGMA integrity_check`` passed; a file too damaged to check counts as failed."""
+        with self._lock:
+            try:
+                rows = self._conn.execute("PRAGMA integrity_check").fetchall()
+            except sqlite3.DatabaseError:
+                return False
+        return [tuple(r) for r in rows] == [("ok",)]
+
+    def record(self, file_id: str, *, state: str | None = None, **facts: Unpack[Facts]) -> None:
+        """Insert or update a file's row with ``facts`` (a new row starts ``claimed``).
+
+        Leaving the TAKEN states gives the report key back: it falls to the highest batch still taken.
+        """
+        unknown = facts.keys() - _FACTS
+        if unknown:
+            raise TypeError(f"not ledger facts: {sorted(unknown)}")
+        new_state = State(state) if state is not None else None
+        values: dict[str, Any] = {k: _to_sql(k, v) for k, v in facts.items()}
+        if new_state is not None:
+            values["state"] = new_state.value
+        values["updated_at"] = self._now().timestamp()
+        columns = ", ".join(values)  # names checked against Facts above: safe to splice into SQL
+        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
+        marks = ", ".join("?" * len(values))
+        with self.transaction():
+            self._conn.execute(
+                f"INSERT INTO files (file_id, {columns}) VALUES (?, {marks}) "  # noqa: S608 - checked names
+                f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
+                (file_id, *values.values()),
+            )
+            if new_state is not None and new_state not in TAKEN:
+                self._release(file_id)
+
+    def set_state(self, file_id: str, state: str, **facts: Unpack[Facts]) -> None:
+        self.record(file_id, state=state, **facts)
+
+    def get(self, file_id: str) -> FileRow | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM files WHERE file_id = ?", (file_id,)).fetchone()
+        return _file_row(row) if row else None
+
+    def by_state(self, state: str, station: str | None = None) -> list[FileRow]:
+        """Files in ``state`` (optionally of one station), oldest file_id first: recovery's work list."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM files WHERE state = ?1 AND (?2 IS NULL OR station = ?2) ORDER BY file_id",
+                (State(state).value, station),
+            ).fetchall()
+        return [_file_row(r) for r in rows]
+
+    def counts_by_state(self, station: str) -> dict[str, int]:
+        """How many of the station's files are in each state (every state listed, zeros included)."""
+        counts = dict.fromkeys(State, 0)
+        with self._lock:
+            for state, n in self._conn.execute(
+                "SELECT state, COUNT(*) FROM files WHERE station = ? GROUP BY state", (station,)
+            ):
+                counts[State(state)] = n
+        return {s.value: n for s, n in counts.items()}
+
+    def oldest(self, state: str, station: str | None = None) -> FileRow | None:
+        """The file longest in the gateway among those in ``state`` (by claim time): ``status``'s age."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM files WHERE state = ?1 AND (?2 IS NULL OR station = ?2) "
+                "ORDER BY COALESCE(claimed_at, updated_at), file_id LIMIT 1",
+                (State(state).value, station),
+            ).fetchone()
+        return _file_row(row) if row else None
+
+    def decide(
+        self,
+        *,
+        station: str,
+        institution: str,
+        table: str,
+        date: str,
+        part: int,
+        batch: int,
+        mode: str,
+        sha256: str,
+        name: str,
+        incremental: bool,
+    ) -> Decision:
+        """Spec 7, in this order: duplicate, stale batch, incremental first report not full, accept.
+
+        A duplicate is the same name and content as a file in a TAKEN state (accepted and in flight
+        included). Any other file whose batch is not above the key's accepted batch is stale, whatever
+        its content: a re-report takes the next batch.
+        """
+        with self.transaction():
+            dup = self._conn.execute(
+                f"SELECT file_id FROM files WHERE station = ? AND name = ? AND sha256 = ? "  # noqa: S608 - fixed state list
+                f"AND state IN ({_TAKEN_SQL}) ORDER BY file_id LIMIT 1",
+                (station, name, sha256),
+            ).fetchone()
+            if dup:
+                return Duplicate(of=dup[0])
+            held = self._conn.execute(
+                "SELECT batch FROM reports WHERE station = ? AND institution = ? AND table_code = ? "
+                "AND data_date = ? AND part = ?",
+                (station, institution, table, date, part),
+            ).fetchone()
+            if held and batch <= held[0]:
+                return Stale(accepted=held[0])
+            if incremental and mode == "Z":
+                first = self._conn.execute(
+                    "SELECT 1 FROM reports WHERE station = ? AND institution = ? AND table_code = ? LIMIT 1",
+                    (station, institution, table),
+                ).fetchone()
+                if first is None:
+                    return FirstNotFull()
+        return Accept()
+
+    def accept(
+        self,
+        file_id: str,
+        *,
+        station: str,
+        institution: str,
+        table: str,
+        date: str,
+        part: int,
+        batch: int,
+        sha256: str,
+    ) -> None:
+        """Take the report key for ``file_id`` and mark it accepted: write-ahead, before forwarding.
+
+        Idempotent for the file that holds the key (recovery). Raises ``KeyTakenError`` when another file
+        holds it with a batch at least as high, so racing files cannot both be accepted.
+        """
+        key = (station, institution, table, date, part)
+        with self.transaction():
+            if self.get(file_id) is None:
+                raise LedgerError(f"accept: file {file_id} was never recorded")
+            held = self._conn.execute(
+                "SELECT batch, file_id FROM reports WHERE station = ? AND institution = ? "
+                "AND table_code = ? AND data_date = ? AND part = ?",
+                key,
+            ).fetchone()
+            if held and held["file_id"] != file_id and held["batch"] >= batch:
+                raise KeyTakenError(held["batch"])
+            now = self._now().timestamp()
+            self._conn.execute(
+                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO UPDATE SET batch = excluded.batch, sha256 = excluded.sha256, "
+                "file_id = excluded.file_id, accepted_at = excluded.accepted_at",
+                (*key, batch, sha256, file_id, now),
+            )
+            self._conn.execute(
+                "UPDATE files SET station = ?, institution = ?, table_code = ?, data_date = ?, part = ?, "
+                "batch = ?, sha256 = ?, state = ?, updated_at = ? WHERE file_id = ?",
+                (*key, batch, sha256, State.ACCEPTED.value, now, file_id),
+            )
+
+    def _release(self, file_id: str) -> None:
+        """Give back the report key ``file_id`` held: to the highest batch still taken, or to nobody."""
+        held = self._conn.execute(
+            "SELECT station, institution, table_code, data_date, part FROM reports WHERE file_id = ?",
+            (file_id,),
+        ).fetchone()
+        if held is None:
+            return
+        key = tuple(held)
+        self._conn.execute(
+            "DELETE FROM reports WHERE station = ? AND institution = ? AND table_code = ? "
+            "AND data_date = ? AND part = ?",
+            key,
+        )
+        self._conn.execute(
+            "INSERT INTO reports SELECT station, institution, table_code, data_date, part, batch, sha256, "  # noqa: S608 - fixed state list
+            "file_id, updated_at FROM files WHERE station = ? AND institution = ? AND table_code = ? "
+            f"AND data_date = ? AND part = ? AND state IN ({_TAKEN_SQL}) "
+            "ORDER BY batch DESC, file_id DESC LIMIT 1",
+            key,
+        )
+
+
+def _to_sql(column: str, value: object) -> object:
+    if column in _TIMES and isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{column} must be an aware datetime")
+        return value.timestamp()
+    return value
+
+
+def _file_row(row: sqlite3.Row) -> FileRow:
+    data = dict(row)
+    for column in _TIMES:
+        if data[column] is not None:
+            data[column] = datetime.fromtimestamp(data[column], UTC)
+    data["state"] = State(data["state"])
+    return FileRow(**data)

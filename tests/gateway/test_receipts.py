@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from gateway.receipts import Receipt, receipt_name, render, write_receipt
+from validators import findings
+
+AT = datetime(2026, 11, 25, 9, 30, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
+NAME = "CISP-41210000_D1001_V01_1_20220401_01_Q.TXT"
+
+
+def test_bad_receipt_layout_follows_spec_11(tmp_path: Path) -> None:
+    bom = findings.make("BOM_PRESENT")
+    count = findings.make("FIELD_COUNT", line=3, found=8, expected=9, table="D1001")
+    receipt = Receipt(NAME, False, 3, [bom, count], 2, AT, "20261125-093005-000001-0001", "rejected")
+    path = write_receipt(tmp_path, receipt)
+    assert path.name == "CISP-41210000_D1001_V01_1_20220401_01_Q_BAD.TXT"
+    raw = path.read_bytes()
+    assert not raw.startswith(b"\xef\xbb\xbf")
+    lines = raw.decode("utf-8").splitlines()
+    assert lines[0] == f"{NAME}|BAD|3|2|20261125093005|20261125-093005-000001-0001|rejected"
+    assert lines[1].split("|")[:4] == ["0", "0", "", "BOM_PRESENT"]
+    cells = lines[2].split("|")
+    assert cells[:4] == ["3", "0", "", "FIELD_COUNT"] and len(cells) == 6
+    assert "｜" in cells[5]  # the hint mentions the separator; it must not split the cell
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_ok_receipt_name_and_replacement(tmp_path: Path) -> None:
+    first = Receipt(NAME, True, 1, [], 0, AT, "a", "forwarded")
+    write_receipt(tmp_path, first)
+    write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, "b", "duplicate"))
+    (only,) = tmp_path.iterdir()
+    assert only.name.endswith("_Q_OK.TXT")
+    assert only.read_text().split("|")[5:] == ["b", "duplicate\n"]
+
+
+def test_receipt_name_of_odd_names_fits_a_file_system() -> None:
+    assert receipt_name("noext", ok=False) == "noext_BAD.TXT"
+    assert receipt_name(".hidden.TXT", ok=True) == "hidden_OK.TXT"
+    long = "名" * 200 + ".TXT"
+    assert len(receipt_name(long, ok=False).encode()) <= 255
+
+
+def test_control_characters_in_names_are_escaped() -> None:
+    receipt = Receipt("A\nB.TXT", False, 0, [], 0, AT, "x", "rejected")
+    assert render(receipt).decode().count("\n") == 1
