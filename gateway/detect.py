@@ -59,6 +59,7 @@ class Detector:
         self._rescan = asyncio.Event()
         self._watcher: InboxWatcher | None = None
         self._watched: set[Mailbox] = set()
+        self._known: set[Mailbox] = set()  # state dirs exist
         self.in_flight = 0
         self.scans = 0
         self.overflows = 0
@@ -117,11 +118,13 @@ class Detector:
     # -- reconcile scan -------------------------------------------------------------------------------
 
     def mailboxes(self) -> list[Mailbox]:
-        return [
-            Mailbox(station, tc)
-            for station in self.stations
-            for tc in self.layout.station(station).mailboxes()
-        ]
+        """Every mailbox on disk, registered or not (an unregistered one is served to reject its files)."""
+        boxes = [Mailbox(s, tc) for s in self.stations for tc in self.layout.station(s).mailboxes()]
+        for box in boxes:
+            if box not in self._known:
+                self.layout.station(box.station).ensure([box.transfer_code])
+                self._known.add(box)
+        return boxes
 
     async def scan(self) -> int:
         """Stat every inbox entry once; regular files go to settle, anything else is claimed as is."""
@@ -138,7 +141,8 @@ class Detector:
                 self._ready[key] = None  # not a regular file: never settles, claimed and quarantined
             else:
                 self.tracker.observed(key, entry, now)
-        for key in self.tracker:
+        tracked = self.tracker.keys()  # a list: gone() below may drop entries
+        for key in tracked:
             if key not in seen:
                 self.tracker.gone(key)
         self.scans += 1

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from spool.fsio import fsync_dir
 
 EventKind = Literal[
-    "received", "held", "deferred", "forwarded", "rejected", "duplicate", "vanished", "recovered"
+    "received", "held", "deferred", "forwarded", "rejected", "duplicate", "vanished", "recovered", "replayed"
 ]
 EVENTS: tuple[str, ...] = get_args(EventKind)
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import structlog
+
 from gateway.commit import GroupCommit
 from gateway.history import EventKind, HistoryEvent
 from gateway.item import Item
@@ -25,6 +27,8 @@ from spool.claim import move
 from spool.fsio import write_atomic
 from spool.layout import SpoolLayout, State
 from validators.findings import Finding, Severity
+
+log = structlog.get_logger("gateway.outcome")
 
 
 @dataclass
@@ -128,6 +132,19 @@ class Recorder:
         with self.ledger.transaction():
             for item in unit:
                 self.ledger.record(item.file_id, state=state.value, outcome=state.value)
+        for item in unit:
+            first = next((f.code for f in item.findings if f.severity is Severity.ERROR), None)
+            log.info(
+                "file.done",
+                outcome=state.value,
+                name=item.name,
+                file_id=item.file_id,
+                station=item.station,
+                transfer_code=item.transfer_code,
+                records=item.records,
+                findings=item.findings_total,
+                first_finding=first,
+            )
 
     async def _receipt(self, unit: Sequence[Item], *, ok: bool, status: str) -> None:
         first = unit[0]

@@ -18,9 +18,9 @@ from pathlib import Path
 import structlog
 
 from gateway.commit import GroupCommit
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.detect import Detector
-from gateway.forward import Forwarder, make_forwarder
+from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
 from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
 from gateway.ledger import Ledger
@@ -56,6 +56,9 @@ def prepare_spool(config: GatewayConfig) -> SpoolLayout:
         station_layout = layout.station(station)
         station_layout.ensure(codes)
         station_layout.check_same_filesystem()
+    for route in config.routes.values():
+        if isinstance(route, DirectoryRoute):
+            route.path.mkdir(parents=True, exist_ok=True)
     return layout
 
 
@@ -94,6 +97,9 @@ class Service:
         self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
         self.history.start()
         self.forwarders: dict[str, Forwarder] = {name: make_forwarder(r) for name, r in config.routes.items()}
+        for forwarder in self.forwarders.values():
+            if isinstance(forwarder, DirectoryForwarder):
+                await forwarder.cleanup()  # temp copies a crash left in a core directory
         workers = config.workers or None
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         stations = list(config.stations)
@@ -130,6 +136,7 @@ class Service:
             spool=str(config.spool_root),
         )
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
+        self.detecting = detecting
         try:
             if drain:
                 await self._drain_until_idle(tasks)
@@ -137,7 +144,14 @@ class Service:
                 await self._main_loop()
         finally:
             await self._shutdown(detecting, tasks)
+        if detecting.done() and not detecting.cancelled() and detecting.exception() is not None:
+            log.error("gateway.failed", error=repr(detecting.exception()), note="detection stopped; exiting")
+            return EXIT_FAILED
         return EXIT_OK
+
+    def _detecting_failed(self) -> bool:
+        """Detection is the daemon's heartbeat: if it died, stop (systemd restarts us) rather than idle."""
+        return self.detecting.done() and not self.stopping.is_set()
 
     async def on_claimed(self, station: str, claimed: Claimed) -> None:
         item = Item(
@@ -161,7 +175,7 @@ class Service:
             log.exception("file.failed", note="left in place; retried at the next start")
 
     async def _main_loop(self) -> None:
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self._detecting_failed():
             await asyncio.sleep(0.5)
             if self.reload_requested:
                 self.reload_requested = False
@@ -170,7 +184,7 @@ class Service:
     async def _drain_until_idle(self, tasks: set[asyncio.Task[None]]) -> None:
         """``drain``: stop once nothing is ready, settling, in flight or waiting for its partner."""
         quiet = 0
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and not self._detecting_failed():
             await asyncio.sleep(_DRAIN_POLL)
             tasks -= {t for t in tasks if t.done()}
             busy = (

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -44,6 +44,7 @@ class Gateway:
     config_path: Path
     overrides: dict[str, Any] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    _log: BinaryIO | None = None
 
     @property
     def spool(self) -> Path:
@@ -76,18 +77,18 @@ class Gateway:
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
 
-    def drain(self, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def drain(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = self.command("drain", "-c", str(self.config_path), timeout=timeout)
         assert result.returncode == 0, result.stderr[-3000:]
         return result
 
     def start(self) -> None:
-        log = (self.root / "daemon.log").open("ab")
+        self._log = (self.root / "daemon.log").open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gateway", "run", "-c", str(self.config_path)],
             cwd=REPO,
-            stdout=log,
-            stderr=log,
+            stdout=self._log,
+            stderr=self._log,
             env={**os.environ, "PYTHONPATH": str(REPO)},
         )
         wait_for(lambda: "gateway.started" in self.log(), timeout=30, what="the daemon to start")
@@ -101,6 +102,9 @@ class Gateway:
         self.process.send_signal(sig)
         code = self.process.wait(timeout=60)
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
         return code
 
     def stop(self) -> int:
