@@ -60,6 +60,7 @@ class Detector:
         self._watcher: InboxWatcher | None = None
         self._watched: set[Mailbox] = set()
         self._known: set[Mailbox] = set()  # state dirs exist
+        self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
         self.scans = 0
         self.overflows = 0
@@ -208,7 +209,9 @@ class Detector:
                 self._slots.release()  # vanished before the claim: nothing to do
             for station, item in claimed:
                 self.in_flight += 1
-                asyncio.get_running_loop().create_task(self._hand_on(station, item), name=item.file_id)
+                task = asyncio.get_running_loop().create_task(self._hand_on(station, item), name=item.file_id)
+                self._tasks.add(task)  # the loop holds tasks only weakly
+                task.add_done_callback(self._tasks.discard)
 
     def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
         out: list[tuple[str, Claimed]] = []

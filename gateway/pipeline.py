@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,6 +51,20 @@ class ReportKey:
     part: int
 
 
+@dataclass(frozen=True, slots=True)
+class PairKey:
+    """A TXT or a ZIP waiting for the other half of the same stem in one mailbox."""
+
+    station: str
+    transfer_code: str
+    name_stem: str
+    zipped: bool
+
+    @property
+    def stem(self) -> tuple[str, str, str]:
+        return (self.station, self.transfer_code, self.name_stem)
+
+
 @dataclass
 class Pipeline:
     config: GatewayConfig
@@ -62,10 +76,11 @@ class Pipeline:
     pool: Executor | None
     now: Callable[[], datetime]
     stopping: asyncio.Event
-    waiting: dict[tuple[str, str, str], Item] = field(default_factory=dict)  # TXT/ZIP awaiting partner
-    _timers: dict[tuple[str, str, str], asyncio.TimerHandle] = field(default_factory=dict)
+    waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
-    _lost_partners: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
+    _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner)."""
@@ -100,21 +115,25 @@ class Pipeline:
         verdict = item.verdict
         if verdict is None or verdict.parsed is None or not verdict.needs_partner:
             return [item]
-        key = (item.station, item.transfer_code, verdict.parsed.stem)
-        if key in self._lost_partners:  # the partner was already rejected: do not make this one wait
+        stem = (item.station, item.transfer_code, verdict.parsed.stem)
+        if stem in self._lost_partners:  # the partner was already rejected: do not make this one wait
             item.extra.add(partner_missing(verdict, self.rules))
             return [item]
-        partner = self.waiting.pop(key, None)
-        if partner is None:
-            if item.rejected:  # no point waiting: reject now, tell the partner when it comes
-                self._forget_partner(key)
+        partners = self.waiting.get(PairKey(*stem, zipped=not item.is_zip))
+        if not partners:
+            if item.rejected:  # no point waiting: reject now, and tell the partner at once when it comes
+                self._partner_lost(stem)
                 return [item]
-            self.waiting[key] = item
+            self.waiting.setdefault(PairKey(*stem, zipped=item.is_zip), []).append(item)
             delay = self._pair_deadline(item)
-            self._timers[key] = asyncio.get_running_loop().call_later(delay, self._pair_timeout, key)
+            loop = asyncio.get_running_loop()
+            self._timers[item.file_id] = loop.call_later(delay, self._pair_timeout, item)
             log.info("pair.waiting", name=item.name, file_id=item.file_id, seconds=round(delay))
             return None
-        self._timers.pop(key).cancel()
+        partner = partners.pop(0)
+        if not partners:
+            del self.waiting[PairKey(*stem, zipped=partner.is_zip)]
+        self._timers.pop(partner.file_id).cancel()
         txt, zipped = (partner, item) if item.is_zip else (item, partner)
         if txt.verdict and zipped.verdict:
             txt.extra.extend(check_partners(txt.verdict, zipped.verdict))
@@ -125,19 +144,38 @@ class Pipeline:
         waited = (self.now() - claimed).total_seconds()
         return max(0.0, self.config.pair_timeout_seconds - waited)
 
-    def _pair_timeout(self, key: tuple[str, str, str]) -> None:
-        item = self.waiting.pop(key, None)
-        self._timers.pop(key, None)
-        if item is None or item.verdict is None:
+    def _pair_timeout(self, item: Item) -> None:
+        self._timers.pop(item.file_id, None)
+        verdict = item.verdict
+        if verdict is None or verdict.parsed is None:
             return
-        item.extra.add(partner_missing(item.verdict, self.rules))
-        self._forget_partner(key)
-        asyncio.get_running_loop().create_task(self.recorder.rejected([item]), name=f"timeout {item.file_id}")
+        key = PairKey(item.station, item.transfer_code, verdict.parsed.stem, zipped=item.is_zip)
+        queue = self.waiting.get(key, [])
+        if item not in queue:
+            return
+        queue.remove(item)
+        if not queue:
+            del self.waiting[key]
+        item.extra.add(partner_missing(verdict, self.rules))
+        self._partner_lost(key.stem)
+        self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}")
 
-    def _forget_partner(self, key: tuple[str, str, str]) -> None:
-        loop = asyncio.get_running_loop()
-        self._lost_partners[key] = loop.time()
-        loop.call_later(self.config.pair_timeout_seconds, self._lost_partners.pop, key, None)
+    def _partner_lost(self, stem: tuple[str, str, str]) -> None:
+        """For pair_timeout_seconds, a late partner of a rejected file is rejected at once."""
+        self._lost_partners.add(stem)
+        asyncio.get_running_loop().call_later(
+            self.config.pair_timeout_seconds, self._lost_partners.discard, stem
+        )
+
+    def spawn(self, work: Coroutine[None, None, None], *, name: str) -> None:
+        """Run ``work`` as a task the pipeline holds on to (the loop keeps only weak references)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self._tasks)
 
     async def decide(self, unit: list[Item]) -> None:
         """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward."""

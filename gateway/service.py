@@ -190,7 +190,7 @@ class Service:
             busy = (
                 tasks
                 or not self.detector.settled
-                or self.pipeline.waiting
+                or self.pipeline.busy
                 or self.detector.in_flight > len(self.pipeline.retrying)
             )
             if busy:

@@ -206,3 +206,26 @@ def test_sigterm_exits_cleanly_and_sighup_reloads(gateway: Gateway) -> None:
     wait_for(lambda: "config.reload_rejected" in gateway.log(), timeout=15, what="the rejected reload")
     assert gateway.process.poll() is None
     assert gateway.stop() == 0
+
+
+def test_two_txts_of_one_stem_and_one_zip_nothing_is_lost(gateway: Gateway, tmp_path: Path) -> None:
+    import zipfile
+
+    gateway.write_config(pair_timeout_seconds=3)
+    gateway.start()
+    date = yesterday()
+    stem = f"CISP-{ORG}_D3006_V01_1_{date}_01_Q"
+    row = f"{ORG}|FJ001|A|01|a.pdf|1||{date}\n".encode()
+    drop(gateway.inbox(), f"{stem}.TXT", row)
+    wait_for(lambda: "pair.waiting" in gateway.log(), what="the first TXT to wait")
+    drop(gateway.inbox(), f"{stem}.TXT", row)
+    wait_for(lambda: gateway.log().count("pair.waiting") == 2, what="the second TXT to wait")
+    archive = tmp_path / "a.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.pdf", b"x")
+    drop(gateway.inbox(), f"{stem}.ZIP", archive.read_bytes())
+    wait_for(lambda: len(gateway.outcome_events(f"{stem}.TXT")) == 2, timeout=30, what="both TXT outcomes")
+    assert sorted(gateway.outcomes()[f"{stem}.TXT"]) == ["forwarded", "rejected"]
+    assert gateway.outcomes()[f"{stem}.ZIP"] == ["forwarded"]
+    rejected = next(e for e in gateway.outcome_events(f"{stem}.TXT") if e["event"] == "rejected")
+    assert rejected["findings"][-1]["code"] == "ATTACHMENT_MISSING"
