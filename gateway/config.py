@@ -138,6 +138,9 @@ class GatewayConfig(_Strict):
                 if table not in self.tables:
                     problems.append(f"{where}.tables: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
+        both = sorted(set(self.holidays) & set(self.workdays))
+        if both:
+            problems.append(f"holidays: {', '.join(map(str, both))} also listed in workdays")
         if problems:
             raise ValueError("\n".join(problems))
         return self

@@ -23,9 +23,11 @@ from gateway.ledger import Ledger
 from gateway.ledger import State as FileState
 from gateway.receipts import Receipt, write_receipt
 from gateway.text import visible
+from gateway.windows import stamp
 from spool.claim import move
 from spool.fsio import write_atomic
 from spool.layout import SpoolLayout, State
+from validators import findings
 from validators.findings import Finding, Severity
 
 log = structlog.get_logger("gateway.outcome")
@@ -78,6 +80,38 @@ class Recorder:
             )
         await self._receipt(unit, ok=True, status="forwarded")
         await self._archive(unit, FileState.FORWARDED)
+
+    async def held(self, unit: Sequence[Item], until: datetime) -> None:
+        """Validated and accepted, forwarding held by the reporting window: say until when."""
+        shown = stamp(until)
+        for item in unit:
+            if not any(f.code == "HELD_WINDOW" for f in item.extra.items):
+                item.extra.add(findings.make("HELD_WINDOW", until=shown))
+            await self.event(
+                item,
+                "held",
+                f"已校验通过，按报送时间窗暂缓转发，将于 {shown} 自动转发 / "
+                f"Validated; held by the reporting window and forwarded automatically at {shown}",
+                until=until.isoformat(),
+            )
+        await self._receipt(unit, ok=True, status="held")
+        for item in unit:
+            if item.path.parent.parent.name != State.HELD.value:
+                item.path = await asyncio.to_thread(
+                    move,
+                    self.layout.station(item.station),
+                    item.path,
+                    State.HELD,
+                    item.transfer_code,
+                    item.file_id,
+                    item.name,
+                )
+        await asyncio.to_thread(self._set_states, unit, FileState.HELD)
+
+    def _set_states(self, unit: Sequence[Item], state: FileState) -> None:
+        with self.ledger.transaction():
+            for item in unit:
+                self.ledger.set_state(item.file_id, state.value)
 
     async def duplicate(self, unit: Sequence[Item], of: str) -> None:
         for item in unit:

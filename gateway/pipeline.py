@@ -7,6 +7,7 @@ Detection, settling and claiming happen before (gateway/detect.py); recovery re-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
@@ -15,6 +16,7 @@ from datetime import datetime
 
 import structlog
 
+from codes.tables import Frequency
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, Outbound, Rejected, deliver
 from gateway.item import Item
@@ -23,6 +25,7 @@ from gateway.ledger import State as FileState
 from gateway.outcome import Recorder
 from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_file
+from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.claim import move
 from spool.entries import EntryKind
 from spool.ids import file_id_time
@@ -76,11 +79,13 @@ class Pipeline:
     pool: Executor | None
     now: Callable[[], datetime]
     stopping: asyncio.Event
+    calendar: Calendar
     waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
     _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _held: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # released when the window ends
 
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner)."""
@@ -91,8 +96,11 @@ class Pipeline:
         row = await asyncio.to_thread(self.ledger.get, item.file_id)
         await self.validate(item)
         self.route(item)
-        if row is not None and row.state in (FileState.ACCEPTED, FileState.DEFERRED):
-            await self.forward([item])  # recovery: decided before the crash, forwarding is idempotent
+        if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD):
+            await self.release_or_hold([item])  # recovery: decided before the crash
+            return
+        if row is not None and row.state is FileState.DEFERRED:
+            await self.forward([item])  # recovery: forwarding is idempotent
             return
         unit = self.pair(item)
         if unit is None:
@@ -211,13 +219,62 @@ class Pipeline:
         if not isinstance(decision, Accept):
             await self.recorder.rejected(unit)
             return
+        until = self._window(lead)
+        if until is not None and self.config.routes[sound.routed.route].on_window == "reject":
+            lead.extra.add(findings.make("WINDOW_CLOSED", until=stamp(until)))
+            await self.recorder.rejected(unit)
+            return
+        self._flag_late(lead)
         try:
             await asyncio.to_thread(self._accept, unit, key)
         except KeyTakenError as exc:
             lead.extra.add(stale(sound.name.batch, exc.accepted))
             await self.recorder.rejected(unit)
             return
-        await self.forward(unit)
+        await self.release_or_hold(unit)
+
+    def _window(self, item: Item) -> datetime | None:
+        """Spec 8: until when a production daily table must wait, or None to forward now."""
+        sound = item.sound()
+        station = self.config.stations[item.station]
+        return window_hold(
+            self.now(),
+            production=station.environment == "production",
+            windows_enabled=station.windows,
+            daily=sound.table.frequency is Frequency.DAILY,
+            calendar=self.calendar,
+        )
+
+    def _flag_late(self, item: Item) -> None:
+        """Spec 8: a monthly table after its deadline is accepted and flagged (by its arrival time)."""
+        sound = item.sound()
+        if sound.table.frequency is not Frequency.MONTHLY:
+            return
+        arrived = file_id_time(item.file_id, self.config.zone)
+        deadline = is_late(arrived, datetime.strptime(sound.name.date, "%Y%m%d").date(), self.calendar)
+        if deadline is not None:
+            item.extra.add(findings.make("LATE", deadline=stamp(deadline)))
+
+    async def release_or_hold(self, unit: list[Item]) -> None:
+        """Forward now, or hold in held/ until the window closes (a restart re-evaluates the same way)."""
+        until = self._window(unit[0])
+        if until is None:
+            await self.forward(unit)
+            return
+        await self.recorder.held(unit, until)
+        self._held[unit[0].file_id] = asyncio.get_running_loop().create_task(
+            self._release_at(unit, until), name=f"held {unit[0].file_id}"
+        )
+
+    async def _release_at(self, unit: list[Item], until: datetime) -> None:
+        try:
+            while (wait := (until - self.now()).total_seconds()) > 0 and not self.stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), timeout=wait)
+            if not self.stopping.is_set():
+                await self.release_or_hold(unit)
+        finally:
+            self._held.pop(unit[0].file_id, None)
 
     def _record_claims(self, unit: Sequence[Item]) -> None:
         with self.ledger.transaction():

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import signal
 from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -29,6 +30,7 @@ from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
 from gateway.validate import Rules
+from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
 from spool.ids import new_file_id
@@ -41,6 +43,22 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 512
 _DRAIN_POLL = 0.2
+
+
+CLOCK_VARIABLE = "FDEP_GATEWAY_NOW"
+
+
+def clock_offset(config: GatewayConfig) -> timedelta:
+    """Drills and tests run the daemon at another wall-clock time: ``FDEP_GATEWAY_NOW=<ISO time>`` makes
+    the gateway's clock start there and run on (windows, deadlines, file ids, history times)."""
+    value = os.environ.get(CLOCK_VARIABLE)
+    if not value:
+        return timedelta(0)
+    start = datetime.fromisoformat(value)
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=config.zone)
+    log.warning("clock.shifted", now=start.isoformat(), note=f"{CLOCK_VARIABLE} is set: not for production")
+    return start - datetime.now(config.zone)
 
 
 def ledger_path(config: GatewayConfig) -> Path:
@@ -83,9 +101,24 @@ class Service:
         self.layout = layout
         self.stopping = asyncio.Event()
         self.reload_requested = False
+        self.clock_offset = clock_offset(config)
+
+    def calendar_of(self, config: GatewayConfig) -> Calendar:
+        calendar = Calendar(config.holidays, config.workdays)
+        today = self.now().date()
+        for day in (today, today + timedelta(days=45)):
+            if not calendar.covers(day):
+                log.warning(
+                    "calendar.year_unknown",
+                    year=day.year,
+                    hint="upgrade chinesecalendar or list that year's holidays and workdays in the config; "
+                    "until then Monday-Friday count as working days",
+                )
+                break
+        return calendar
 
     def now(self) -> datetime:
-        return datetime.now(self.config.zone)
+        return datetime.now(self.config.zone) + self.clock_offset
 
     def new_id(self) -> str:
         return new_file_id(self.now())
@@ -93,7 +126,7 @@ class Service:
     async def serve(self, *, drain: bool) -> int:
         config = self.config
         self.ledger = Ledger.open(ledger_path(config))
-        self.writer = HistoryWriter(config.history.dir, config.zone)
+        self.writer = HistoryWriter(config.history.dir, config.zone, now=self.now)
         self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
         self.history.start()
         self.forwarders: dict[str, Forwarder] = {name: make_forwarder(r) for name, r in config.routes.items()}
@@ -115,6 +148,7 @@ class Service:
             pool=self.pool,
             now=self.now,
             stopping=self.stopping,
+            calendar=self.calendar_of(config),
         )
         self.detector = Detector(
             self.layout,
@@ -250,6 +284,7 @@ class Service:
         self.config = config
         self.pipeline.config = config
         self.pipeline.rules = Rules.from_config(config)
+        self.pipeline.calendar = self.calendar_of(config)
         self.pipeline.forwarders = self.forwarders
         self.detector.stations = list(config.stations)
         log.info("config.reloaded", transfer_codes=len(config.transfer_codes), stations=list(config.stations))

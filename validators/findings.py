@@ -303,6 +303,14 @@ CATALOGUE: dict[str, Template] = {
         "无需处理，文件将在时间窗结束后自动转发",
         "Nothing to do: the file is forwarded automatically when the window ends",
     ),
+    "WINDOW_CLOSED": Template(
+        _E,
+        "生产站点报送时间窗内（交易日 11:30-15:00）不接收日频表，本通道不暂存",
+        "Daily tables are not taken on production during the trading-day window (11:30-15:00), "
+        "and this route does not hold them",
+        "请于 {until} 之后重新发送该文件",
+        "Send the file again after {until}",
+    ),
     "LATE": Template(
         _N,
         "晚于报送截止时间 {deadline}",

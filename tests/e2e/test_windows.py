@@ -1,0 +1,95 @@
+"""Reporting windows and deadlines (spec 8) through the real daemon, on a shifted clock."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from tests.e2e.harness import ORG, TC, Gateway, drop, wait_for
+
+TRADING_DAY_1459 = "2024-10-08T14:59:56+08:00"  # a trading day, four seconds before the window ends
+
+
+def d2001(date: str = "20241007") -> tuple[str, bytes]:
+    name = f"CISP-{ORG}_D2001_V01_1_{date}_01_Q.TXT"
+    row = f"{ORG}|SQ1|1|ZH1|000001|022|1000.00||{date}|093000||{date}\n"
+    return name, row.encode()
+
+
+def production(**route: Any) -> dict[str, Any]:
+    return {
+        "stations": {
+            "k1237": {"environment": "test", "route": "core-test"},
+            "k6666": {"environment": "production", "route": "core-prod", "windows": True},
+        },
+        "routes": {
+            "core-test": {"type": "directory", "path": "core/k1237"},
+            "core-prod": {"type": "directory", "path": "core/k6666", **route},
+        },
+    }
+
+
+def test_daily_file_held_in_window_and_forwarded_at_15_even_across_a_restart(gateway: Gateway) -> None:
+    gateway.write_config(**production())
+    os.environ["FDEP_GATEWAY_NOW"] = TRADING_DAY_1459
+    try:
+        gateway.start()
+        name, body = d2001()
+        drop(gateway.inbox("k6666"), name, body)
+        wait_for(lambda: any(e["event"] == "held" for e in gateway.events()), what="the hold")
+        receipt = gateway.receipt(name, ok=True, station="k6666").splitlines()
+        assert receipt[0].split("|")[6] == "held"
+        assert "HELD_WINDOW" in receipt[1] and "2024-10-08 15:00" in receipt[1]
+        held = list((gateway.spool / "k6666" / ".gateway" / "held" / TC).iterdir())
+        assert len(held) == 1 and not (gateway.core("k6666") / name).exists()
+        gateway.kill()
+        os.environ["FDEP_GATEWAY_NOW"] = "2024-10-08T15:00:02+08:00"
+        gateway.start()
+        wait_for(lambda: name in gateway.outcomes(), timeout=30, what="the release")
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    assert gateway.outcomes()[name] == ["forwarded"]
+    assert (gateway.core("k6666") / name).read_bytes() == body
+    kinds = [e["event"] for e in gateway.events() if e["name"] == name]
+    assert kinds == ["received", "held", "forwarded"]
+
+
+def test_route_that_rejects_in_window(gateway: Gateway) -> None:
+    gateway.write_config(**production(on_window="reject"))
+    os.environ["FDEP_GATEWAY_NOW"] = "2024-10-08T12:00:00+08:00"
+    try:
+        name, body = d2001()
+        drop(gateway.inbox("k6666"), name, body)
+        gateway.drain()
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "rejected" and event["findings"][0]["code"] == "WINDOW_CLOSED"
+    assert "2024-10-08 15:00" in event["findings"][0]["hint_zh"]
+
+
+def test_test_station_and_make_up_saturday_are_not_held(gateway: Gateway) -> None:
+    gateway.write_config(**production())
+    os.environ["FDEP_GATEWAY_NOW"] = "2024-10-12T12:00:00+08:00"  # make-up working Saturday: no trading
+    try:
+        name, body = d2001()
+        drop(gateway.inbox("k6666"), name, body)
+        gateway.drain()
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    assert gateway.outcomes()[name] == ["forwarded"]
+
+
+def test_monthly_table_after_deadline_is_accepted_and_flagged_late(gateway: Gateway) -> None:
+    os.environ["FDEP_GATEWAY_NOW"] = "2024-10-15T11:31:00+08:00"  # 7th working day of Oct 2024, 11:31
+    try:
+        name = f"CISP-{ORG}_D1001_V01_1_20240930_01_Q.TXT"
+        drop(gateway.inbox(), name, f"{ORG}|机构|91110000100000000X|01|||||20240930\n".encode())
+        gateway.drain()
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "forwarded"
+    assert [f["code"] for f in event["findings"]] == ["LATE"]
+    assert "2024-10-15 11:30" in event["findings"][0]["message_zh"]
+    assert "LATE" in gateway.receipt(name, ok=True)
