@@ -188,8 +188,8 @@ CATALOGUE: dict[str, Template] = {
     ),
     "FIELD_MISMATCH": Template(
         _E,
-        "第 {line} 行字段 {field} 与文件名中的 {source} 不一致（应为 {expected}）",
-        "Field {field} on line {line} differs from the {source} in the file name (expected {expected})",
+        "第 {line} 行字段 {field} 与文件名中的{source_zh}不一致（应为 {expected}）",
+        "Field {field} on line {line} differs from the {source_en} in the file name (expected {expected})",
         "文件内的机构编号与数据日期必须与文件名一致",
         "The institution code and data date inside the file must match the file name",
     ),

@@ -1,0 +1,526 @@
+"""Streaming validation of a TXT report file (spec 4): bytes in, findings out, in bounded memory.
+
+Files are gigabytes and most of their lines are valid, so the common case must cost almost nothing:
+one compiled bytes regex per table (``_Grammar``) matches a whole run of valid records in C, and a
+few whole-chunk C passes (one ``bytes.translate``, counts) prove what that regex leaves unchecked:
+no control character, no value running over a line end, valid UTF-8. Only a line the fast path
+refuses is decoded and checked field by field in Python (``validators.text_rules``), which says what
+is wrong with it. Chunks are never joined: only the line cut by a chunk border is carried over, and a
+line longer than any valid record can be is capped, reported and skipped to its end.
+
+Decisions the spec leaves open:
+- ``records`` counts every line, valid or not; a last line without newline counts, an empty file has 0.
+- The file's line-ending style is that of its first line; every line that ends otherwise is
+  LINE_ENDINGS_MIXED. A CR not followed by LF is a character inside a field: CONTROL_CHAR. A file
+  with CR-only endings therefore reads as one long line with CONTROL_CHAR (U+000D) and FIELD_COUNT.
+- A line with invalid UTF-8 gets one ENCODING_INVALID (its first bad byte, offset in the file) and no
+  field checks, as its text is unknown; the same for NUL_BYTE. A wrong field count gets FIELD_COUNT and
+  no field checks (the fields cannot be told apart), after the line's first control character if any.
+- A BOM is reported as BOM_PRESENT at line 1 and then ignored.
+- A line longer than the cap (``_Grammar.cap`` bytes, far above any valid record) is judged on its
+  first ``cap`` bytes plus the count of its separators; the rest is skipped unread.
+- Attachment rows are kept for every line with the right field count that decodes and whose BGLX and
+  FJMC pass their checks: the pair check needs the name and kind, and reports size and hash itself.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from codes.fieldtypes import Kind
+from codes.tables import TableSpec
+from validators.attachments import AttachmentRow
+from validators.findings import MAX_REPORTED, Finding, FindingLog, make
+from validators.text_rules import FORBIDDEN, FieldRule, Problem, char_label, table_rules
+
+__all__ = ["TextReport", "TextValidator", "merge_reports", "validate_text"]
+
+BOM = b"\xef\xbb\xbf"
+SHOWN_CHARS = 64
+"""Longest value a finding carries; longer ones are cut and end with an ellipsis."""
+
+_ENDING_NAMES = {"\n": "LF", "\r\n": "CRLF"}
+_CONTROLS = bytes(range(0x20)) + b"\x7f"
+_PLAIN_ASCII = bytes(b for b in range(0x80) if b not in _CONTROLS and b != 0x7C)
+"""What ``_lines`` drops to see the rest at once: controls, separators and any non-ASCII byte."""
+_HIGH = bytes(range(0x80, 0x100))
+_CONTINUATION = bytes(range(0x80, 0xC0))
+_NOT_CONTINUATION = bytes(b for b in range(256) if b not in _CONTINUATION)
+_SEPARATORS = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xa8\xa9]")  # C1 controls, U+2028, U+2029
+_MIN_CAP = 64 * 1024
+
+
+@dataclass(slots=True)
+class TextReport:
+    """What validating a TXT file (or a segment of one) found."""
+
+    records: int
+    findings: list[Finding]
+    total: int
+    attachment_rows: list[AttachmentRow] = field(default_factory=list)
+    line_ending: str | None = None  # "\n" or "\r\n"; None when no line ended
+
+
+class _Grammar:
+    """Everything compiled once per (table, org, date): rules, the record regexes, the line cap."""
+
+    def __init__(self, table: TableSpec, org: str | None, date: str | None) -> None:
+        self.table = table
+        self.rules = table_rules(table, org, date)
+        self.width = len(self.rules)
+        self.restricted = table.restricted
+        self.attachments = table.attachments
+        self.columns = {rule.name: rule.number - 1 for rule in self.rules}
+        most = sum(_max_chars(rule) for rule in self.rules) + self.width + 1
+        self.cap = max(_MIN_CAP, 4 * most)
+        self.regexes = {
+            (ending, strict): self._compile(ending, strict=strict, hot_date=date)
+            for ending in _ENDING_NAMES
+            for strict in (False, True)
+        }
+
+    def _compile(self, ending: str, *, strict: bool, hot_date: str | None) -> re.Pattern[bytes]:
+        # a one-field table has no separators to count, so its values must stop at line ends themselves
+        strict = strict or self.width == 1
+        ends = [rb"\|"] * (self.width - 1) + [re.escape(ending.encode())]
+        pairs = zip(self.rules, ends, strict=True)
+        record = b"".join(rule.piece(end, strict=strict, hot_date=hot_date) for rule, end in pairs)
+        return re.compile(b"(?:" + record + b")*+")
+
+
+def _max_chars(rule: FieldRule) -> int:
+    kind = rule.type
+    return max(kind.length, kind.precision + 2, 8, *(len(c) for c in kind.choices))
+
+
+@lru_cache(maxsize=64)
+def _grammar(table: TableSpec, org: str | None, date: str | None) -> _Grammar:
+    return _Grammar(table, org, date)
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
+@dataclass(slots=True)
+class _Overlong:
+    """A line past the cap: its first ``cap`` bytes kept, the rest only counted until its newline."""
+
+    head: bytes
+    offset: int
+    bars: int = 0  # separators in the skipped rest
+    open_chars: int = 0  # characters of the cut field that lie in the skipped rest
+    open: bool = True  # still inside the cut field
+    last: bytes = b""  # last byte seen, to tell CRLF
+
+
+class TextValidator:
+    """Feed a TXT file's bytes in chunks of any size, then ``finish`` for the report.
+
+    ``org`` and ``date`` are the institution code and data date from the file name (JGBH and SJRQ must
+    equal them). To validate a segment of a file that starts at a line boundary, pass
+    ``file_start=False``, the segment's ``first_line`` and byte ``offset`` and, when known, the file's
+    ``line_ending`` so that line numbers, offsets and line-ending findings come out as for the whole file.
+    """
+
+    def __init__(
+        self,
+        table: TableSpec,
+        *,
+        org: str | None = None,
+        date: str | None = None,
+        first_line: int = 1,
+        file_start: bool = True,
+        limit: int = MAX_REPORTED,
+        line_ending: str | None = None,
+        offset: int = 0,
+    ) -> None:
+        if line_ending not in (None, *_ENDING_NAMES):
+            raise ValueError(f"line_ending is '\\n', '\\r\\n' or None, not {line_ending!r}")
+        self._g = _grammar(table, org, date)
+        self._log = FindingLog(limit)
+        self._line = first_line  # number of the next line to begin
+        self._offset = offset  # file offset of the next byte fed
+        self._style = line_ending
+        self._bom = file_start
+        self._bom_held = b""
+        self._held: list[bytes] = []  # the line cut by the last chunk border
+        self._held_len = 0
+        self._held_offset = offset
+        self._over: _Overlong | None = None
+        self._records = 0
+        self._rows: list[AttachmentRow] = []
+        self._done = False
+
+    # -- input --------------------------------------------------------------------------------------
+
+    def feed(self, chunk: bytes) -> None:
+        if self._done:
+            raise RuntimeError("feed() after finish()")
+        self._feed(chunk)
+
+    def finish(self) -> TextReport:
+        if not self._done:
+            self._done = True
+            if self._bom_held:
+                self._bom, held, self._bom_held = False, self._bom_held, b""
+                self._feed(held)
+            if self._over is not None:
+                self._end_overlong(terminated=False)
+            elif self._held:
+                line = b"".join(self._held)
+                self._slow(line, 0, len(line), self._held_offset, terminated=False)
+                self._line += 1
+                self._records += 1
+        return TextReport(self._records, list(self._log.items), self._log.total, self._rows, self._style)
+
+    def _feed(self, chunk: bytes) -> None:
+        if self._bom:
+            chunk = self._take_bom(chunk)
+        if self._over is not None:
+            chunk = self._skip_overlong(chunk)
+        if not chunk:
+            return
+        first = chunk.find(b"\n")
+        if first < 0:
+            self._hold(chunk)
+            self._offset += len(chunk)
+            return
+        head_offset = self._held_offset if self._held else self._offset
+        head = b"".join([*self._held, chunk[: first + 1]])
+        self._held, self._held_len = [], 0
+        if self._style is None:
+            self._slow(head, 0, len(head) - 1, head_offset)
+            self._line += 1
+            self._records += 1
+        else:
+            self._lines(head, 0, len(head), head_offset)
+        last = chunk.rfind(b"\n") + 1
+        if last > first + 1:
+            self._lines(chunk, first + 1, last, self._offset)
+        self._offset += last
+        if last < len(chunk):
+            self._hold(chunk[last:])
+        self._offset += len(chunk) - last
+
+    def _take_bom(self, chunk: bytes) -> bytes:
+        """Strip and report a BOM at the file start; hold up to two bytes until it can be told."""
+        data = self._bom_held + chunk
+        if len(data) < len(BOM) and BOM.startswith(data):
+            self._bom_held = data
+            return b""
+        self._bom, self._bom_held = False, b""
+        if not data.startswith(BOM):
+            return data
+        self._emit("BOM_PRESENT", line=self._line)
+        self._offset += len(BOM)
+        return data[len(BOM) :]
+
+    def _hold(self, piece: bytes) -> None:
+        """Carry the line cut by a chunk border; past the cap, keep only its head and count the rest."""
+        if not self._held:
+            self._held_offset = self._offset
+        self._held.append(piece)
+        self._held_len += len(piece)
+        if self._held_len > self._g.cap:
+            line = b"".join(self._held)
+            self._held, self._held_len = [], 0
+            cut = self._g.cap
+            while cut and line[cut] in _CONTINUATION:  # do not split a character
+                cut -= 1
+            self._over = _Overlong(line[:cut], self._held_offset)
+            self._count_overlong(line[cut:])
+
+    # -- overlong lines -----------------------------------------------------------------------------
+
+    def _count_overlong(self, piece: bytes) -> None:
+        over = self._over
+        if over is None or not piece:
+            return
+        if over.open:
+            bar = piece.find(b"|")
+            part = piece if bar < 0 else piece[:bar]
+            over.open_chars += len(part) - len(part.translate(None, _NOT_CONTINUATION))
+            over.open = bar < 0
+        over.bars += piece.count(b"|")
+        over.last = piece[-1:]
+
+    def _skip_overlong(self, chunk: bytes) -> bytes:
+        end = chunk.find(b"\n")
+        if end < 0:
+            self._count_overlong(chunk)
+            self._offset += len(chunk)
+            return b""
+        self._count_overlong(chunk[:end])
+        self._end_overlong(terminated=True)
+        self._offset += end + 1
+        return chunk[end + 1 :]
+
+    def _end_overlong(self, *, terminated: bool) -> None:
+        over = self._over
+        if over is None:
+            return
+        self._over = None
+        crlf = terminated and over.last == b"\r"
+        more_chars = over.open_chars - (1 if crlf and over.open else 0)
+        raw = over.head + (b"\r" if crlf else b"")
+        self._slow(
+            raw, 0, len(raw), over.offset, terminated=terminated, more_bars=over.bars, more_chars=more_chars
+        )
+        self._line += 1
+        self._records += 1
+
+    # -- the fast path ------------------------------------------------------------------------------
+
+    def _lines(self, buf: bytes, start: int, end: int, base: int) -> None:
+        """Validate the complete lines ``buf[start:end]`` (``end`` just after a newline)."""
+        g, style = self._g, self._style
+        crlf = style == "\r\n"
+        kept = buf.translate(None, _PLAIN_ASCII)
+        all_bars, all_newlines = kept.count(b"|"), kept.count(b"\n")
+        all_returns = kept.count(b"\r") if len(kept) > all_bars + all_newlines else 0
+        outside = buf[:start] + buf[end:] if start or end < len(buf) else b""
+        bars = all_bars - outside.count(b"|")
+        newlines = all_newlines - outside.count(b"\n")
+        returns = all_returns - outside.count(b"\r")
+        stops: set[int] = set()
+        if len(kept) != all_bars + all_newlines + all_returns:
+            ascii_kept = kept if kept.isascii() else kept.translate(None, _HIGH)
+            if len(ascii_kept) != all_bars + all_newlines + all_returns:
+                stops.update(_line_starts(buf, start, end, _control_positions(buf, start, end, ascii_kept)))
+            if len(ascii_kept) != len(kept):
+                stops.update(_line_starts(buf, start, end, _unicode_problems(buf, start, end)))
+        if returns and not crlf:
+            stops.update(_line_starts(buf, start, end, _positions(buf, b"\r", start, end)))
+        ordered = sorted(stops)
+        bad = _refused(buf, start, end, g.regexes[style or "\n", False], ordered)
+        if g.width > 1:
+            lines = newlines - len(bad)
+            bad_bars = bad_returns = 0
+            for line_start in bad:
+                line_end = buf.index(b"\n", line_start) + 1
+                bad_bars += buf.count(b"|", line_start, line_end)
+                bad_returns += buf.count(b"\r", line_start, line_end)
+            if bars - bad_bars != (g.width - 1) * lines or (crlf and returns - bad_returns != lines):
+                # a free-text value ran over a line end or hid a CR: find the lines with strict values
+                bad = _refused(buf, start, end, g.regexes[style or "\n", True], ordered)
+        self._account(buf, start, end, base, bad, newlines)
+
+    def _account(self, buf: bytes, start: int, end: int, base: int, bad: list[int], newlines: int) -> None:
+        """Diagnose the refused lines and collect attachment rows; advance the line count."""
+        first = self._line
+        attachments = self._g.attachments
+        line, pos = first, start
+        for line_start in bad:
+            if attachments:
+                self._rows_of(buf, pos, line_start, line)
+            if attachments or not self._log.full:  # line numbers are only needed for what is kept
+                line += buf.count(b"\n", pos, line_start)
+            pos = buf.index(b"\n", line_start) + 1
+            self._line = line
+            self._slow(buf, line_start, pos - 1, base)
+            line += 1
+        if attachments:
+            self._rows_of(buf, pos, end, line)
+        self._line = first + newlines
+        self._records += newlines
+
+    def _rows_of(self, buf: bytes, start: int, end: int, first_line: int) -> None:
+        if start >= end:
+            return
+        for number, raw in enumerate(buf[start : end - 1].split(b"\n"), start=first_line):
+            self._row(raw.rstrip(b"\r").decode("utf-8").split("|"), number)
+
+    def _row(self, values: list[str], line: int) -> None:
+        cols = self._g.columns
+        sha = values[cols["SHA256"]] if "SHA256" in cols else ""
+        kind, name, size = values[cols["BGLX"]], values[cols["FJMC"]], values[cols["WJDX"]]
+        self._rows.append(AttachmentRow(line, kind, name, size, sha))
+
+    # -- the slow path ------------------------------------------------------------------------------
+
+    def _slow(
+        self,
+        buf: bytes,
+        start: int,
+        stop: int,
+        base: int,
+        *,
+        terminated: bool = True,
+        more_bars: int = 0,
+        more_chars: int = 0,
+    ) -> None:
+        """Say what is wrong with the line ``buf[start:stop]`` (newline excluded), numbered ``_line``."""
+        raw = buf[start:stop]
+        line = self._line
+        if terminated:
+            ending = "\r\n" if raw.endswith(b"\r") else "\n"
+            raw = raw[:-1] if ending == "\r\n" else raw
+            if self._style is None:
+                self._style = ending
+            elif ending != self._style:
+                seen, expected = _ENDING_NAMES[ending], _ENDING_NAMES[self._style]
+                self._emit("LINE_ENDINGS_MIXED", line=line, found=seen, expected=expected)
+        g = self._g
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            index = raw.count(b"|", 0, exc.start)
+            shown = raw.split(b"|")[index].decode("utf-8", "backslashreplace")
+            self._emit_field("ENCODING_INVALID", line, index, shown, offset=base + start + exc.start)
+            return
+        if "\x00" in text:
+            index = text.count("|", 0, text.index("\x00"))
+            self._emit_field("NUL_BYTE", line, index, text.split("|")[index])
+            return
+        values = text.split("|")
+        found = len(values) + more_bars
+        if found != g.width:
+            bad = FORBIDDEN.search(text)  # a stray CR (CR-only endings) explains a wrong count best
+            if bad:
+                index = text.count("|", 0, bad.start())
+                self._emit_field("CONTROL_CHAR", line, index, values[index], char=char_label(bad.group()))
+            whole, code = self._value(text), g.table.code
+            self._emit("FIELD_COUNT", line=line, value=whole, found=found, expected=g.width, table=code)
+            return
+        failed: set[str] = set()
+        cut = len(values) - 1 if more_chars else -1
+        for index, (rule, value) in enumerate(zip(g.rules, values, strict=False)):
+            problem = rule.problem(value)
+            if index == cut and (problem is None or problem.code in _LENGTH_CODES):
+                problem = _overlong_problem(rule, value, more_chars) or problem
+            if problem is not None:
+                failed.add(rule.name)
+                self._emit_field(problem.code, line, index, value, **problem.params)
+        if g.attachments and not more_bars and not failed & {"BGLX", "FJMC"}:
+            self._row(values, line)
+
+    def _value(self, text: str) -> str | None:
+        return None if self._g.restricted else _shown(text)
+
+    def _emit_field(self, code: str, line: int, index: int, value: str, **params: object) -> None:
+        name = self._g.rules[index].name if index < self._g.width else ""
+        self._emit(code, line=line, field_no=index + 1, field=name, value=self._value(value), **params)
+
+    def _emit(
+        self,
+        code: str,
+        *,
+        line: int,
+        field_no: int = 0,
+        field: str = "",
+        value: str | None = None,
+        **params: object,
+    ) -> None:
+        if self._log.full:
+            self._log.total += 1  # counted, not kept: no need to build it
+            return
+        self._log.add(make(code, line=line, field_no=field_no, field=field, value=value, **params))
+
+
+_LENGTH_CODES = ("FIELD_TOO_LONG", "FIELD_LENGTH")
+
+
+def _overlong_problem(rule: FieldRule, value: str, more_chars: int) -> Problem | None:
+    """The length finding of a field cut by the line cap, counted over its whole length."""
+    kind, length = rule.type.kind, len(value) + more_chars
+    if kind is Kind.TEXT and length > rule.type.length:
+        return Problem("FIELD_TOO_LONG", {"length": length, "max": rule.type.length})
+    if kind is Kind.CODE and length != rule.type.length:
+        return Problem("FIELD_LENGTH", {"length": length, "expected": rule.type.length})
+    return None
+
+
+def _refused(buf: bytes, start: int, end: int, regex: re.Pattern[bytes], stops: list[int]) -> list[int]:
+    """Starts of the lines in ``buf[start:end]`` the record regex refuses, and of the ``stops`` lines."""
+    refused: list[int] = []
+    pending = iter(stops)
+    stop = next(pending, end)
+    pos = start
+    while pos < end:
+        if pos < stop:
+            match = regex.match(buf, pos, stop)
+            pos = match.end() if match else pos
+            if pos == end:
+                break
+        refused.append(pos)
+        if pos == stop:
+            stop = next(pending, end)
+        pos = buf.index(b"\n", pos) + 1
+    return refused
+
+
+def _positions(buf: bytes, needle: bytes, start: int, end: int) -> list[int]:
+    found = []
+    pos = buf.find(needle, start, end)
+    while pos >= 0:
+        found.append(pos)
+        pos = buf.find(needle, pos + 1, end)
+    return found
+
+
+def _line_starts(buf: bytes, start: int, end: int, positions: Iterable[int]) -> list[int]:
+    return [max(start, buf.rfind(b"\n", start, pos) + 1) for pos in positions]
+
+
+def _control_positions(buf: bytes, start: int, end: int, kept: bytes) -> list[int]:
+    positions: list[int] = []
+    for byte in set(kept) - {0x7C, 0x0A, 0x0D}:
+        positions.extend(_positions(buf, bytes([byte]), start, end))
+    return positions
+
+
+def _unicode_problems(buf: bytes, start: int, end: int) -> list[int]:
+    """Positions of invalid UTF-8 (one a line), C1 controls and U+2028/U+2029 in ``buf[start:end]``."""
+    positions: list[int] = []
+    if b"\xc2" in buf or b"\xe2\x80\xa8" in buf or b"\xe2\x80\xa9" in buf:
+        positions.extend(match.start() for match in _SEPARATORS.finditer(buf, start, end))
+    view = memoryview(buf)
+    pos = start
+    while pos < end:
+        try:
+            codecs.utf_8_decode(view[pos:end], "strict", True)
+            break
+        except UnicodeDecodeError as exc:
+            positions.append(pos + exc.start)
+            pos = buf.index(b"\n", pos + exc.start) + 1
+    return positions
+
+
+# -- whole files and segments ---------------------------------------------------------------------
+
+
+def validate_text(
+    data: bytes | Iterable[bytes], table: TableSpec, *, org: str | None = None, date: str | None = None
+) -> TextReport:
+    """Validate a whole TXT file given as bytes or as an iterable of chunks."""
+    validator = TextValidator(table, org=org, date=date)
+    for chunk in [data] if isinstance(data, bytes | bytearray) else data:
+        validator.feed(bytes(chunk))
+    return validator.finish()
+
+
+def merge_reports(reports: Sequence[TextReport]) -> TextReport:
+    """Join the reports of consecutive segments of one file (the first starting at line 1).
+
+    Counts add up and the first ``MAX_REPORTED`` findings are kept in line order. Segments validated
+    without the file's line-ending style may disagree on it: the first line of each segment whose style
+    differs from the file's is then reported as LINE_ENDINGS_MIXED.
+    """
+    log = FindingLog(MAX_REPORTED)
+    records, rows, style = 0, [], None
+    for report in reports:
+        if report.line_ending is not None:
+            if style is None:
+                style = report.line_ending
+            elif report.line_ending != style:
+                found, expected = _ENDING_NAMES[report.line_ending], _ENDING_NAMES[style]
+                log.add(make("LINE_ENDINGS_MIXED", line=records + 1, found=found, expected=expected))
+        log.absorb(report.findings, report.total)
+        records += report.records
+        rows.extend(report.attachment_rows)
+    return TextReport(records, list(log.items), log.total, rows, style)
