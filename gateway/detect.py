@@ -58,7 +58,7 @@ class Detector:
         self._wake = asyncio.Event()
         self._rescan = asyncio.Event()
         self._watcher: InboxWatcher | None = None
-        self._watched: set[Mailbox] = set()
+        self._unwatched: set[Mailbox] = set()  # watch() failed: logged once
         self._known: set[Mailbox] = set()  # state dirs exist
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
@@ -95,26 +95,33 @@ class Detector:
                 self.tracker.gone(key)
         self._wake.set()
 
-    def _watch_new_mailboxes(self, mailboxes: Iterable[Mailbox]) -> None:
+    def _watch(self, mailboxes: Iterable[Mailbox]) -> None:
+        """(Re-)arm the watch of every inbox: cheap when already watched, and a directory that was
+        lost or failed before is picked up again at the next scan."""
         if self._watcher is None:
             return
         for box in mailboxes:
-            if box in self._watched:
-                continue
             try:
                 self._watcher.watch(
                     self.layout.station(box.station).inbox(box.transfer_code),
                     (box.station, box.transfer_code),
                 )
-            except OSError as exc:
-                log.warning(
-                    "watch.failed",
-                    station=box.station,
-                    transfer_code=box.transfer_code,
-                    error=str(exc),
-                    note="served by the reconcile scan only",
-                )
-            self._watched.add(box)
+            except (OSError, ValueError) as exc:
+                if box not in self._unwatched:
+                    log.warning(
+                        "watch.failed",
+                        station=box.station,
+                        transfer_code=box.transfer_code,
+                        error=str(exc),
+                        note="served by the reconcile scan only",
+                    )
+                self._unwatched.add(box)
+            else:
+                self._unwatched.discard(box)
+
+    @property
+    def watcher_alive(self) -> bool:
+        return self._watcher is not None and self._watcher.alive
 
     # -- reconcile scan -------------------------------------------------------------------------------
 
@@ -130,7 +137,8 @@ class Detector:
     async def scan(self) -> int:
         """Stat every inbox entry once; regular files go to settle, anything else is claimed as is."""
         boxes = await asyncio.to_thread(self.mailboxes)
-        self._watch_new_mailboxes(boxes)
+        self._watch(boxes)
+        scan_started = time.monotonic()
         listing = await asyncio.to_thread(self._list, boxes)
         now = time.monotonic()
         seen: set[Key] = set()
@@ -142,10 +150,10 @@ class Detector:
                 self._ready[key] = None  # not a regular file: never settles, claimed and quarantined
             else:
                 self.tracker.observed(key, entry, now)
-        tracked = self.tracker.keys()  # a list: gone() below may drop entries
+        tracked = self.tracker.keys()  # a list: entries may be dropped below
         for key in tracked:
             if key not in seen:
-                self.tracker.gone(key)
+                self.tracker.not_listed(key, scan_started)
         self.scans += 1
         self.last_scan_found = len(seen)
         self._wake.set()

@@ -101,6 +101,7 @@ class Service:
         self.layout = layout
         self.stopping = asyncio.Event()
         self.reload_requested = False
+        self.failed = False
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -178,14 +179,19 @@ class Service:
                 await self._main_loop()
         finally:
             await self._shutdown(detecting, tasks)
-        if detecting.done() and not detecting.cancelled() and detecting.exception() is not None:
-            log.error("gateway.failed", error=repr(detecting.exception()), note="detection stopped; exiting")
-            return EXIT_FAILED
-        return EXIT_OK
+        return EXIT_FAILED if self.failed else EXIT_OK
 
     def _detecting_failed(self) -> bool:
         """Detection is the daemon's heartbeat: if it died, stop (systemd restarts us) rather than idle."""
-        return self.detecting.done() and not self.stopping.is_set()
+        if self.stopping.is_set():
+            return False
+        if not self.detector.watcher_alive:
+            log.error("watcher.dead", note="inotify reader stopped; exiting so the service restarts")
+            self.failed = True
+        elif self.detecting.done():
+            log.error("gateway.failed", error=repr(self.detecting.exception()), note="detection stopped")
+            self.failed = True
+        return self.failed
 
     async def on_claimed(self, station: str, claimed: Claimed) -> None:
         item = Item(

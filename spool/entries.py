@@ -11,7 +11,7 @@ from pathlib import Path
 
 from spool.errors import SpoolError
 
-TEMP_SUFFIXES = (".tmp", ".part")
+TEMP_SUFFIXES = (".tmp", ".part", ".filepart")  # spec 2, plus WinSCP's resumable uploads
 
 
 class EntryKind(StrEnum):
@@ -67,7 +67,7 @@ def classify(path: Path) -> EntryKind:
 
 def is_temp_name(name: str) -> bool:
     """A writer's temporary name (spec 2): never taken, however long it stays."""
-    return name.startswith(".") or name.endswith(TEMP_SUFFIXES)
+    return name.startswith(".") or name.lower().endswith(TEMP_SUFFIXES)
 
 
 def list_inbox(path: Path) -> list[InboxEntry]:

@@ -36,12 +36,15 @@ def test_classify_by_lstat(zoo: Path) -> None:
     assert classify(zoo / "file.TXT" / "below") is EntryKind.VANISHED
 
 
-@pytest.mark.parametrize("name", [".x.TXT", ".", "A.TXT.tmp", "A.TXT.part", ".A.TXT.1a2b3c4d.tmp"])
+@pytest.mark.parametrize(
+    "name",
+    [".x.TXT", ".", "A.TXT.tmp", "A.TXT.part", ".A.TXT.1a2b3c4d.tmp", "A.TMP", "A.TXT.PART", "A.TXT.filepart"],
+)
 def test_temp_names(name: str) -> None:
     assert is_temp_name(name)
 
 
-@pytest.mark.parametrize("name", ["A.TXT", "A.tmp.TXT", "A.TMP", "A.partial", "tmp", "A.ZIP"])
+@pytest.mark.parametrize("name", ["A.TXT", "A.tmp.TXT", "A.partial", "tmp", "A.ZIP", "A.TXTpart"])
 def test_not_temp_names(name: str) -> None:
     assert not is_temp_name(name)
 
