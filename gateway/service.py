@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
+from gateway.notify import Notifier
 from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
@@ -43,6 +45,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 512
 _DRAIN_POLL = 0.2
+_STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd (sent only when changed)
 
 
 CLOCK_VARIABLE = "FDEP_GATEWAY_NOW"
@@ -101,6 +104,7 @@ class Service:
         self.layout = layout
         self.stopping = asyncio.Event()
         self.reload_requested = False
+        self.notifier = Notifier.from_env(unset_environment=True)  # no-op unless systemd runs us
         self.failed = False
         self.clock_offset = clock_offset(config)
 
@@ -215,11 +219,43 @@ class Service:
             log.exception("file.failed", note="left in place; retried at the next start")
 
     async def _main_loop(self) -> None:
+        ready = False
+        watchdog = self.notifier.watchdog_interval
+        next_ping = next_status = 0.0
+        last_status = ""
         while not self.stopping.is_set() and not self._detecting_failed():
+            now = time.monotonic()
+            if watchdog is not None and now >= next_ping:
+                self.notifier.watchdog()
+                next_ping = now + watchdog
+            if not ready and self.detector.scans > 0:  # recovery and the first scan are done
+                ready = True
+                last_status = self._status_text()
+                self.notifier.ready(last_status)
+                next_status = now + _STATUS_EVERY
+            elif ready and now >= next_status:
+                text = self._status_text()
+                if text != last_status:
+                    self.notifier.status(text)
+                    last_status = text
+                next_status = now + _STATUS_EVERY
             await asyncio.sleep(0.5)
             if self.reload_requested:
                 self.reload_requested = False
-                await self._reload()
+                self.notifier.reloading("reloading the configuration")
+                try:
+                    await self._reload()
+                finally:  # READY=1 again whether the new config was taken or rejected
+                    last_status = self._status_text()
+                    self.notifier.ready(last_status)
+
+    def _status_text(self) -> str:
+        """systemctl status shows this line: what the daemon holds right now."""
+        return (
+            f"{len(self.detector.stations)} stations; in flight {self.detector.in_flight}, "
+            f"awaiting partner {len(self.pipeline.waiting)}, deferred {len(self.pipeline.retrying)}; "
+            f"last scan saw {self.detector.last_scan_found} inbox files"
+        )
 
     async def _drain_until_idle(self, tasks: set[asyncio.Task[None]]) -> None:
         """``drain``: stop once nothing is ready, settling, in flight or waiting for its partner."""
@@ -243,6 +279,7 @@ class Service:
                 return
 
     async def _shutdown(self, detecting: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
+        self.notifier.stopping(f"stopping: finishing {self.detector.in_flight} in-flight files")
         self._stop()
         self.detector.stop_watching()
         await asyncio.gather(detecting, return_exceptions=True)
