@@ -38,7 +38,16 @@ def test_classify_by_lstat(zoo: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    [".x.TXT", ".", "A.TXT.tmp", "A.TXT.part", ".A.TXT.1a2b3c4d.tmp", "A.TMP", "A.TXT.PART", "A.TXT.filepart"],
+    [
+        ".x.TXT",
+        ".",
+        "A.TXT.tmp",
+        "A.TXT.part",
+        ".A.TXT.1a2b3c4d.tmp",
+        "A.TMP",
+        "A.TXT.PART",
+        "A.TXT.filepart",
+    ],
 )
 def test_temp_names(name: str) -> None:
     assert is_temp_name(name)
@@ -65,7 +74,11 @@ def test_list_inbox_reports_kinds_and_stats_without_temp_names(zoo: Path) -> Non
     st = (zoo / "file.TXT").stat()
     f = entries["file.TXT"]
     assert (f.size, f.mtime_ns, f.ctime_ns, f.ino, f.dev) == (
-        5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev,
+        5,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        st.st_dev,
     )
     assert entries["link"].size == len(str(zoo.parent / "target"))  # the link itself, not its target
 
