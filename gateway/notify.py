@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 
 import structlog
 
@@ -142,3 +142,38 @@ def _status(text: str | None) -> tuple[tuple[str, str], ...]:
     if text is None:
         return ()
     return (("STATUS", text.replace("\r", " ").replace("\n", " ")),)
+
+
+class Heartbeat:
+    """What the main loop tells systemd: READY once started, WATCHDOG at half the interval, and a
+    STATUS line every few seconds when it changed."""
+
+    STATUS_EVERY = 5.0
+
+    def __init__(self, notifier: Notifier, status: Callable[[], str]) -> None:
+        self._notifier = notifier
+        self._status = status
+        self._interval = notifier.watchdog_interval
+        self._ready = False
+        self._next_ping = self._next_status = 0.0
+        self._last = ""
+
+    def beat(self, *, started: bool) -> None:
+        now = time.monotonic()
+        if self._interval is not None and now >= self._next_ping:
+            self._notifier.watchdog()
+            self._next_ping = now + self._interval
+        if not self._ready and started:
+            self.ready()
+        elif self._ready and now >= self._next_status:
+            text = self._status()
+            if text != self._last:
+                self._notifier.status(text)
+                self._last = text
+            self._next_status = now + self.STATUS_EVERY
+
+    def ready(self) -> None:
+        self._ready = True
+        self._last = self._status()
+        self._notifier.ready(self._last)
+        self._next_status = time.monotonic() + self.STATUS_EVERY

@@ -11,7 +11,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import time
 from collections.abc import Awaitable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
@@ -27,7 +26,7 @@ from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
-from gateway.notify import Notifier
+from gateway.notify import Heartbeat, Notifier
 from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
@@ -45,7 +44,6 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 512
 _DRAIN_POLL = 0.2
-_STATUS_EVERY = 5.0  # seconds between STATUS= updates to systemd (sent only when changed)
 
 
 CLOCK_VARIABLE = "FDEP_GATEWAY_NOW"
@@ -219,26 +217,9 @@ class Service:
             log.exception("file.failed", note="left in place; retried at the next start")
 
     async def _main_loop(self) -> None:
-        ready = False
-        watchdog = self.notifier.watchdog_interval
-        next_ping = next_status = 0.0
-        last_status = ""
+        heartbeat = Heartbeat(self.notifier, self._status_text)
         while not self.stopping.is_set() and not self._detecting_failed():
-            now = time.monotonic()
-            if watchdog is not None and now >= next_ping:
-                self.notifier.watchdog()
-                next_ping = now + watchdog
-            if not ready and self.detector.scans > 0:  # recovery and the first scan are done
-                ready = True
-                last_status = self._status_text()
-                self.notifier.ready(last_status)
-                next_status = now + _STATUS_EVERY
-            elif ready and now >= next_status:
-                text = self._status_text()
-                if text != last_status:
-                    self.notifier.status(text)
-                    last_status = text
-                next_status = now + _STATUS_EVERY
+            heartbeat.beat(started=self.detector.scans > 0)  # READY once recovery and a scan are done
             await asyncio.sleep(0.5)
             if self.reload_requested:
                 self.reload_requested = False
@@ -246,8 +227,7 @@ class Service:
                 try:
                     await self._reload()
                 finally:  # READY=1 again whether the new config was taken or rejected
-                    last_status = self._status_text()
-                    self.notifier.ready(last_status)
+                    heartbeat.ready()
 
     def _status_text(self) -> str:
         """systemctl status shows this line: what the daemon holds right now."""
