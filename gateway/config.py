@@ -26,6 +26,9 @@ from pydantic import (
 from codes.registry import STATION_PATTERN, TRANSFER_CODE_PATTERN, TransferCode
 from codes.tables import CatalogueError, TableSpec, bundled_tables, merge_tables, parse_table
 
+FEEDBACK_DIR = "_feedback"
+"""The quarantine folder of feedback files that matched no mailbox; so not a transfer code."""
+
 
 class ConfigError(Exception):
     """The configuration cannot be used; ``problems`` holds one ``key.path: what is wrong`` per line."""
@@ -79,6 +82,11 @@ class HistoryConfig(_Strict):
     retention_days: int = Field(default=400, gt=0)
 
 
+class RetentionConfig(_Strict):
+    archive_days: int = Field(default=90, gt=0)
+    quarantine_days: int = Field(default=180, gt=0)
+
+
 class MetricsConfig(_Strict):
     listen: str = Field(pattern=r"^[^\s:]+:\d{1,5}$")
 
@@ -100,6 +108,7 @@ class GatewayConfig(_Strict):
     tables: dict[str, TableSpec] = Field(default_factory=dict)  # the whole catalogue once loaded
     limits: Limits = Limits()
     history: HistoryConfig
+    retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig | None = None
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
@@ -138,12 +147,28 @@ class GatewayConfig(_Strict):
                 if table not in self.tables:
                     problems.append(f"{where}.tables: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
+        problems.extend(self._feedback_problems())
         both = sorted(set(self.holidays) & set(self.workdays))
         if both:
             problems.append(f"holidays: {', '.join(map(str, both))} also listed in workdays")
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+    def _feedback_problems(self) -> list[str]:
+        """A feedback directory is the core's way back: never a core directory, never in the spool."""
+        problems = []
+        if FEEDBACK_DIR in self.transfer_codes:
+            problems.append(f"transfer_codes.{FEEDBACK_DIR}: reserved for quarantined feedback files")
+        core_paths = {r.path for r in self.routes.values() if isinstance(r, DirectoryRoute)}
+        for name, route in self.routes.items():
+            if route.feedback is None:
+                continue
+            if route.feedback in core_paths:
+                problems.append(f"routes.{name}.feedback: is a core directory; feedback needs its own")
+            if route.feedback.is_relative_to(self.spool_root):
+                problems.append(f"routes.{name}.feedback: must not be inside spool_root")
+        return problems
 
     def _test_never_reaches_production(self) -> list[str]:
         """Spec 9: no route may carry both test and production stations' files."""
@@ -214,6 +239,8 @@ _TOP_KEYS = (
     "limits.",
     "history.",
     "metrics.",
+    "retention.",
+    "holidays:",
 )
 
 

@@ -23,7 +23,16 @@ from zoneinfo import ZoneInfo
 from spool.fsio import fsync_dir
 
 EventKind = Literal[
-    "received", "held", "deferred", "forwarded", "rejected", "duplicate", "vanished", "recovered", "replayed"
+    "received",
+    "held",
+    "deferred",
+    "forwarded",
+    "rejected",
+    "duplicate",
+    "vanished",
+    "recovered",
+    "replayed",
+    "feedback",
 ]
 EVENTS: tuple[str, ...] = get_args(EventKind)
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.config import GatewayConfig
+from gateway.config import FEEDBACK_DIR, GatewayConfig
 from gateway.history import HistoryEvent, HistoryWriter
 from gateway.historyview import follow, format_event, query
 from gateway.text import visible
@@ -145,6 +145,13 @@ def replay(config: GatewayConfig, file_id: str) -> int:
         print(f"fdep-gateway replay: no quarantined file with id {file_id}", file=sys.stderr)
         return EXIT_FAILED
     station, entry = found
+    if entry.tc == FEEDBACK_DIR:
+        print(
+            f"fdep-gateway replay: {file_id} is a core feedback file, not an institution's file: move it "
+            "back into the route's feedback directory to deliver it again",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     st = layout.station(station)
     reason_path = st.reason_path(entry.tc, file_id, entry.day)
     name = entry.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -60,8 +61,26 @@ def receipt_name(name: str, ok: bool) -> str:
     return stem + suffix
 
 
-def write_receipt(outbox: Path, receipt: Receipt) -> Path:
-    """Write atomically; a newer receipt for the same stem replaces the older one."""
+OWN_RECEIPT = re.compile(
+    rb"[^\n]*\|(OK|BAD)\|[0-9]+\|[0-9]+\|[0-9]{14}\|[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{4}"
+    rb"\|(forwarded|held|duplicate|rejected)\n"
+)
+"""The first line of a receipt this gateway wrote (as opposed to the core's feedback of the same name)."""
+
+
+def is_own_receipt(path: Path) -> bool:
+    try:
+        with path.open("rb") as stream:
+            return OWN_RECEIPT.match(stream.readline(4096)) is not None
+    except OSError:
+        return False
+
+
+def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
+    """Write atomically; a newer receipt for the same stem replaces the older one. The core's own
+    feedback file of the same name (delivered there first) is never replaced: returns None then."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
+    if path.exists() and not is_own_receipt(path):
+        return None
     write_atomic(path, render(receipt), replace=True)
     return path

@@ -8,10 +8,11 @@ the next start); SIGHUP reloads the config and registry, keeping the old one if 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ import structlog
 from gateway.commit import GroupCommit
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.detect import Detector
+from gateway.feedback import deliver_all, feedback_sources
 from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
 from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
@@ -30,6 +32,7 @@ from gateway.notify import Heartbeat, Notifier
 from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
+from gateway.retention import next_sweep, sweep
 from gateway.validate import Rules
 from gateway.windows import Calendar
 from spool.claim import Claimed
@@ -172,6 +175,10 @@ class Service:
             drain=drain,
             spool=str(config.spool_root),
         )
+        housekeeping = {
+            asyncio.create_task(self._every_day(self._sweep), name="retention"),
+            asyncio.create_task(self._feedback_loop(), name="feedback"),
+        }
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
         self.detecting = detecting
         try:
@@ -180,7 +187,7 @@ class Service:
             else:
                 await self._main_loop()
         finally:
-            await self._shutdown(detecting, tasks)
+            await self._shutdown(detecting, tasks | housekeeping)
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def _detecting_failed(self) -> bool:
@@ -228,6 +235,50 @@ class Service:
                     await self._reload()
                 finally:  # READY=1 again whether the new config was taken or rejected
                     heartbeat.ready()
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), timeout=max(0.0, seconds))
+
+    async def _every_day(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in a thread at start and then daily (00:30, gateway time) until stopping."""
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(job)
+            except Exception:
+                log.exception("housekeeping.failed", job=job.__name__)
+            await self._sleep_unless_stopping((next_sweep(self.now()) - self.now()).total_seconds())
+
+    def _sweep(self) -> None:
+        """Retention: archive, quarantine and history days past their keep time (the ledger stays)."""
+        config = self.config
+        report = sweep(
+            self.layout,
+            list(config.stations),
+            today=self.now().date(),
+            archive_days=config.retention.archive_days,
+            quarantine_days=config.retention.quarantine_days,
+            history_dir=config.history.dir,
+            history_days=config.history.retention_days,
+        )
+        log.info("retention.swept", **report.as_log())
+
+    async def _feedback_loop(self) -> None:
+        """Deliver the cores' OK/BAD feedback files to the mailboxes they name."""
+        while not self.stopping.is_set():
+            for source in feedback_sources(self.config):
+                try:
+                    await asyncio.to_thread(
+                        deliver_all,
+                        source,
+                        config=self.config,
+                        layout=self.layout,
+                        now=self.now,
+                        record=self.writer.append,
+                    )
+                except Exception:
+                    log.exception("feedback.failed", source=str(source))
+            await self._sleep_unless_stopping(min(self.config.rescan_seconds, 5.0))
 
     def _status_text(self) -> str:
         """systemctl status shows this line: what the daemon holds right now."""
