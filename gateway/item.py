@@ -11,7 +11,7 @@ from gateway.route import Routed
 from gateway.validate import Verdict
 from spool.entries import EntryKind
 from validators.findings import Finding, FindingLog
-from validators.names import ReportName
+from validators.names import ReportName, parse_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,7 @@ class Item:
     name: str  # as dropped in in/
     path: Path  # where it is now (work/, deferred/, ...)
     kind: EntryKind = EntryKind.REGULAR
+    institution: str | None = None  # of the mailbox's transfer code, known before validation
     verdict: Verdict | None = None
     routed: Routed | None = None
     extra: FindingLog = field(default_factory=FindingLog)  # route, decision and core findings
@@ -77,12 +78,12 @@ class Item:
 
     def facts(self) -> dict[str, Any]:
         """The history fields that describe the file (spec 12), whatever happened to it."""
-        parsed = self.verdict.parsed if self.verdict else None
+        parsed = self.verdict.parsed if self.verdict else parse_name(self.name)
         return {
             "file_id": self.file_id,
             "station": self.station,
             "transfer_code": self.transfer_code,
-            "institution": self.routed.institution if self.routed else None,
+            "institution": self.routed.institution if self.routed else self.institution,
             "table": parsed.table if parsed else None,
             "date": parsed.date if parsed else None,
             "batch": f"{parsed.batch:02d}" if parsed else None,

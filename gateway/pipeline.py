@@ -20,7 +20,7 @@ from codes.tables import Frequency
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, Outbound, Rejected, deliver
 from gateway.item import Item
-from gateway.ledger import Accept, Duplicate, FirstNotFull, KeyTakenError, Ledger, Stale
+from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
 from gateway.outcome import Recorder
 from gateway.route import route
@@ -186,52 +186,63 @@ class Pipeline:
         return bool(self.waiting or self._tasks)
 
     async def decide(self, unit: list[Item]) -> None:
-        """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward."""
+        """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward or hold."""
         if any(item.rejected for item in unit):
             await self.recorder.rejected(unit)
             return
         lead = unit[0]
         sound = lead.sound()
-        key = ReportKey(
-            lead.station, sound.routed.institution, sound.name.table, sound.name.date, sound.name.part
-        )
-        await asyncio.to_thread(self._record_claims, unit)
-        decision = await asyncio.to_thread(
-            self.ledger.decide,
-            station=key.station,
-            institution=key.institution,
-            table=key.table,
-            date=key.date,
-            part=key.part,
-            batch=sound.name.batch,
-            mode=sound.name.mode,
-            sha256=sound.verdict.sha256,
-            name=lead.name,
-            incremental=sound.table.incremental,
-        )
+        until = self._window(lead)
+        window_rejects = until is not None and self.config.routes[sound.routed.route].on_window == "reject"
+        decision = await asyncio.to_thread(self._decide, unit, accept=not window_rejects)
         if isinstance(decision, Duplicate):
             await self.recorder.duplicate(unit, decision.of)
             return
         if isinstance(decision, Stale):
             lead.extra.add(stale(sound.name.batch, decision.accepted))
         elif isinstance(decision, FirstNotFull):
-            lead.extra.add(findings.make("FIRST_REPORT_NOT_FULL", table=key.table))
-        if not isinstance(decision, Accept):
-            await self.recorder.rejected(unit)
-            return
-        until = self._window(lead)
-        if until is not None and self.config.routes[sound.routed.route].on_window == "reject":
+            lead.extra.add(findings.make("FIRST_REPORT_NOT_FULL", table=sound.name.table))
+        elif until is not None and window_rejects:
             lead.extra.add(findings.make("WINDOW_CLOSED", until=stamp(until)))
+        if lead.rejected:
             await self.recorder.rejected(unit)
             return
         self._flag_late(lead)
-        try:
-            await asyncio.to_thread(self._accept, unit, key)
-        except KeyTakenError as exc:
-            lead.extra.add(stale(sound.name.batch, exc.accepted))
-            await self.recorder.rejected(unit)
-            return
         await self.release_or_hold(unit)
+
+    def _decide(self, unit: Sequence[Item], *, accept: bool) -> Decision:
+        """Decide and take the report key in one transaction, so that identical files in flight at the
+        same time see each other: the second is a duplicate of the first, never a stale batch."""
+        lead = unit[0].sound()
+        key = ReportKey(
+            unit[0].station, lead.routed.institution, lead.name.table, lead.name.date, lead.name.part
+        )
+        with self.ledger.transaction():
+            for item in unit:
+                verdict = item.sound().verdict
+                self.ledger.record(
+                    item.file_id,
+                    station=item.station,
+                    transfer_code=item.transfer_code,
+                    name=item.name,
+                    sha256=verdict.sha256,
+                    size=verdict.size,
+                )
+            decision = self.ledger.decide(
+                station=key.station,
+                institution=key.institution,
+                table=key.table,
+                date=key.date,
+                part=key.part,
+                batch=lead.name.batch,
+                mode=lead.name.mode,
+                sha256=lead.verdict.sha256,
+                name=unit[0].name,
+                incremental=lead.table.incremental,
+            )
+            if isinstance(decision, Accept) and accept:
+                self._accept(unit, key)
+        return decision
 
     def _window(self, item: Item) -> datetime | None:
         """Spec 8: until when a production daily table must wait, or None to forward now."""
@@ -275,19 +286,6 @@ class Pipeline:
                 await self.release_or_hold(unit)
         finally:
             self._held.pop(unit[0].file_id, None)
-
-    def _record_claims(self, unit: Sequence[Item]) -> None:
-        with self.ledger.transaction():
-            for item in unit:
-                verdict = item.sound().verdict
-                self.ledger.record(
-                    item.file_id,
-                    station=item.station,
-                    transfer_code=item.transfer_code,
-                    name=item.name,
-                    sha256=verdict.sha256,
-                    size=verdict.size,
-                )
 
     def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
         """Write-ahead: the report key is taken and every file marked accepted before anything is sent."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.text import visible
-from spool.fsio import write_atomic
+from spool.fsio import fsync_dir, write_atomic
 from validators.findings import Finding
 
 _MAX_NAME_BYTES = 255
@@ -77,10 +77,14 @@ def is_own_receipt(path: Path) -> bool:
 
 
 def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
-    """Write atomically; a newer receipt for the same stem replaces the older one. The core's own
-    feedback file of the same name (delivered there first) is never replaced: returns None then."""
+    """Write atomically; a newer receipt for the same stem replaces the older one, OK or BAD. The core's
+    own feedback file of the same name (delivered there first) is never replaced: returns None then."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
     if path.exists() and not is_own_receipt(path):
         return None
     write_atomic(path, render(receipt), replace=True)
+    superseded = outbox / receipt_name(receipt.name, not receipt.ok)
+    if is_own_receipt(superseded):  # a BAD answered by a later OK (or the other way round)
+        superseded.unlink(missing_ok=True)
+        fsync_dir(outbox)
     return path

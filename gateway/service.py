@@ -210,9 +210,14 @@ class Service:
             name=claimed.name,
             path=claimed.path,
             kind=claimed.kind,
+            institution=self._institution_of(claimed.tc),
         )
         await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
         await self._guard(self.pipeline.process(item))
+
+    def _institution_of(self, transfer_code: str) -> str | None:
+        entry = self.config.transfer_codes.get(transfer_code)
+        return entry.institution if entry else None
 
     async def _guard(self, work: Awaitable[None]) -> None:
         """One file's failure is logged and never takes the daemon down; the file stays for recovery."""

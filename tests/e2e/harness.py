@@ -156,3 +156,104 @@ def wait_for(condition: Callable[[], object], *, timeout: float = 30, what: str 
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+# -- helpers for crash, HTTP-core and operator tests (additive) ----------------------------------------
+
+OUTCOMES = ("forwarded", "rejected", "duplicate")
+
+
+def launch(gateway: Gateway, *, wait: bool = True, timeout: float = 30) -> int:
+    """Start ``run`` again (the log is appended to); return the log offset where this run's lines begin.
+
+    Unlike ``Gateway.start`` it waits for *this* run's ``gateway.started`` (a restart's log already holds
+    the earlier runs' lines), or not at all with ``wait=False``.
+    """
+    offset = len(gateway.log())
+    gateway._log = (gateway.root / "daemon.log").open("ab")
+    gateway.process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "-c", str(gateway.config_path)],
+        cwd=REPO,
+        stdout=gateway._log,
+        stderr=gateway._log,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    if wait:
+        process = gateway.process
+
+        def up() -> bool:
+            if process.poll() is not None:
+                gateway.kill()  # reaps it and closes the log
+                raise AssertionError(
+                    f"the daemon exited ({process.returncode}):\n{gateway.log()[offset:][-3000:]}"
+                )
+            return started_since(gateway, offset)
+
+        wait_for(up, timeout=timeout, what="the daemon to start")
+    return offset
+
+
+def started_since(gateway: Gateway, offset: int) -> bool:
+    """Whether the run whose log begins at ``offset`` has logged ``gateway.started``."""
+    return "gateway.started" in gateway.log()[offset:]
+
+
+def outcome_count(gateway: Gateway) -> int:
+    """Outcome events in the history so far, counted fast (no JSON parsing): for timing kills."""
+    history = gateway.root / "history"
+    count = 0
+    for path in history.glob("history-*.jsonl") if history.is_dir() else []:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        count += sum(data.count(f'"event":"{kind}"'.encode()) for kind in OUTCOMES)
+    return count
+
+
+def kill_when(gateway: Gateway, condition: Callable[[], object], *, timeout: float = 30) -> None:
+    """SIGKILL the daemon as soon as ``condition`` holds (polled in a tight loop)."""
+    assert gateway.process is not None
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if gateway.process.poll() is not None:
+            code = gateway.kill()  # reaps it and closes the log
+            raise AssertionError(f"the daemon exited by itself ({code}):\n{gateway.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting to kill the daemon")
+        time.sleep(0.001)
+    gateway.kill()
+
+
+def ledger_problems(gateway: Gateway) -> list[str]:
+    """``PRAGMA integrity_check`` of the ledger, as a list of problems (empty when it is sound)."""
+    import sqlite3
+
+    conn = sqlite3.connect(gateway.spool / ".gateway-ledger.sqlite")
+    try:
+        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    finally:
+        conn.close()
+    return [] if rows == ["ok"] else rows
+
+
+def ledger_states(gateway: Gateway) -> dict[str, str]:
+    """file_id -> state of every ledger row (read-only)."""
+    import sqlite3
+
+    conn = sqlite3.connect(gateway.spool / ".gateway-ledger.sqlite")
+    try:
+        return {str(fid): str(state) for fid, state in conn.execute("SELECT file_id, state FROM files")}
+    finally:
+        conn.close()
+
+
+def state_files(gateway: Gateway, state: str, station: str = "k1237") -> list[Path]:
+    """Every file below ``<spool>/<station>/.gateway/<state>/`` (recursively)."""
+    root = gateway.spool / station / ".gateway" / state
+    return sorted(p for p in root.rglob("*") if not p.is_dir()) if root.is_dir() else []
+
+
+def receipt_head(path: Path) -> list[str]:
+    """The fields of a receipt's first line."""
+    return path.read_text(encoding="utf-8").splitlines()[0].split("|")

@@ -28,13 +28,23 @@ def test_bad_receipt_layout_follows_spec_11(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
 
-def test_ok_receipt_name_and_replacement(tmp_path: Path) -> None:
-    first = Receipt(NAME, True, 1, [], 0, AT, "a", "forwarded")
-    write_receipt(tmp_path, first)
-    write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, "b", "duplicate"))
+ID_A, ID_B, ID_C = "20261125-093005-000001-0001", "20261125-093006-000001-0002", "20261125-093007-000001-0003"
+
+
+def test_newer_receipt_replaces_older_of_either_kind(tmp_path: Path) -> None:
+    write_receipt(tmp_path, Receipt(NAME, False, 1, [], 1, AT, ID_A, "rejected"))
+    write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, ID_B, "forwarded"))
+    write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, ID_C, "duplicate"))
     (only,) = tmp_path.iterdir()
     assert only.name.endswith("_Q_OK.TXT")
-    assert only.read_text().split("|")[5:] == ["b", "duplicate\n"]
+    assert only.read_text().split("|")[5:] == [ID_C, "duplicate\n"]
+
+
+def test_core_feedback_of_the_same_name_is_never_replaced(tmp_path: Path) -> None:
+    feedback = tmp_path / NAME.replace(".TXT", "_OK.TXT")
+    feedback.write_text("平台反馈\n", encoding="utf-8")
+    assert write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, ID_A, "forwarded")) is None
+    assert feedback.read_text(encoding="utf-8") == "平台反馈\n"
 
 
 def test_receipt_name_of_odd_names_fits_a_file_system() -> None:

@@ -1,0 +1,265 @@
+"""kill -9 of the real daemon in the middle of a batch and during start-up recovery, then ``drain``.
+
+Spec 14: every file that enters an ``in/`` ends in exactly one outcome, with a receipt and history
+events, also when the gateway is killed at any instant and restarted; nothing reaches the core twice and
+nothing unvalidated reaches it. Everything is asserted from outside: history files, receipts, the core
+directory, the spool's state dirs and the ledger file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from tests.conftest import base_config
+from tests.e2e.harness import (
+    ORG,
+    OUTCOMES,
+    TC,
+    ZONE,
+    Gateway,
+    d1001_body,
+    d1001_name,
+    drop,
+    kill_when,
+    launch,
+    ledger_problems,
+    ledger_states,
+    outcome_count,
+    receipt_head,
+    started_since,
+    state_files,
+)
+
+FINAL_STATES = {"forwarded", "rejected", "duplicate"}
+
+
+def day(back: int) -> str:
+    """A data date ``back`` days before today (gateway clock): all in the past, all distinct."""
+    return (datetime.now(ZONE) - timedelta(days=back)).strftime("%Y%m%d")
+
+
+def enum_body(date: str, rows: int) -> bytes:
+    """D1001 rows whose JGLX (E(01,02,03)) is 09."""
+    return (f"{ORG}|示例基金|91110000100000000X|09|北京市||||{date}\n" * rows).encode()
+
+
+@dataclass(frozen=True)
+class Dropped:
+    name: str
+    body: bytes
+    expect: str  # forwarded | rejected | duplicate | stale-or-forwarded
+    code: str | None = None  # the first finding of a rejection
+
+    @property
+    def stem(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+def the_batch() -> tuple[Dropped, list[Dropped]]:
+    """A file to forward before the batch, and 60 files: valid parts, re-reports, bad ones, a duplicate.
+
+    Sizes differ (a few files are ~2 MB) so that outcomes trickle in while others are still in flight.
+    """
+    seeded = Dropped(d1001_name(date=day(1), part=9), d1001_body(date=day(1), rows=5), "forwarded")
+    files: list[Dropped] = []
+    for k in range(39):
+        date, part = day(2 + k // 8), 1 + k % 8
+        rows = 30_000 if k % 13 == 5 else 1 + (k * 97) % 1500
+        files.append(Dropped(d1001_name(date=date, part=part), d1001_body(date=date, rows=rows), "forwarded"))
+    for j in range(4):  # both batches at once: 01 is forwarded first or found stale, 02 always forwarded
+        date = day(10 + j)
+        first = d1001_body(date=date, rows=40 + j, name="第一批")
+        second = d1001_body(date=date, rows=50 + j, name="第二批")
+        files.append(Dropped(d1001_name(date=date, batch=1), first, "stale-or-forwarded"))
+        files.append(Dropped(d1001_name(date=date, batch=2), second, "forwarded"))
+    for j in range(6):
+        date = day(20 + j)
+        bom = b"\xef\xbb\xbf" + d1001_body(date=date, rows=10 + 300 * j)
+        files.append(Dropped(d1001_name(date=date), bom, "rejected", "BOM_PRESENT"))
+    for j in range(6):
+        date = day(30 + j)
+        files.append(Dropped(d1001_name(date=date), enum_body(date, 5 + 400 * j), "rejected", "FIELD_ENUM"))
+    files.append(Dropped(seeded.name, seeded.body, "duplicate"))
+    assert len(files) == 60 and len({f.name for f in files}) == 60
+    return seeded, files
+
+
+def seed_and_drop(gateway: Gateway) -> list[Dropped]:
+    """Forward the seeded file, then drop the batch (its duplicate included) while no daemon runs."""
+    seeded, files = the_batch()
+    drop(gateway.inbox(), seeded.name, seeded.body)
+    gateway.drain()
+    assert gateway.outcomes() == {seeded.name: ["forwarded"]}
+    for f in files:
+        drop(gateway.inbox(), f.name, f.body)
+    return [seeded, *files]
+
+
+def assert_settled(gateway: Gateway, files: list[Dropped]) -> None:
+    """Every dropped file ended exactly once, with its receipt, core copy, spool state and ledger row."""
+    history = gateway.root / "history"
+    for path in history.glob("*.jsonl"):  # every line whole and JSON (events() also parses them)
+        data = path.read_bytes()
+        assert data.endswith(b"\n"), f"{path.name} ends in a torn line"
+    events = gateway.events()
+    for event in events:
+        assert {"ts", "event", "file_id", "name", "message"} <= event.keys(), event
+
+    per_kind = Counter((e["file_id"], e["event"]) for e in events)
+    repeated = {k: n for k, n in per_kind.items() if n > 1}
+    assert not repeated, f"events written more than once: {repeated}"
+    outcomes = [e for e in events if e["event"] in OUTCOMES]
+    per_file = Counter(e["file_id"] for e in outcomes)
+    assert max(per_file.values()) == 1, f"a file_id with two outcomes: {per_file.most_common(3)}"
+
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for event in outcomes:
+        by_name.setdefault(str(event["name"]), []).append(event)
+    expected_names = {f.name for f in files}
+    missing, unknown = sorted(expected_names - set(by_name)), sorted(set(by_name) - expected_names)
+    assert not missing and not unknown, f"no outcome: {missing}; unknown: {unknown}"
+    forwarded: dict[str, bytes] = {}
+    last: dict[str, dict[str, Any]] = {}  # name -> its newest outcome (the receipt's)
+    drops = Counter(f.name for f in files)
+    for f in files:
+        got = sorted(str(e["event"]) for e in by_name[f.name])
+        assert len(got) == drops[f.name], f"{f.name}: {got} for {drops[f.name]} drop(s)"
+        mine = [e for e in by_name[f.name] if e["event"] == f.expect or f.expect == "stale-or-forwarded"]
+        assert mine, f"{f.name}: expected {f.expect}, got {got}"
+        event = mine[0] if f.expect != "duplicate" else next(e for e in mine if e["event"] == "duplicate")
+        if f.expect == "stale-or-forwarded":
+            assert event["event"] in ("forwarded", "rejected"), event
+            if event["event"] == "rejected":
+                assert [x["code"] for x in event["findings"]] == ["BATCH_STALE"], event
+        if event["event"] == "rejected" and f.code:
+            assert event["findings"][0]["code"] == f.code, event
+        if event["event"] == "forwarded":
+            forwarded[f.name] = f.body
+        assert event["sha256"] == hashlib.sha256(f.body).hexdigest(), f.name
+        newest = max(by_name[f.name], key=lambda e: str(e["file_id"]))
+        last[f.name] = newest
+
+    # receipts: exactly one per stem, OK or BAD as the (newest) outcome says, naming its file_id
+    outbox = gateway.outbox()
+    expected_receipts = {
+        f"{n.rsplit('.', 1)[0]}_{'BAD' if e['event'] == 'rejected' else 'OK'}.TXT": (n, e)
+        for n, e in last.items()
+    }
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(expected_receipts)
+    for receipt, (name, event) in expected_receipts.items():
+        head = receipt_head(outbox / receipt)
+        assert head[0] == name and head[5] == event["file_id"] and head[6] == event["event"], (receipt, head)
+
+    # the core holds each forwarded file once, byte-identical, and nothing else (no rejected, no temp)
+    core = gateway.core()
+    assert sorted(p.name for p in core.iterdir()) == sorted(forwarded)
+    for name, body in forwarded.items():
+        assert (core / name).read_bytes() == body, f"{name} differs at the core"
+
+    # nothing left in flight; every file where its outcome says
+    assert list(gateway.inbox().iterdir()) == []
+    for state in ("work", "deferred", "held"):
+        assert state_files(gateway, state) == [], f"left in .gateway/{state}"
+    archived = {p.name for p in state_files(gateway, "archive")}
+    quarantined = {p.name for p in state_files(gateway, "quarantine")}
+    want_archived = {f"{e['file_id']}.{e['name']}" for e in outcomes if e["event"] != "rejected"}
+    rejected = [e for e in outcomes if e["event"] == "rejected"]
+    want_quarantined = {f"{e['file_id']}.{e['name']}" for e in rejected}
+    want_quarantined |= {f"{e['file_id']}.reason.json" for e in rejected}
+    assert archived == want_archived
+    assert quarantined == want_quarantined
+
+    # the ledger: sound, and every row it has is final and agrees with the history
+    assert ledger_problems(gateway) == []
+    states = ledger_states(gateway)
+    open_rows = {fid: s for fid, s in states.items() if s not in FINAL_STATES}
+    assert not open_rows, f"ledger rows left open: {open_rows}"
+    for event in outcomes:
+        fid = str(event["file_id"])
+        if event["event"] != "rejected" or fid in states:
+            assert states.get(fid) == event["event"], (event["name"], states.get(fid), event["event"])
+
+
+def crash_log(gateway: Gateway) -> str:
+    return gateway.log()[-4000:]
+
+
+def test_kill_9_mid_batch_then_drain_ends_every_file_once(gateway: Gateway) -> None:
+    files = seed_and_drop(gateway)
+    total = len(files)  # outcomes in the history once all is done (the seed's included)
+
+    launch(gateway)
+    kill_when(gateway, lambda: outcome_count(gateway) > 1)  # right after the batch's first outcome
+    at_kill = [outcome_count(gateway)]
+    assert at_kill[0] < total, f"the first kill came after every outcome ({at_kill}): not mid-batch"
+
+    for share in (0.5, 0.75):  # then after about half, and later again, of what the batch produces
+        if at_kill[-1] >= total:
+            break
+        target = max(round(total * share), at_kill[-1] + 1)
+
+        def reached(target: int = target) -> bool:
+            return outcome_count(gateway) >= target
+
+        launch(gateway)
+        kill_when(gateway, reached)
+        at_kill.append(outcome_count(gateway))
+
+    gateway.drain()
+    assert_settled(gateway, files)
+    assert "Traceback" not in gateway.log(), crash_log(gateway)
+
+
+def test_kill_9_during_start_up_recovery_then_drain(gateway: Gateway) -> None:
+    files = seed_and_drop(gateway)
+    launch(gateway)
+    kill_when(gateway, lambda: outcome_count(gateway) > 1)
+    assert outcome_count(gateway) < len(files)
+    assert state_files(gateway, "work"), "nothing left for recovery to do"
+
+    offset = launch(gateway, wait=False)  # killed in recovery, before it says it started
+    kill_when(gateway, lambda: "recovery." in gateway.log()[offset:] or started_since(gateway, offset))
+
+    offset = launch(gateway, wait=False)  # killed the moment it has started: resumed files in flight
+    kill_when(gateway, lambda: started_since(gateway, offset))
+
+    before = outcome_count(gateway)
+    if before < len(files):
+        launch(gateway)  # killed as soon as the resumed files produce something
+        kill_when(gateway, lambda: outcome_count(gateway) > before)
+
+    gateway.drain()
+    assert_settled(gateway, files)
+    assert "Traceback" not in gateway.log(), crash_log(gateway)
+
+
+def test_identical_copies_in_flight_together_are_one_forward_and_duplicates(gateway: Gateway) -> None:
+    """Spec 7: the same name with the same content again is DUPLICATE, also when both are in one batch.
+
+    Two transfer codes of one institution on one station (the registry allows it) each get the same
+    ten files at once: per name, one is forwarded and the other is a duplicate, never BATCH_STALE
+    (which is for *other* content, and would tell the sender to re-report under a new batch number).
+    """
+    codes = base_config(gateway.root)["transfer_codes"]
+    codes["TC41210000B"] = {"institution": ORG, "stations": ["k1237"]}
+    gateway.write_config(transfer_codes=codes)
+    names = []
+    for k in range(10):
+        date = day(2 + k)
+        name, body = d1001_name(date=date), d1001_body(date=date, rows=500)
+        drop(gateway.inbox(tc=TC), name, body)
+        drop(gateway.inbox(tc="TC41210000B"), name, body)
+        names.append(name)
+    gateway.drain()
+    outcomes = gateway.outcomes()
+    wrong = {}
+    for name in names:
+        if sorted(outcomes.get(name, [])) != ["duplicate", "forwarded"]:
+            codes_seen = [e["findings"][0]["code"] for e in gateway.outcome_events(name) if e["findings"]]
+            wrong[name] = (outcomes.get(name), codes_seen)
+    assert not wrong, f"{len(wrong)} of 10 identical pairs not forwarded+duplicate: {wrong}"
+    assert sorted(p.name for p in gateway.core().iterdir()) == sorted(names)
