@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import structlog
 
+from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.settle import SettleTracker, Snapshot, is_candidate
 from gateway.watch import InboxWatcher, WatchEvent, WatchKind
 from spool.claim import Claimed, claim_many
@@ -46,6 +47,7 @@ class Detector:
         max_in_flight: int,
         now_id: Callable[[], str],
         on_claimed: Callable[[str, Claimed], Awaitable[None]],
+        metrics: MetricsSink = NULL_METRICS,
     ) -> None:
         self.layout = layout
         self.stations = list(stations)
@@ -65,6 +67,8 @@ class Detector:
         self.scans = 0
         self.overflows = 0
         self.last_scan_found = 0
+        self.metrics = metrics
+        self.first_seen: dict[Key, float] = {}  # in an in/, not claimed yet: monotonic time first seen
 
     # -- watcher --------------------------------------------------------------------------------------
 
@@ -81,10 +85,15 @@ class Detector:
         now = time.monotonic()
         if event.kind is WatchKind.OVERFLOW:
             self.overflows += 1
+            self.metrics.overflow()
             self.tracker.events_lost(now)
             self._rescan.set()
         elif len(event.key) == 3 and event.name and is_candidate(event.name):
             key: Key = (event.key[0], event.key[1], event.key[2])
+            if event.kind is WatchKind.GONE:
+                self.first_seen.pop(key, None)
+            else:
+                self.first_seen.setdefault(key, now)
             if event.kind is WatchKind.RENAMED_IN:
                 self.tracker.renamed_in(key, now)
             elif event.kind is WatchKind.WRITTEN:
@@ -144,6 +153,7 @@ class Detector:
         seen: set[Key] = set()
         for key, entry in listing:
             seen.add(key)
+            self.first_seen.setdefault(key, now)
             if key in self._ready:
                 continue
             if entry is None:
@@ -154,7 +164,10 @@ class Detector:
         for key in tracked:
             if key not in seen:
                 self.tracker.not_listed(key, scan_started)
+        for key in [k for k in self.first_seen if k not in seen]:
+            del self.first_seen[key]
         self.scans += 1
+        self.metrics.rescan()
         self.last_scan_found = len(seen)
         self._wake.set()
         return len(seen)
@@ -210,6 +223,7 @@ class Detector:
                     break
                 await self._slots.acquire()
                 del self._ready[key]
+                self.first_seen.pop(key, None)
                 batch.setdefault((key[0], key[1]), []).append(key[2])
                 taken += 1
             claimed = await asyncio.to_thread(self._claim, batch)
@@ -272,6 +286,10 @@ class Detector:
     def settled(self) -> bool:
         """Nothing ready to claim and nothing settling: every file seen has been handed on."""
         return not self._ready and len(self.tracker) == 0
+
+    def unclaimed(self, now: float) -> Iterator[tuple[str, float]]:
+        """(station, seconds since first seen) of every inbox file not claimed yet (the queue gauges)."""
+        return ((key[0], now - since) for key, since in self.first_seen.items())
 
     def wake(self) -> None:
         self._wake.set()

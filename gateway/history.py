@@ -148,9 +148,7 @@ class HistoryWriter:
     holds an flock on the file while it checks the tail, writes and fsyncs.
     """
 
-    def __init__(
-        self, dir: Path, zone: ZoneInfo, *, now: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, dir: Path, zone: ZoneInfo, *, now: Callable[[], datetime] | None = None) -> None:
         self._dir = dir
         self._zone = zone
         self._now = now or (lambda: datetime.now(zone))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +21,7 @@ from gateway.history import EventKind, HistoryEvent
 from gateway.item import Item
 from gateway.ledger import Ledger
 from gateway.ledger import State as FileState
+from gateway.metrics import NULL_METRICS, MetricsSink, claim_age
 from gateway.receipts import Receipt, write_receipt
 from gateway.text import visible
 from gateway.windows import stamp
@@ -40,6 +41,8 @@ class Recorder:
     history: GroupCommit[HistoryEvent]
     now: Callable[[], datetime]
     logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
+    metrics: MetricsSink = NULL_METRICS
+    active: dict[str, Item] = field(default_factory=dict)  # claimed, no outcome yet: the queue gauges
 
     async def event(self, item: Item, kind: EventKind, message: str, **detail: Any) -> None:
         """Append one history event for ``item``, durable when this returns; once per (file, kind)."""
@@ -69,6 +72,7 @@ class Recorder:
         for item in unit:
             await asyncio.to_thread(self._quarantine, item, day)
         await asyncio.to_thread(self._final, unit, FileState.REJECTED)
+        self._ended(unit, FileState.REJECTED)
 
     async def forwarded(self, unit: Sequence[Item], where: str) -> None:
         for item in unit:
@@ -139,6 +143,15 @@ class Recorder:
                 day,
             )
         await asyncio.to_thread(self._final, unit, state)
+        self._ended(unit, state)
+
+    def _ended(self, unit: Sequence[Item], state: FileState) -> None:
+        """On the loop, once the unit has its outcome: count it, and it no longer waits anywhere."""
+        now = self.now()
+        for item in unit:
+            self.active.pop(item.file_id, None)
+            self.metrics.file_done(item.station, state.value, claim_age(item.file_id, now))
+            self.metrics.findings(f.code for f in item.findings)
 
     def _quarantine(self, item: Item, day: str) -> None:
         station = self.layout.station(item.station)

@@ -22,6 +22,7 @@ from gateway.forward import Cancelled, Forwarder, Outbound, Rejected, deliver
 from gateway.item import Item
 from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
+from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.outcome import Recorder
 from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_file
@@ -82,6 +83,7 @@ class Pipeline:
     calendar: Calendar
     waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
+    metrics: MetricsSink = NULL_METRICS
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
     _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -89,6 +91,7 @@ class Pipeline:
 
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner)."""
+        self.recorder.active[item.file_id] = item
         if item.kind is not EntryKind.REGULAR:
             item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
             await self.recorder.rejected([item])
@@ -327,6 +330,7 @@ class Pipeline:
                     self._outbound(item),
                     self.config.routes[route],
                     on_deferred=functools.partial(self._deferred, item),
+                    on_retry=functools.partial(self.metrics.forward_retry, route),
                     stop_event=self.stopping,
                 )
             except Rejected as exc:
@@ -370,6 +374,7 @@ class Pipeline:
                 item.name,
             )
         self.retrying.add(item.file_id)
+        self.metrics.deferred(item.station, item.sound().routed.route)
         await asyncio.to_thread(self.ledger.set_state, item.file_id, FileState.DEFERRED.value)
         await self.recorder.event(
             item,

@@ -12,6 +12,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
+from gateway.metrics import QueueDepth, metrics_for, queue_depths
 from gateway.notify import Heartbeat, Notifier
 from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
@@ -143,7 +145,12 @@ class Service:
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         stations = list(config.stations)
         recovered = await asyncio.to_thread(recover, self.layout, stations, self.ledger, self.writer)
-        self.recorder = Recorder(self.layout, self.ledger, self.history, self.now, recovered.logged)
+        self.metrics = metrics_for(
+            config.metrics, stations=config.stations, routes=config.routes, depths=self._depths
+        )
+        self.recorder = Recorder(
+            self.layout, self.ledger, self.history, self.now, recovered.logged, metrics=self.metrics
+        )
         self.pipeline = Pipeline(
             config=config,
             rules=Rules.from_config(config),
@@ -155,6 +162,7 @@ class Service:
             now=self.now,
             stopping=self.stopping,
             calendar=self.calendar_of(config),
+            metrics=self.metrics,
         )
         self.detector = Detector(
             self.layout,
@@ -164,7 +172,9 @@ class Service:
             max_in_flight=_MAX_IN_FLIGHT,
             now_id=self.new_id,
             on_claimed=self.on_claimed,
+            metrics=self.metrics,
         )
+        await self.metrics.start()
         self._install_signals()
         tasks = {asyncio.create_task(self._guard(self.pipeline.process(item))) for item in recovered.items}
         self.detector.start_watching()
@@ -189,6 +199,14 @@ class Service:
         finally:
             await self._shutdown(detecting, tasks | housekeeping)
         return EXIT_FAILED if self.failed else EXIT_OK
+
+    def _depths(self) -> dict[str, QueueDepth]:
+        """Queue gauges at a scrape (on the loop): from memory only, no I/O."""
+        return queue_depths(
+            self.config.stations,
+            self.detector.unclaimed(time.monotonic()),
+            ((item.station, item.path.parent.parent.name) for item in self.recorder.active.values()),
+        )
 
     def _detecting_failed(self) -> bool:
         """Detection is the daemon's heartbeat: if it died, stop (systemd restarts us) rather than idle."""
@@ -318,6 +336,7 @@ class Service:
         self.notifier.stopping(f"stopping: finishing {self.detector.in_flight} in-flight files")
         self._stop()
         self.detector.stop_watching()
+        await self.metrics.stop()
         await asyncio.gather(detecting, return_exceptions=True)
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
         pending = [t for t in pending if t.get_name() != "group-commit"]
@@ -366,6 +385,7 @@ class Service:
         self.pipeline.calendar = self.calendar_of(config)
         self.pipeline.forwarders = self.forwarders
         self.detector.stations = list(config.stations)
+        self.metrics.prepare(config.stations, config.routes)
         log.info("config.reloaded", transfer_codes=len(config.transfer_codes), stations=list(config.stations))
         for forwarder in old.values():
             self._retire(forwarder)

@@ -72,6 +72,7 @@ async def deliver(
     on_deferred: Callable[[str], Awaitable[Outbound | None]],
     stop_event: asyncio.Event | None = None,
     policy: RetryPolicy | None = None,
+    on_retry: Callable[[], None] | None = None,
 ) -> str:
     """Send ``item`` until the core takes it; return where it went.
 
@@ -80,6 +81,7 @@ async def deliver(
     spool file). ``policy`` overrides the waits the route implies.
     """
     delivery = _Delivery(forwarder, item, policy or RetryPolicy.for_route(route), on_deferred, stop_event)
+    delivery.on_retry = on_retry
     return await delivery.run()
 
 
@@ -100,6 +102,7 @@ class _Delivery:
         self.deferred = False
         self.not_ready_seconds = 0.0  # time the core has been answering 409
         self.last_not_ready: float | None = None  # when the latest answer was a 409; None otherwise
+        self.on_retry: Callable[[], None] | None = None  # counts each retry (metrics)
 
     async def run(self) -> str:
         task_not_ready = AsyncRetrying(
@@ -151,6 +154,8 @@ class _Delivery:
             reason=reason,
             wait_seconds=round(state.upcoming_sleep, 3),
         )
+        if self.on_retry is not None:
+            self.on_retry()
         if not self.deferred:
             self.deferred = True
             moved = await self.on_deferred(reason)

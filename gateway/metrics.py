@@ -1,0 +1,563 @@
+"""Prometheus metrics (spec 15, ``metrics.listen``): what the daemon did, and what waits right now.
+
+Two kinds of numbers, one registry per ``Metrics`` (never the process-global one, so tests can run several):
+
+* events, counted when they happen - the daemon calls :meth:`Metrics.file_done`, :meth:`Metrics.findings`,
+  :meth:`Metrics.forward_retry`, :meth:`Metrics.deferred`, :meth:`Metrics.overflow`, :meth:`Metrics.rescan`;
+* queue depths, computed at each scrape by calling the daemon's ``depths`` callable (see
+  :data:`DepthSource` for what it must return and how cheap it must be).
+
+Exposed (``fdep_gateway_`` prefix)::
+
+    files_total{station,outcome}           files that reached an outcome (forwarded, rejected, duplicate)
+    file_latency_seconds{station,outcome}  histogram, claim -> outcome, buckets 10 ms .. 10 min
+    findings_total{code}                   files that ended with a finding of that code (once per file)
+    forward_retries_total{route}           attempts the core did not take and that are retried
+    deferred_total{station,route}          files moved to deferred/ because the core could not take them
+    watch_overflows_total                  inotify queue overflows (events lost, a rescan follows)
+    rescans_total                          full reconcile scans of the inboxes
+    queue_files{station,state}             files now waiting (in in/), in work, deferred, held
+    oldest_waiting_seconds{station}        age of the oldest file waiting in in/ (0 when none)
+    process_*                              the daemon's CPU, memory, open files (Linux)
+
+Restricted tables (spec 5) and senders' file names never reach a label: the only label names are
+``station``, ``outcome``, ``code``, ``state`` and ``route`` (and the histogram's ``le``), and every value is
+checked before use: stations against ``k`` + 4 digits, outcomes and states against their closed sets,
+codes against the finding catalogue, routes against the configured route names. A value that fails is
+counted under ``other`` (``OTHER`` for finding codes) instead: a bug in a caller can cost precision, never
+leak a file name or a field value.
+The label sets stay small, so cardinality is bounded by the configuration and the finding catalogue.
+
+The endpoint is a small asyncio HTTP server on the daemon's own event loop (not
+``prometheus_client.start_http_server``, which serves from a thread): a scrape then runs on the loop's
+thread, so the ``depths`` callable can read the daemon's dicts and counters without locks, and
+``stop()`` closes the listener and any open connection before the loop ends. It answers
+``GET``/``HEAD /metrics`` in the text format (OpenMetrics when the scraper asks for it) and nothing else;
+one request per connection, with a size limit and a timeout, so a stuck client cannot pile up.
+
+When ``metrics.listen`` is not configured the daemon gets a :class:`NullMetrics`: the same methods, doing
+nothing, so call sites need no checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+
+from gateway.config import MetricsConfig
+from spool.ids import file_id_time
+from validators.findings import CATALOGUE
+
+log = structlog.get_logger("gateway.metrics")
+
+PREFIX = "fdep_gateway"
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Claim -> outcome: 10 ms (a small file rejected by name) .. 10 min (pair_timeout, a slow core)."""
+
+OUTCOMES = ("forwarded", "rejected", "duplicate")
+STATES = ("waiting", "work", "deferred", "held")
+LABEL_NAMES = frozenset({"station", "outcome", "code", "state", "route", "le"})
+"""Every label name the endpoint can show (``le``: the histogram's bucket bound)."""
+OTHER = "other"
+OTHER_CODE = "OTHER"
+
+_STATION = re.compile(r"k[0-9]{4}")
+_ROUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a sane config key, also when configured
+_MAX_REQUEST = 16 * 1024  # request line and headers
+_REQUEST_TIMEOUT = 10.0
+_WRITE_TIMEOUT = 10.0
+
+
+# -- labels ----------------------------------------------------------------------------------------------
+
+
+def station_label(station: str) -> str:
+    return station if _STATION.fullmatch(station) else OTHER
+
+
+def outcome_label(outcome: str) -> str:
+    return outcome if outcome in OUTCOMES else OTHER
+
+
+def code_label(code: str) -> str:
+    return code if code in CATALOGUE else OTHER_CODE
+
+
+def route_label(route: str, known: frozenset[str] | set[str]) -> str:
+    """Route names are free-form config keys: only configured ones of a plain shape become labels."""
+    return route if route in known and _ROUTE.fullmatch(route) else OTHER
+
+
+# -- queue depths ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """One station's files right now. Counts are files (a TXT and its ZIP are two)."""
+
+    waiting: int = 0  # seen in an in/ and not claimed yet (settling, ready, or held back by max_in_flight)
+    work: int = 0  # claimed, in .gateway/work/ (validating, waiting for the partner, forwarding)
+    deferred: int = 0  # in .gateway/deferred/: the core could not take it yet, retried
+    held: int = 0  # in .gateway/held/: accepted, waiting for the reporting window
+    oldest_waiting_seconds: float | None = None  # the oldest of ``waiting``, since the gateway first saw it
+
+
+DepthSource = Callable[[], Mapping[str, QueueDepth]]
+"""What ``Metrics(depths=...)`` calls at each scrape: station -> its :class:`QueueDepth`.
+
+Called on the event loop's thread (the server runs on the daemon's loop), synchronously, once per scrape
+(typically every 15-60 s). It must not block, do I/O or await: it reads counts the daemon already keeps
+in memory (the detector's unclaimed keys, the pipeline's files in flight), O(files in memory) at most.
+Stations left out are not shown; a station with nothing queued should be returned with zeros so its
+series do not vanish. If it raises, the scrape still succeeds without the queue gauges and the error is
+logged.
+"""
+
+
+def queue_depths(
+    stations: Iterable[str],
+    waiting: Iterable[tuple[str, float]],
+    files: Iterable[tuple[str, str]],
+) -> dict[str, QueueDepth]:
+    """A :data:`DepthSource` answer from what the daemon keeps in memory, one pass over each.
+
+    ``stations``: the configured ones, reported even when empty. ``waiting``: ``(station, seconds since
+    first seen)`` for every file in an in/ that is not claimed yet. ``files``: ``(station, state)`` for
+    every claimed file without an outcome, ``state`` being the name of the state dir it is in now
+    (``work``, ``deferred``, ``held``); any other name (a file already archived or quarantined) is skipped.
+    """
+    counts: dict[str, dict[str, int]] = {s: dict.fromkeys(STATES, 0) for s in stations}
+    oldest: dict[str, float] = {}
+    for station, seconds in waiting:
+        counts.setdefault(station, dict.fromkeys(STATES, 0))["waiting"] += 1
+        oldest[station] = max(oldest.get(station, 0.0), seconds)
+    for station, state in files:
+        if state in STATES and state != "waiting":
+            counts.setdefault(station, dict.fromkeys(STATES, 0))[state] += 1
+    return {
+        station: QueueDepth(**by_state, oldest_waiting_seconds=oldest.get(station))
+        for station, by_state in counts.items()
+    }
+
+
+class _DepthCollector:
+    """Queue gauges computed at scrape time from the daemon's :data:`DepthSource`."""
+
+    def __init__(self, owner: Metrics) -> None:
+        self._owner = owner
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        source = self._owner.depths
+        if source is None:
+            return
+        try:
+            depths = dict(source())
+        except Exception:
+            log.exception("metrics.depths_failed", note="queue gauges left out of this scrape")
+            return
+        queue, oldest = self._families()
+        for station, depth in sorted(_merge(depths).items()):
+            for state in STATES:
+                queue.add_metric([station, state], getattr(depth, state))
+            oldest.add_metric([station], depth.oldest_waiting_seconds or 0.0)
+        yield queue
+        yield oldest
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily(
+                f"{PREFIX}_queue_files",
+                "Files now waiting in in/, in work, deferred or held, per station",
+                labels=["station", "state"],
+            ),
+            GaugeMetricFamily(
+                f"{PREFIX}_oldest_waiting_seconds",
+                "Age of the oldest file waiting in in/ (since the gateway first saw it); 0 when none",
+                labels=["station"],
+            ),
+        )
+
+
+def _merge(depths: Mapping[str, QueueDepth]) -> dict[str, QueueDepth]:
+    """Key by label; stations that are not labels (a caller's bug) are added up under ``other``."""
+    out: dict[str, QueueDepth] = {}
+    for station, depth in depths.items():
+        label = station_label(station)
+        have = out.get(label)
+        if have is None:
+            out[label] = depth
+            continue
+        ages = [a for a in (have.oldest_waiting_seconds, depth.oldest_waiting_seconds) if a is not None]
+        out[label] = QueueDepth(
+            waiting=have.waiting + depth.waiting,
+            work=have.work + depth.work,
+            deferred=have.deferred + depth.deferred,
+            held=have.held + depth.held,
+            oldest_waiting_seconds=max(ages, default=None),
+        )
+    return out
+
+
+# -- what the daemon calls -------------------------------------------------------------------------------
+
+
+class MetricsSink(Protocol):
+    """The calls the daemon makes; :class:`Metrics` records them, :class:`NullMetrics` drops them."""
+
+    def file_done(self, station: str, outcome: str, seconds_since_claim: float | None) -> None: ...
+    def findings(self, codes: Iterable[str]) -> None: ...
+    def finding(self, code: str) -> None: ...
+    def forward_retry(self, route: str) -> None: ...
+    def deferred(self, station: str, route: str) -> None: ...
+    def overflow(self) -> None: ...
+    def rescan(self) -> None: ...
+
+
+class NullMetrics:
+    """``metrics.listen`` is not configured: every call does nothing, so callers need no checks."""
+
+    depths: DepthSource | None = None
+
+    def file_done(self, station: str, outcome: str, seconds_since_claim: float | None) -> None:
+        pass
+
+    def findings(self, codes: Iterable[str]) -> None:
+        pass
+
+    def finding(self, code: str) -> None:
+        pass
+
+    def forward_retry(self, route: str) -> None:
+        pass
+
+    def deferred(self, station: str, route: str) -> None:
+        pass
+
+    def overflow(self) -> None:
+        pass
+
+    def rescan(self) -> None:
+        pass
+
+    def prepare(self, stations: Iterable[str], routes: Iterable[str]) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    @property
+    def port(self) -> int | None:
+        return None
+
+
+NULL_METRICS = NullMetrics()
+"""The default for components built without metrics (tests, ``check``)."""
+
+
+class Metrics:
+    """The gateway's metrics in a registry of their own, served by :meth:`start` on ``listen``.
+
+    Every recording method is cheap, never raises for a bad label value, and is thread-safe
+    (``prometheus_client`` locks its values), so it may be called from ``asyncio.to_thread`` code too.
+    """
+
+    def __init__(
+        self,
+        listen: str | None = None,
+        *,
+        depths: DepthSource | None = None,
+        stations: Iterable[str] = (),
+        routes: Iterable[str] = (),
+        process: bool = True,
+    ) -> None:
+        self.listen = listen
+        self.depths = depths  # may be set later, once the daemon has what it reads
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self._files = Counter(
+            f"{PREFIX}_files", "Files that reached an outcome", ["station", "outcome"], registry=r
+        )
+        self._latency = Histogram(
+            f"{PREFIX}_file_latency_seconds",
+            "Time from claim to outcome (recorded at the outcome; includes time deferred and time down)",
+            ["station", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._findings = Counter(
+            f"{PREFIX}_findings",
+            "Files that ended with at least one finding of this code (counted once per file)",
+            ["code"],
+            registry=r,
+        )
+        self._retries = Counter(
+            f"{PREFIX}_forward_retries",
+            "Forward attempts the core did not take (down, slow, task not in preparation), retried",
+            ["route"],
+            registry=r,
+        )
+        self._deferred = Counter(
+            f"{PREFIX}_deferred",
+            "Files moved to deferred/ because the core could not take them at once",
+            ["station", "route"],
+            registry=r,
+        )
+        self._overflows = Counter(
+            f"{PREFIX}_watch_overflows",
+            "Inotify queue overflows: events lost, a full rescan follows",
+            registry=r,
+        )
+        self._rescans = Counter(f"{PREFIX}_rescans", "Full reconcile scans of the inboxes", registry=r)
+        r.register(_DepthCollector(self))
+        if process:
+            ProcessCollector(registry=r)
+        self._server: MetricsServer | None = None
+        self._routes: set[str] = set()  # the configured routes: the only route labels besides "other"
+        self.prepare(stations, routes)
+
+    def prepare(self, stations: Iterable[str], routes: Iterable[str]) -> None:
+        """Create the known series at 0, so rates work from the first event; call again after a reload.
+
+        ``routes`` are also the only route names that become labels (routes of an older config stay).
+        """
+        self._routes |= {r for r in routes if _ROUTE.fullmatch(r)}
+        stations, routes = [station_label(s) for s in stations], sorted(self._routes)
+        for station in stations:
+            for outcome in OUTCOMES:
+                self._files.labels(station, outcome)
+                self._latency.labels(station, outcome)
+            for route in routes:
+                self._deferred.labels(station, route)
+        for route in routes:
+            self._retries.labels(route)
+        for code in CATALOGUE:
+            self._findings.labels(code)
+
+    # -- events --------------------------------------------------------------------------------------------
+
+    def file_done(self, station: str, outcome: str, seconds_since_claim: float | None) -> None:
+        """A file reached its outcome; ``seconds_since_claim`` None when unknown (see :func:`claim_age`)."""
+        labels = (station_label(station), outcome_label(outcome))
+        self._files.labels(*labels).inc()
+        if seconds_since_claim is not None:
+            self._latency.labels(*labels).observe(max(0.0, seconds_since_claim))
+
+    def findings(self, codes: Iterable[str]) -> None:
+        """The codes of one finished file's findings: each distinct code counts once."""
+        for code in {code_label(c) for c in codes}:
+            self._findings.labels(code).inc()
+
+    def finding(self, code: str) -> None:
+        self._findings.labels(code_label(code)).inc()
+
+    def forward_retry(self, route: str) -> None:
+        self._retries.labels(route_label(route, self._routes)).inc()
+
+    def deferred(self, station: str, route: str) -> None:
+        self._deferred.labels(station_label(station), route_label(route, self._routes)).inc()
+
+    def overflow(self) -> None:
+        self._overflows.inc()
+
+    def rescan(self) -> None:
+        self._rescans.inc()
+
+    # -- endpoint ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Serve on ``listen`` from the running loop. A port that cannot be bound (or a listen address
+        that is not ``host:port``) is logged, not fatal: files keep flowing, and the scraper's ``up == 0``
+        says the endpoint is missing."""
+        if self.listen is None or self._server is not None:
+            return
+        try:
+            self._server = await start_server(self.listen, self.registry)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "metrics.unavailable", listen=self.listen, error=str(exc), note="running without metrics"
+            )
+            return
+        log.info("metrics.listening", listen=self.listen, port=self._server.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            await server.close()
+
+    @property
+    def port(self) -> int | None:
+        """The bound port (useful with port 0), None when not serving."""
+        return self._server.port if self._server is not None else None
+
+
+def metrics_for(
+    config: MetricsConfig | None,
+    *,
+    stations: Iterable[str] = (),
+    routes: Iterable[str] = (),
+    depths: DepthSource | None = None,
+) -> Metrics | NullMetrics:
+    """What the daemon uses: real metrics when ``metrics.listen`` is configured, else :class:`NullMetrics`."""
+    if config is None:
+        return NullMetrics()
+    return Metrics(config.listen, depths=depths, stations=stations, routes=routes)
+
+
+def claim_age(file_id: str, now: datetime) -> float | None:
+    """Seconds since the file was claimed, from its id (made at the claim, in the daemon's zone)."""
+    try:
+        claimed = file_id_time(file_id, now.tzinfo)
+    except ValueError:
+        return None
+    return max(0.0, (now - claimed).total_seconds())
+
+
+# -- the HTTP endpoint -----------------------------------------------------------------------------------
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); port 0 picks a free one (tests)."""
+    host, sep, port_text = listen.rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"metrics.listen must be host:port with a port 0..65535, got {listen!r}")
+    return host.strip("[]"), int(port_text)
+
+
+async def start_server(listen: str, registry: CollectorRegistry) -> MetricsServer:
+    """Serve ``registry`` on ``listen`` (e.g. ``127.0.0.1:9464``) from the running loop until ``close()``."""
+    host, port = parse_listen(listen)
+    server = MetricsServer(registry)
+    server.server = await asyncio.start_server(server.handle, host, port, limit=_MAX_REQUEST)
+    return server
+
+
+class MetricsServer:
+    """``GET``/``HEAD /metrics`` over HTTP/1.x, one request per connection."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        if self.server is None or not self.server.sockets:
+            raise RuntimeError("the metrics server is not listening")
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def close(self) -> None:
+        """Stop listening, end open connections, and return once all is closed."""
+        if self.server is None:
+            return
+        self.server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self.server.wait_closed()
+        self.server = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._clients.add(task)
+        try:
+            async with asyncio.timeout(_REQUEST_TIMEOUT):
+                head = await _read_head(reader)
+            if head is None:
+                return
+            reply = self._respond(head)
+            writer.write(reply.encode())
+            async with asyncio.timeout(_WRITE_TIMEOUT):
+                await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+            if task is not None:
+                self._clients.discard(task)
+
+    def _respond(self, head: list[str] | _Reply) -> _Reply:
+        if isinstance(head, _Reply):
+            return head
+        method, target, _version = head[0].split(" ")
+        headers = dict(_header(line) for line in head[1:])
+        if urlsplit(target).path not in ("/metrics", "/metrics/"):
+            return _Reply("404 Not Found", b"fdep-gateway metrics are at /metrics\n")
+        if method not in ("GET", "HEAD"):
+            return _Reply("405 Method Not Allowed", b"GET or HEAD\n", extra={"Allow": "GET, HEAD"})
+        try:
+            encoder, content_type = choose_encoder(headers.get("accept", ""))
+            body = encoder(self.registry)
+        except Exception:
+            log.exception("metrics.scrape_failed")
+            return _Reply("500 Internal Server Error", b"scrape failed, see the gateway log\n")
+        return _Reply("200 OK", body, content_type=content_type, head_only=method == "HEAD")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: str
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    head_only: bool = False
+    extra: Mapping[str, str] | None = None
+
+    def encode(self) -> bytes:
+        """Status, headers (Content-Length is the body's even for HEAD), then the body unless HEAD."""
+        lines = [f"HTTP/1.1 {self.status}", f"Content-Type: {self.content_type}"]
+        lines += [f"{name}: {value}" for name, value in (self.extra or {}).items()]
+        lines += [f"Content-Length: {len(self.body)}", "Connection: close", "", ""]
+        return "\r\n".join(lines).encode("latin-1") + (b"" if self.head_only else self.body)
+
+
+async def _read_head(reader: asyncio.StreamReader) -> list[str] | _Reply | None:
+    """Request line and header lines (CRLF or LF), or why they are unusable; None: the client left."""
+    lines: list[str] = []
+    size = 0
+    while True:
+        try:
+            raw = await reader.readline()
+        except ValueError:  # a line longer than the stream limit
+            return _Reply("431 Request Header Fields Too Large", b"request too large\n")
+        if not raw:
+            return None
+        size += len(raw)
+        if size > _MAX_REQUEST:
+            return _Reply("431 Request Header Fields Too Large", b"request too large\n")
+        line = raw.rstrip(b"\r\n")
+        if not line:
+            break
+        lines.append(line.decode("latin-1"))
+    if not lines:
+        return None
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return _Reply("400 Bad Request", b"bad request\n")
+    return lines
+
+
+def _header(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(":")
+    return name.strip().lower(), value.strip()
