@@ -63,6 +63,21 @@ class Recorder:
         ]
         await self.history.submit(fresh)
 
+    async def move_to(self, item: Item, state: State, day: str | None = None) -> None:
+        """Hand the file to another state directory, durably; nothing to do if it already is in it."""
+        if not state.dated and item.path.parent.parent.name == state.value:
+            return
+        item.path = await asyncio.to_thread(
+            move,
+            self.layout.station(item.station),
+            item.path,
+            state,
+            item.transfer_code,
+            item.file_id,
+            item.name,
+            day,
+        )
+
     async def rejected(self, unit: Sequence[Item]) -> None:
         """Quarantine every file of the unit with its reasons; one BAD receipt for the stem."""
         for item in unit:
@@ -100,16 +115,7 @@ class Recorder:
             )
         await self._receipt(unit, ok=True, status="held")
         for item in unit:
-            if item.path.parent.parent.name != State.HELD.value:
-                item.path = await asyncio.to_thread(
-                    move,
-                    self.layout.station(item.station),
-                    item.path,
-                    State.HELD,
-                    item.transfer_code,
-                    item.file_id,
-                    item.name,
-                )
+            await self.move_to(item, State.HELD)
         await asyncio.to_thread(self._set_states, unit, FileState.HELD)
 
     def _set_states(self, unit: Sequence[Item], state: FileState) -> None:
@@ -132,16 +138,7 @@ class Recorder:
     async def _archive(self, unit: Sequence[Item], state: FileState) -> None:
         day = self._day()
         for item in unit:
-            item.path = await asyncio.to_thread(
-                move,
-                self.layout.station(item.station),
-                item.path,
-                State.ARCHIVE,
-                item.transfer_code,
-                item.file_id,
-                item.name,
-                day,
-            )
+            await self.move_to(item, State.ARCHIVE, day)
         await asyncio.to_thread(self._final, unit, state)
         self._ended(unit, state)
 

@@ -27,7 +27,6 @@ from gateway.outcome import Recorder
 from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
-from spool.claim import move
 from spool.entries import EntryKind
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
@@ -222,14 +221,20 @@ class Pipeline:
         )
         with self.ledger.transaction():
             for item in unit:
-                verdict = item.sound().verdict
+                sound = item.sound()
                 self.ledger.record(
                     item.file_id,
                     station=item.station,
                     transfer_code=item.transfer_code,
                     name=item.name,
-                    sha256=verdict.sha256,
-                    size=verdict.size,
+                    sha256=sound.verdict.sha256,
+                    size=sound.verdict.size,
+                    institution=key.institution,
+                    table_code=sound.name.table,
+                    data_date=sound.name.date,
+                    part=sound.name.part,
+                    batch=sound.name.batch,
+                    mode=sound.name.mode,
                 )
             decision = self.ledger.decide(
                 station=key.station,
@@ -293,17 +298,6 @@ class Pipeline:
     def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
         """Write-ahead: the report key is taken and every file marked accepted before anything is sent."""
         with self.ledger.transaction():
-            for item in unit:
-                name = item.sound().name
-                self.ledger.record(
-                    item.file_id,
-                    mode=name.mode,
-                    batch=name.batch,
-                    table_code=name.table,
-                    data_date=name.date,
-                    part=name.part,
-                    institution=key.institution,
-                )
             lead = unit[0].sound()
             self.ledger.accept(
                 unit[0].file_id,
@@ -363,16 +357,7 @@ class Pipeline:
 
     async def _deferred(self, item: Item, reason: str) -> Outbound:
         """The core cannot take the file now: keep it in deferred/ (durably) and say so."""
-        if item.path.parent.parent.name != State.DEFERRED.value:
-            item.path = await asyncio.to_thread(
-                move,
-                self.layout.station(item.station),
-                item.path,
-                State.DEFERRED,
-                item.transfer_code,
-                item.file_id,
-                item.name,
-            )
+        await self.recorder.move_to(item, State.DEFERRED)
         self.retrying.add(item.file_id)
         self.metrics.deferred(item.station, item.sound().routed.route)
         await asyncio.to_thread(self.ledger.set_state, item.file_id, FileState.DEFERRED.value)
