@@ -1,20 +1,27 @@
 """Throughput of the TXT validator against a plain-Python baseline, on a >= 1 GB D2001 file.
 
-Run from the repository root: ``python bench/validate_text.py [--size-mb 1024] [--repeat 3]``.
+Run from the repository root: ``python bench/validate_text.py [--size-mb 1024] [--repeat 3] [--cpus 1]``.
 The data file is generated once and cached under ``bench/results/`` (git-ignored). Every measurement
 runs in its own subprocess so that its peak RSS is its own; the kinds take turns and the best of
 ``--repeat`` runs of each is kept, as this machine is shared and wall time is noisy (CPU MB/s is shown
 too: file size over the CPU seconds of all its threads and worker processes together).
 
 - baseline: read 1 MiB chunks, incremental UTF-8 decode, split lines, split each line on ``|``.
+- baseline+sha256: the same, also hashing every chunk (to compare with ``validator``, which hashes).
+- validator-nohash: ``TextValidator`` fed 1 MiB chunks, no hash (to compare with ``baseline``).
 - validator: ``gateway.scan.scan_text_file`` without a pool (validation and sha256 of the file).
 - validator-pool2: the same with a 2-process pool (64 MiB segments).
+
+Fair pairs: baseline / validator-nohash (neither hashes), baseline+sha256 / validator (both hash).
+``--cpus N`` confines every measurement to the first N CPUs (the single-core figure is ``--cpus 1``;
+the pool is then skipped).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -26,7 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 ORG, DATE = "41210000", "20240115"
 BLOCK_LINES = 200_000
-KINDS = ("baseline", "validator", "validator-pool2")
+KINDS = ("baseline", "baseline+sha256", "validator-nohash", "validator", "validator-pool2")
+PAIRS = {"validator-nohash": "baseline", "validator": "baseline+sha256", "validator-pool2": "baseline+sha256"}
+"""The run each kind is compared with: the one doing the same hashing work."""
 
 
 def realistic_block(seed: int) -> bytes:
@@ -76,18 +85,24 @@ def data_file(size_mb: int) -> Path:
     return path
 
 
-def measure(kind: str, path: Path) -> dict[str, float]:
-    """One measurement, run inside the subprocess."""
+def measure(kind: str, path: Path, cpus: int = 0) -> dict[str, float]:
+    """One measurement, run inside the subprocess (on the first ``cpus`` CPUs when given)."""
     sys.path.insert(0, str(REPO))
-    start, cpu = time.perf_counter(), time.process_time()
-    if kind == "baseline":
-        records = baseline(path)
-    else:
+    if cpus:
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])
+    if kind != "baseline":  # imported before the clock starts, as a daemon imports them once at startup
+        import hashlib  # noqa: F401
         from concurrent.futures import ProcessPoolExecutor
 
         from codes.tables import bundled_tables
         from gateway.scan import scan_text_file
-
+        from validators.text import TextValidator  # noqa: F401
+    start, cpu = time.perf_counter(), time.process_time()
+    if kind in ("baseline", "baseline+sha256"):
+        records = baseline(path, sha256=kind == "baseline+sha256")
+    elif kind == "validator-nohash":
+        records = validator_only(path)
+    else:
         table = bundled_tables()["D2001"]
         if kind == "validator":
             result = scan_text_file(path, table, org=ORG, date=DATE)
@@ -104,13 +119,17 @@ def measure(kind: str, path: Path) -> dict[str, float]:
     return {"seconds": wall, "cpu_seconds": cpu, "records": records, "peak_rss_mb": peak}
 
 
-def baseline(path: Path) -> int:
+def baseline(path: Path, *, sha256: bool = False) -> int:
     import codecs
+    import hashlib
 
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    digest = hashlib.sha256()
     records, rest = 0, ""
     with path.open("rb") as stream:
         while chunk := stream.read(1024 * 1024):
+            if sha256:
+                digest.update(chunk)
             lines = (rest + decoder.decode(chunk)).split("\n")
             rest = lines.pop()
             for line in lines:
@@ -122,19 +141,34 @@ def baseline(path: Path) -> int:
     return records
 
 
-def run_once(kind: str, path: Path) -> dict[str, float]:
-    command = [sys.executable, __file__, "--measure", kind, str(path)]
+def validator_only(path: Path) -> int:
+    from codes.tables import bundled_tables
+    from validators.text import TextValidator
+
+    validator = TextValidator(bundled_tables()["D2001"], org=ORG, date=DATE)
+    with path.open("rb", buffering=0) as stream:
+        while chunk := stream.read(1024 * 1024):
+            validator.feed(chunk)
+    report = validator.finish()
+    if report.total:
+        raise SystemExit(f"the bench file should be valid: {report.findings[:3]}")
+    return report.records
+
+
+def run_once(kind: str, path: Path, cpus: int = 0) -> dict[str, float]:
+    command = [sys.executable, __file__, "--measure", kind, str(path), "--cpus", str(cpus)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     result: dict[str, float] = json.loads(done.stdout)
     return result
 
 
-def run_all(path: Path, repeat: int) -> dict[str, dict[str, float]]:
+def run_all(path: Path, repeat: int, cpus: int = 0) -> dict[str, dict[str, float]]:
     """The best run of each kind; the kinds take turns so that a busy moment hits them alike."""
     best: dict[str, dict[str, float]] = {}
+    kinds = [kind for kind in KINDS if not (cpus == 1 and kind == "validator-pool2")]
     for _ in range(repeat):
-        for kind in KINDS:
-            result = run_once(kind, path)
+        for kind in kinds:
+            result = run_once(kind, path, cpus)
             if kind not in best or result["seconds"] < best[kind]["seconds"]:
                 best[kind] = result
     return best
@@ -145,10 +179,11 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--measure", nargs=2, metavar=("KIND", "PATH"), help=argparse.SUPPRESS)
+    parser.add_argument("--cpus", type=int, default=0, help="run every measurement on the first N CPUs")
     parser.add_argument("--generate", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure[0], Path(args.measure[1]))))
+        print(json.dumps(measure(args.measure[0], Path(args.measure[1]), args.cpus)))
         return
     if args.generate:
         print(data_file(args.size_mb))
@@ -157,18 +192,23 @@ def main() -> None:
     generate = [sys.executable, __file__, "--generate", "--size-mb", str(args.size_mb)]
     path = Path(subprocess.run(generate, capture_output=True, text=True, check=True).stdout.strip())
     size_mb = path.stat().st_size / 1_000_000
-    results = run_all(path, args.repeat)
+    results = run_all(path, args.repeat, args.cpus)
     base = results["baseline"]
-    print(f"{path.name}: {size_mb:.0f} MB, {base['records']:,} records, best of {args.repeat}")
-    print(f"{'run':17} {'MB/s':>7} {'records/s':>11} {'CPU MB/s':>9} {'peak RSS MB':>12} {'vs baseline':>12}")
+    where = f", on {args.cpus} CPU(s)" if args.cpus else ""
+    print(f"{path.name}: {size_mb:.0f} MB, {base['records']:,} records, best of {args.repeat}{where}")
+    head = f"{'run':17} {'MB/s':>7} {'records/s':>11} {'CPU MB/s':>9} {'peak RSS MB':>12}"
+    print(f"{head} {'vs baseline':>12} {'vs its pair':>12}")
     for kind, result in results.items():
         result["mb_per_s"] = size_mb / result["seconds"]
         result["records_per_s"] = result["records"] / result["seconds"]
         result["cpu_mb_per_s"] = size_mb / result["cpu_seconds"]
         result["ratio"] = base["seconds"] / result["seconds"]
+        result["ratio_fair"] = results[PAIRS.get(kind, kind)]["seconds"] / result["seconds"]
         speed = f"{result['mb_per_s']:7.0f} {result['records_per_s']:11,.0f} {result['cpu_mb_per_s']:9.0f}"
-        print(f"{kind:17} {speed} {result['peak_rss_mb']:12.0f} {result['ratio']:11.2f}x")
-    report = {"file": path.name, "size_mb": size_mb, "repeat": args.repeat, "runs": results}
+        ratios = f"{result['ratio']:11.2f}x {result['ratio_fair']:11.2f}x"
+        print(f"{kind:17} {speed} {result['peak_rss_mb']:12.0f} {ratios}")
+    report = {"file": path.name, "size_mb": size_mb, "repeat": args.repeat, "cpus": args.cpus}
+    report["runs"] = results
     (RESULTS / "validate_text.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
 
 
