@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -90,11 +91,14 @@ class Detector:
             self._rescan.set()
         elif len(event.key) == 3 and event.name and is_candidate(event.name):
             key: Key = (event.key[0], event.key[1], event.key[2])
+            first = key not in self.first_seen
             if event.kind is WatchKind.GONE:
                 self.first_seen.pop(key, None)
             else:
                 self.first_seen.setdefault(key, now)
-            if event.kind is WatchKind.RENAMED_IN:
+            if event.kind is WatchKind.RENAMED_IN or (
+                event.kind is WatchKind.WRITTEN and first and self._hard_linked(key)
+            ):
                 self.tracker.renamed_in(key, now)
             elif event.kind is WatchKind.WRITTEN:
                 self.tracker.written(key, now)
@@ -103,6 +107,15 @@ class Detector:
             elif event.kind is WatchKind.GONE:
                 self.tracker.gone(key)
         self._wake.set()
+
+    def _hard_linked(self, key: Key) -> bool:
+        """A file linked into the inbox (ln, cp -l) appears complete, without a write or a close: like
+        a rename. One lstat, on the first event of a name only."""
+        try:
+            st = os.lstat(self.layout.station(key[0]).inbox(key[1]) / key[2])
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
 
     def _watch(self, mailboxes: Iterable[Mailbox]) -> None:
         """(Re-)arm the watch of every inbox: cheap when already watched, and a directory that was

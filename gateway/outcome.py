@@ -163,7 +163,9 @@ class Recorder:
         station.state_dir(State.QUARANTINE, item.transfer_code, day).mkdir(parents=True, exist_ok=True)
         write_atomic(
             station.reason_path(item.transfer_code, item.file_id, day),
-            json.dumps(reason, ensure_ascii=False, indent=2).encode(),
+            # a name with undecodable bytes holds lone surrogates: written as JSON \udcXX escapes, which
+            # read back to the same name (replay restores it)
+            json.dumps(reason, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace"),
             mode=0o600 if item.restricted else 0o644,
         )
         if item.restricted:

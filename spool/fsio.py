@@ -75,9 +75,20 @@ def move_durable(src: Path, dst: Path) -> None:
         fsync_dir(src.parent)
 
 
+_NAME_MAX = 255
+_TEMP_EXTRA = len(".") + 8 + len("..tmp")
+
+
 def temp_name(final: Path) -> Path:
-    """A hidden temporary name beside ``final``: never picked up, removed by recovery if left behind."""
-    return final.with_name(f".{final.name}.{secrets.token_hex(4)}.tmp")
+    """A hidden temporary name beside ``final``: never picked up, removed by recovery if left behind.
+
+    ``final`` may already use the whole 255 bytes a name can have: its part in the temp name is cut
+    (at a character) so the temp name fits too.
+    """
+    stem = final.name
+    while len(os.fsencode(stem)) + _TEMP_EXTRA > _NAME_MAX:
+        stem = stem[:-1]
+    return final.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
 
 
 def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o644) -> None:

@@ -1,0 +1,75 @@
+"""Fuzz ``validators.names.check_name`` with atheris (coverage-guided, libFuzzer options).
+
+Run from the repository root for a bounded time::
+
+    python bench/fuzz_names.py -max_total_time=60
+
+Inputs are file names as the daemon sees them: raw bytes decoded with ``os.fsdecode`` (undecodable
+bytes become lone surrogates), either as they are or spliced into a valid name. Beyond "no exception"
+the target checks that a rejected name always has a finding and that no message or hint carries a raw
+control character (they end up in logs, receipts and the history). libFuzzer prints the executions
+("Done N runs in S second(s)") and writes any crashing input to ``crash-<sha1>`` in the working dir.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import sys
+from pathlib import Path
+
+import atheris  # type: ignore[import-untyped]
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+with atheris.instrument_imports():
+    from codes.tables import bundled_tables
+    from validators.names import check_name
+
+TABLES = bundled_tables()
+SYSTEMS = frozenset({"CISP"})
+TODAY = datetime.date(2024, 6, 30)
+VALID = "CISP-41210000_D1001_V01_1_20240531_01_Q.TXT"
+FORBIDDEN = frozenset(
+    [chr(c) for c in range(0x20)] + [chr(c) for c in range(0x7F, 0xA0)] + ["\u2028", "\u2029", "\u202e"]
+)
+
+
+def name_from(data: bytes) -> str:
+    fdp = atheris.FuzzedDataProvider(data)
+    mode = fdp.ConsumeIntInRange(0, 2)
+    if mode == 0:
+        return os.fsdecode(bytes(fdp.ConsumeBytes(fdp.remaining_bytes())))
+    if mode == 1:  # splice raw bytes into a valid name
+        at = fdp.ConsumeIntInRange(0, len(VALID))
+        cut = fdp.ConsumeIntInRange(0, 3)
+        middle = os.fsdecode(fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 8)))
+        return VALID[:at] + middle + VALID[at + cut :]
+    return str(fdp.ConsumeUnicode(fdp.remaining_bytes()))  # any code point, surrogates included
+
+
+def test_one_input(data: bytes) -> None:
+    name = name_from(data)
+    checked = check_name(name, tables=TABLES, systems=SYSTEMS, today=TODAY)
+    if checked.name is None and not checked.findings:
+        raise AssertionError(f"unparsed name without a finding: {name!r}")
+    for finding in checked.findings:
+        for text in (finding.message_zh, finding.message_en, finding.hint_zh, finding.hint_en):
+            if any(c in FORBIDDEN for c in text):
+                raise AssertionError(
+                    f"raw control character in {finding.code} message for {name!r}: {text!r}"
+                )
+
+
+def main() -> None:
+    args = list(sys.argv)
+    if not any(a.startswith("-timeout=") for a in args):
+        args.append("-timeout=10")  # a hang is a finding too
+    if not any(a.startswith("-print_final_stats=") for a in args):
+        args.append("-print_final_stats=1")
+    atheris.Setup(args, test_one_input)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()
