@@ -62,6 +62,7 @@ class Recorder:
             if (item.file_id, kind) not in self.logged
         ]
         await self.history.submit(fresh)
+        self.logged.update((e.file_id or "", e.event) for e in fresh)  # a retry must not log it twice
 
     async def move_to(self, item: Item, state: State, day: str | None = None) -> None:
         """Hand the file to another state directory, durably; nothing to do if it already is in it."""
@@ -178,6 +179,8 @@ class Recorder:
         with self.ledger.transaction():
             for item in unit:
                 self.ledger.record(item.file_id, state=state.value, outcome=state.value)
+        done = {item.file_id for item in unit}
+        self.logged.difference_update({pair for pair in self.logged if pair[0] in done})
         for item in unit:
             first = next((f.code for f in item.findings if f.severity is Severity.ERROR), None)
             log.info(

@@ -18,7 +18,7 @@ import structlog
 
 from codes.tables import Frequency
 from gateway.config import GatewayConfig
-from gateway.forward import Cancelled, Forwarder, Outbound, Rejected, deliver
+from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
 from gateway.item import Item
 from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
@@ -98,11 +98,16 @@ class Pipeline:
         row = await asyncio.to_thread(self.ledger.get, item.file_id)
         await self.validate(item)
         self.route(item)
-        if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD):
-            await self.release_or_hold([item])  # recovery: decided before the crash
-            return
-        if row is not None and row.state is FileState.DEFERRED:
-            await self.forward([item])  # recovery: forwarding is idempotent
+        if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD, FileState.DEFERRED):
+            # recovery: decided before the crash; the file must still be exactly what was accepted
+            if not item.rejected and item.sound().verdict.sha256 != row.sha256:
+                item.extra.add(findings.make("FILE_CHANGED"))
+            if item.rejected:
+                await self.recorder.rejected([item])
+            elif row.state is FileState.DEFERRED:
+                await self.forward([item])  # forwarding is idempotent
+            else:
+                await self.release_or_hold([item])
             return
         unit = self.pair(item)
         if unit is None:
@@ -329,6 +334,10 @@ class Pipeline:
                 )
             except Rejected as exc:
                 item.extra.add(exc.finding())
+                await self.recorder.rejected(unit)
+                return
+            except ForwardError:  # the spool copy no longer matches what was validated
+                item.extra.add(findings.make("FILE_CHANGED"))
                 await self.recorder.rejected(unit)
                 return
             except Cancelled:

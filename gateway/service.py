@@ -13,7 +13,7 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
 from spool.ids import new_file_id
-from spool.layout import SpoolLayout
+from spool.layout import SpoolLayout, State
 from spool.lock import SpoolLock
 
 log = structlog.get_logger("gateway.service")
@@ -49,6 +49,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 512
 _DRAIN_POLL = 0.2
+_RESUMABLE = {State.WORK.value, State.DEFERRED.value, State.HELD.value}
 
 
 CLOCK_VARIABLE = "FDEP_GATEWAY_NOW"
@@ -109,6 +110,7 @@ class Service:
         self.reload_requested = False
         self.notifier = Notifier.from_env(unset_environment=True)  # no-op unless systemd runs us
         self.failed = False
+        self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -176,7 +178,7 @@ class Service:
         )
         await self.metrics.start()
         self._install_signals()
-        tasks = {asyncio.create_task(self._guard(self.pipeline.process(item))) for item in recovered.items}
+        tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
         self.detector.start_watching()
         log.info(
             "gateway.started",
@@ -188,6 +190,7 @@ class Service:
         housekeeping = {
             asyncio.create_task(self._every_day(self._sweep), name="retention"),
             asyncio.create_task(self._feedback_loop(), name="feedback"),
+            asyncio.create_task(self._retry_stranded(), name="stranded"),
         }
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
         self.detecting = detecting
@@ -231,20 +234,50 @@ class Service:
             institution=self._institution_of(claimed.tc),
         )
         await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
-        await self._guard(self.pipeline.process(item))
+        await self._guard(item)
 
     def _institution_of(self, transfer_code: str) -> str | None:
         entry = self.config.transfer_codes.get(transfer_code)
         return entry.institution if entry else None
 
-    async def _guard(self, work: Awaitable[None]) -> None:
-        """One file's failure is logged and never takes the daemon down; the file stays for recovery."""
+    async def _guard(self, item: Item) -> None:
+        """One file's failure (a full disk, a failed fsync) never takes the daemon down: the file stays
+        where its last durable step left it and is tried again later (``_retry_stranded``)."""
         try:
-            await work
+            await self.pipeline.process(item)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("file.failed", note="left in place; retried at the next start")
+        except Exception as exc:
+            self.stranded[item.file_id] = item
+            log.exception(
+                "file.failed",
+                name=item.name,
+                file_id=item.file_id,
+                error=str(exc),
+                note=f"left in place; tried again in {self.config.rescan_seconds:g} s and at the next start",
+            )
+
+    async def _retry_stranded(self) -> None:
+        """Files whose processing failed on an I/O error go through the pipeline again, from the state
+        directory they are in (as start-up recovery would), once per rescan interval."""
+        while not self.stopping.is_set():
+            await self._sleep_unless_stopping(self.config.rescan_seconds)
+            for file_id, item in list(self.stranded.items()):
+                if self.stopping.is_set():
+                    return
+                if item.path.parent.parent.name not in _RESUMABLE or not item.path.exists():
+                    continue  # already moved on (or half-moved): the next start finishes it
+                del self.stranded[file_id]
+                retry = Item(
+                    station=item.station,
+                    transfer_code=item.transfer_code,
+                    file_id=item.file_id,
+                    name=item.name,
+                    path=item.path,
+                    kind=item.kind,
+                    institution=item.institution,
+                )
+                self.pipeline.spawn(self._guard(retry), name=f"retry {file_id}")
 
     async def _main_loop(self) -> None:
         heartbeat = Heartbeat(self.notifier, self._status_text)

@@ -268,6 +268,13 @@ CATALOGUE: dict[str, Template] = {
         "请拆分为多个分册（文件名中的分册号）报送",
         "Split the table into several parts (the part number in the name)",
     ),
+    "FILE_CHANGED": Template(
+        _E,
+        "文件在校验通过后被修改，未转发",
+        "The file changed after it was validated; it was not forwarded",
+        "文件放入收件箱后请勿再修改；如需更正，请以新的批次号重新报送",
+        "Do not change a file once it is in the inbox; to correct it, send it again with the next batch",
+    ),
     "DUPLICATE": Template(
         _N,
         "与已接收的文件（{file_id}）完全相同，未重复转发",

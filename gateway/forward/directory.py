@@ -16,7 +16,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from gateway.config import DirectoryRoute
@@ -59,7 +59,8 @@ class DirectoryForwarder:
                 self._copy(src, tmp, item)
                 self._publish(tmp, final, item)
             except BaseException:
-                tmp.unlink(missing_ok=True)
+                with suppress(OSError):  # a read-only core refuses even this (EROFS)
+                    tmp.unlink(missing_ok=True)
                 raise
         finally:
             os.close(src)
