@@ -1,0 +1,451 @@
+"""Burst: N valid 1 KiB D2001 files renamed into 100 k6666 mailboxes at once, gateway vs two naive movers.
+
+    python bench/burst.py --files 20000 [--rounds 2] [--profile]
+
+Each run gets a fresh directory (``--root``, default a new temp dir on the repo's filesystem). The files
+are written first under ``stage/`` (not timed), then renamed into ``<spool>/k6666/<tc>/in/`` as fast as
+one process can (the clock starts at the first rename). Three contenders, taking turns, ``--rounds``
+times (this filesystem slows file creation for minutes after mass deletes, so ratios within a round are
+the fair figure):
+
+- gateway: ``fdep-gateway run`` on k6666 (windows off) with 100 transfer codes; done when every file has
+  its ``forwarded`` history event, its ``_OK`` receipt in ``out/`` and its copy in the core directory.
+- inotifywait: ``inotifywait -m -e moved_to ... | while read f; do mv "$f" core/; done`` (inotify-tools).
+- watchdog: a minimal Python ``watchdog`` observer that ``os.rename``\\ s each file it hears about.
+
+A baseline is done when everything is moved, or when nothing moved for ``--idle`` seconds: what is left
+in ``in/`` is what it never moved (lost inotify events: the queue holds 16,384 by default). Neither
+baseline validates, writes receipts or history, or fsyncs anything; the gateway does all of that.
+
+Prints a table and writes ``bench/results/burst-<files>.json``. ``--profile`` runs the daemon under
+cProfile (slower) and prints its top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pstats
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+STATION = "k6666"
+CODES = 100
+ZONE = "Asia/Shanghai"
+KINDS = ("inotifywait", "watchdog", "gateway")
+
+
+# -- the files ------------------------------------------------------------------------------------------
+
+
+def org_of(code: int) -> str:
+    return f"{43000000 + code:08d}"
+
+
+def tc_of(code: int) -> str:
+    return f"TC{org_of(code)}"
+
+
+def names(count: int, codes: int = CODES) -> list[tuple[str, str, str]]:
+    """(tc, org, name) for ``count`` files spread round-robin over ``codes`` transfer codes; every name is
+    the first batch of its own (institution, table, date, part), so none is a re-report of another."""
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(ZoneInfo(ZONE)).date()
+    out = []
+    for i in range(count):
+        code, n = i % codes, i // codes
+        back, part = 1 + n // 9, 1 + n % 9
+        date = (today - timedelta(days=back)).strftime("%Y%m%d")
+        org = org_of(code)
+        out.append((tc_of(code), org, f"CISP-{org}_D2001_V01_{part}_{date}_01_Q.TXT"))
+    return out
+
+
+def body(org: str, name: str, serial: int, size: int = 1024) -> bytes:
+    """A valid D2001 body of about ``size`` bytes: JGBH = the name's org, SJRQ = the name's date."""
+    date = name.split("_")[4]
+    rng = random.Random(serial)
+    rows, total, n = [], 0, 0
+    while total < size - 60:
+        ywlx = rng.choice(("020", "022", "024", "036"))
+        amount = f"{rng.randint(100, 5_000_000)}.{rng.randint(0, 99):02d}"
+        sqje, sqfe = (amount, "") if ywlx in ("020", "022") else ("", amount)
+        row = (
+            "|".join(
+                (
+                    org,
+                    f"{date}{serial:08d}{n:04d}",
+                    "0",
+                    f"{org[:4]}{rng.randint(0, 10**12):012d}",
+                    f"{rng.randint(0, 999_999):06d}",
+                    ywlx,
+                    sqje,
+                    sqfe,
+                    date,
+                    "101010",
+                    "",
+                    date,
+                )
+            )
+            + "\n"
+        )
+        rows.append(row)
+        total += len(row.encode())
+        n += 1
+    return "".join(rows).encode()
+
+
+def stage(root: Path, files: list[tuple[str, str, str]]) -> list[tuple[Path, Path]]:
+    """Write every file under root/stage/<tc>/ and make the inboxes; return (staged, inbox path) pairs."""
+    pairs = []
+    for serial, (tc, org, name) in enumerate(files):
+        src_dir = root / "stage" / tc
+        inbox = root / "spool" / STATION / tc / "in"
+        if not inbox.is_dir():
+            src_dir.mkdir(parents=True, exist_ok=True)
+            inbox.mkdir(parents=True, exist_ok=True)
+        src = src_dir / name
+        src.write_bytes(body(org, name, serial))
+        pairs.append((src, inbox / name))
+    return pairs
+
+
+def rename_all(pairs: list[tuple[Path, Path]]) -> tuple[float, float]:
+    start = time.monotonic()
+    for src, dst in pairs:
+        os.rename(src, dst)  # noqa: PTH104 - the plain syscall: the fastest burst one process can make
+    return start, time.monotonic()
+
+
+# -- the gateway ----------------------------------------------------------------------------------------
+
+
+def gateway_config(root: Path, codes: int = CODES, **extra: Any) -> Path:
+    data: dict[str, Any] = {
+        "spool_root": str(root / "spool"),
+        "settle_seconds": 2,
+        "rescan_seconds": 30,
+        "stations": {STATION: {"environment": "production", "route": "core-prod"}},  # windows off
+        "routes": {"core-prod": {"type": "directory", "path": str(root / "core")}},
+        "transfer_codes": {
+            tc_of(c): {"institution": org_of(c), "stations": [STATION], "tables": ["D2001"]}
+            for c in range(codes)
+        },
+        "history": {"dir": str(root / "history")},
+    }
+    data.update(extra)
+    path = root / "gateway.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+def start_gateway(root: Path, config: Path, profile: Path | None = None) -> subprocess.Popen[bytes]:
+    log = (root / "daemon.log").open("ab")
+    prefix = [sys.executable]
+    if profile is not None:
+        prefix += ["-m", "cProfile", "-o", str(profile)]
+    process = subprocess.Popen(
+        [*prefix, "-m", "gateway", "run", "-c", str(config)],
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    deadline = time.monotonic() + 60
+    while b"gateway.started" not in (root / "daemon.log").read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the daemon did not start:\n{(root / 'daemon.log').read_text()[-3000:]}")
+        time.sleep(0.05)
+    return process
+
+
+def stop_gateway(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=120)
+
+
+def outcome_count(root: Path) -> int:
+    count = 0
+    for path in (root / "history").glob("history-*.jsonl"):
+        try:
+            data = path.read_bytes()
+            count += sum(
+                data.count(b'"event":"%s"' % kind) for kind in (b"forwarded", b"rejected", b"duplicate")
+            )
+        except FileNotFoundError:
+            pass
+    return count
+
+
+def core_files(root: Path) -> dict[str, int]:
+    """name -> copies of it in the core directory (any depth; temporaries left out)."""
+    found: dict[str, int] = {}
+    for _dirpath, _dirs, files in os.walk(root / "core"):
+        for f in files:
+            if not f.startswith("."):
+                found[f] = found.get(f, 0) + 1
+    return found
+
+
+def verify_gateway(root: Path, files: list[tuple[str, str, str]]) -> dict[str, int]:
+    """Every file: one forwarded event, an _OK receipt, one core copy, and gone from in/."""
+    outcomes: dict[str, list[str]] = {}
+    for path in (root / "history").glob("history-*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                event = json.loads(line)
+                if event.get("event") in ("forwarded", "rejected", "duplicate"):
+                    outcomes.setdefault(event["name"], []).append(event["event"])
+    core = core_files(root)
+    bad = {"not_forwarded": 0, "no_receipt": 0, "no_core_copy": 0, "left_in_inbox": 0, "extra_outcomes": 0}
+    for tc, _org, name in files:
+        got = outcomes.get(name, [])
+        bad["not_forwarded"] += got != ["forwarded"] and "forwarded" not in got
+        bad["extra_outcomes"] += len(got) > 1
+        box = root / "spool" / STATION / tc
+        bad["no_receipt"] += not (box / "out" / f"{name.rsplit('.', 1)[0]}_OK.TXT").exists()
+        bad["no_core_copy"] += core.get(name, 0) != 1
+        bad["left_in_inbox"] += (box / "in" / name).exists()
+    return bad
+
+
+def run_gateway(
+    root: Path, files: list[tuple[str, str, str]], profile: Path | None, timeout: float
+) -> dict[str, Any]:
+    config = gateway_config(root)
+    pairs = stage(root, files)
+    process = start_gateway(root, config, profile)
+    try:
+        start, renamed = rename_all(pairs)
+        total, done = len(files), 0
+        deadline = start + timeout
+        while time.monotonic() < deadline:
+            done = outcome_count(root)
+            if done >= total:
+                break
+            time.sleep(0.02)
+        end = time.monotonic()
+    finally:
+        stop_gateway(process)
+    bad = verify_gateway(root, files)
+    seconds = end - start
+    moved = total - bad["not_forwarded"]
+    return {
+        "seconds": seconds,
+        "rename_seconds": renamed - start,
+        "moved": moved,
+        "missed": total - moved,
+        "files_per_s": moved / seconds,
+        **bad,
+    }
+
+
+# -- the baselines --------------------------------------------------------------------------------------
+
+WATCHDOG_MOVER = r"""
+import os, sys, time
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+
+dest = sys.argv[1]
+
+class Mover(FileSystemEventHandler):
+    def on_moved(self, event):
+        self.move(event.dest_path)
+    def on_created(self, event):
+        self.move(event.src_path)
+    def move(self, path):
+        if os.path.basename(path).startswith("."):
+            return
+        try:
+            os.rename(path, os.path.join(dest, os.path.basename(path)))
+        except FileNotFoundError:
+            pass
+
+observer = Observer()
+for inbox in sys.argv[2:]:
+    observer.schedule(Mover(), inbox, recursive=False)
+observer.start()
+print("ready", flush=True)
+try:
+    while True:
+        time.sleep(1)
+finally:
+    observer.stop()
+"""
+
+INOTIFY_MOVER = (
+    'inotifywait -m -e moved_to -e close_write --format "%w%f" "${@:2}" 2>"$1.err" '
+    '| while IFS= read -r f; do mv -- "$f" "$1/"; done'
+)
+
+
+def run_baseline(
+    kind: str, root: Path, files: list[tuple[str, str, str]], idle: float, timeout: float
+) -> dict[str, Any]:
+    pairs = stage(root, files)
+    dest = root / "core"
+    dest.mkdir()
+    inboxes = sorted({str(dst.parent) for _src, dst in pairs})
+    if kind == "inotifywait":
+        process = subprocess.Popen(
+            ["bash", "-c", INOTIFY_MOVER, "mover", str(dest), *inboxes], start_new_session=True
+        )
+        err = Path(f"{dest}.err")
+        deadline = time.monotonic() + 60
+        while b"Watches established" not in (err.read_bytes() if err.exists() else b""):
+            if time.monotonic() > deadline:
+                raise SystemExit("inotifywait did not start")
+            time.sleep(0.02)
+    else:
+        process = subprocess.Popen(
+            [sys.executable, "-c", WATCHDOG_MOVER, str(dest), *inboxes],
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        assert process.stdout is not None
+        process.stdout.readline()
+    try:
+        start, renamed = rename_all(pairs)
+        total, moved, last_change, last_count = len(files), 0, time.monotonic(), -1
+        done_at = start
+        while time.monotonic() < start + timeout:
+            moved = len(os.listdir(dest))  # noqa: PTH208 - no Path object per entry while polling
+            now = time.monotonic()
+            if moved != last_count:
+                last_count, last_change = moved, now
+                done_at = now
+            if moved >= total or now - last_change > idle:
+                break
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    seconds = done_at - start
+    return {
+        "seconds": seconds,
+        "rename_seconds": renamed - start,
+        "moved": moved,
+        "missed": total - moved,
+        "files_per_s": moved / seconds if seconds > 0 else 0.0,
+    }
+
+
+# -- driver ---------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
+
+
+def print_profile(path: Path, top: int = 25) -> None:
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="comma-separated subset of " + ",".join(KINDS)
+    )
+    parser.add_argument(
+        "--idle", type=float, default=5.0, help="a baseline is done after this long without a move"
+    )
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--root", type=Path, default=None, help="where the run directories go (fresh ones)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directories")
+    parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
+    args = parser.parse_args()
+    kinds = [k for k in args.kinds.split(",") if k]
+    base = Path(tempfile.mkdtemp(prefix="burst-", dir=args.root or REPO.parent))
+    files = names(args.files)
+    runs: list[dict[str, Any]] = []
+    print(f"{args.files:,} files over {CODES} transfer codes on {STATION}; run dirs under {base}", flush=True)
+    print(
+        f"{'round':>5} {'run':12} {'files/s':>9} {'seconds':>8} {'moved':>7} {'missed':>7}  notes", flush=True
+    )
+    try:
+        for rnd in range(1, args.rounds + 1):
+            for kind in kinds:
+                root = base / f"{rnd}-{kind}"
+                root.mkdir()
+                if kind == "gateway":
+                    profile = root / "daemon.prof" if args.profile else None
+                    result = run_gateway(root, files, profile, args.timeout)
+                    notes = " ".join(
+                        f"{k}={result[k]}"
+                        for k in (
+                            "not_forwarded",
+                            "no_receipt",
+                            "no_core_copy",
+                            "left_in_inbox",
+                            "extra_outcomes",
+                        )
+                    )
+                else:
+                    profile = None
+                    result = run_baseline(kind, root, files, args.idle, args.timeout)
+                    notes = ""
+                result.update(kind=kind, round=rnd)
+                runs.append(result)
+                print(
+                    f"{rnd:5} {kind:12} {result['files_per_s']:9,.0f} {result['seconds']:8.2f} "
+                    f"{result['moved']:7,} {result['missed']:7,}  {notes}",
+                    flush=True,
+                )
+                if profile is not None and profile.exists():
+                    shutil.copy(profile, RESULTS / f"burst-{args.files}.prof")
+                    print_profile(profile)
+                if not args.keep:
+                    shutil.rmtree(root, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    ratios = []
+    for rnd in range(1, args.rounds + 1):
+        by = {r["kind"]: r for r in runs if r["round"] == rnd}
+        if "gateway" in by:
+            ratio = {
+                f"vs_{k}": by["gateway"]["files_per_s"] / by[k]["files_per_s"]
+                for k in by
+                if k != "gateway" and by[k]["files_per_s"]
+            }
+            ratios.append({"round": rnd, **ratio})
+            print(f"round {rnd}: gateway " + ", ".join(f"{v:.2f}x {k[3:]}" for k, v in ratio.items()))
+    report = {
+        "files": args.files,
+        "codes": CODES,
+        "station": STATION,
+        "machine": machine(),
+        "runs": runs,
+        "ratios": ratios,
+        "at": datetime.now().isoformat(timespec="seconds"),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"burst-{args.files}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Latency at a steady rate: rename into in/ -> the core's copy appearing, p50/p99/max.
+
+    python bench/latency.py --rate 200 --seconds 60
+
+Same set-up as ``bench/burst.py`` (k6666, windows off, 100 transfer codes, valid 1 KiB D2001 files, a
+fresh directory). All files are written under ``stage/`` first; then one thread renames them into the
+inboxes on a fixed schedule (file i at t0 + i/rate, round-robin over the codes), and another reads
+inotify events of the core directory itself (``IN_MOVED_TO | IN_CLOSE_WRITE``, via ctypes) and stamps
+each name on arrival. Both stamps are ``time.monotonic()`` in this process. At the end it checks that
+every file was forwarded with its receipt. Prints the figures, writes ``bench/results/latency-<rate>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import select
+import shutil
+import statistics
+import struct
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from burst import (
+    REPO,
+    RESULTS,
+    gateway_config,
+    machine,
+    names,
+    outcome_count,
+    stage,
+    start_gateway,
+    stop_gateway,
+    verify_gateway,
+)
+
+IN_CLOSE_WRITE, IN_MOVED_TO, IN_NONBLOCK = 0x8, 0x80, 0o4000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class CoreWatch(threading.Thread):
+    """name -> monotonic time its core copy appeared (first IN_MOVED_TO or IN_CLOSE_WRITE)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self.fd = _libc.inotify_init1(IN_NONBLOCK)
+        if (
+            self.fd < 0
+            or _libc.inotify_add_watch(self.fd, str(directory).encode(), IN_MOVED_TO | IN_CLOSE_WRITE) < 0
+        ):
+            raise OSError(ctypes.get_errno(), "inotify")
+        self.stopping = False
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN)
+        while not self.stopping:
+            if not poller.poll(100):
+                continue
+            try:
+                data = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                continue
+            now = time.monotonic()
+            offset = 0
+            while offset < len(data):
+                _wd, _mask, _cookie, length = struct.unpack_from("iIII", data, offset)
+                raw = data[offset + 16 : offset + 16 + length].rstrip(b"\0").decode()
+                offset += 16 + length
+                if raw and not raw.startswith("."):
+                    self.seen.setdefault(raw, now)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--root", type=Path, default=None)
+    parser.add_argument("--keep", action="store_true")
+    args = parser.parse_args()
+    count = int(args.rate * args.seconds)
+    root = Path(tempfile.mkdtemp(prefix="latency-", dir=args.root or REPO.parent))
+    try:
+        files = names(count)
+        config = gateway_config(root)
+        pairs = stage(root, files)
+        (root / "core").mkdir(exist_ok=True)
+        watch = CoreWatch(root / "core")
+        watch.start()
+        process = start_gateway(root, config)
+        renamed: dict[str, float] = {}
+        late = 0.0
+        try:
+            time.sleep(1.0)
+            t0 = time.monotonic() + 0.1
+            for i, (src, dst) in enumerate(pairs):
+                due = t0 + i / args.rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    late = max(late, -delay)
+                os.rename(src, dst)  # noqa: PTH104 - the plain syscall, stamped right after
+                renamed[dst.name] = time.monotonic()
+            sent = time.monotonic() - t0
+            deadline = time.monotonic() + 60
+            while outcome_count(root) < count and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            stop_gateway(process)
+            watch.stopping = True
+            watch.join()
+        bad = verify_gateway(root, files)
+        latencies = [(watch.seen[n] - t) * 1000 for n, t in renamed.items() if n in watch.seen]
+        result = {
+            "rate": args.rate,
+            "seconds": args.seconds,
+            "files": count,
+            "sent_seconds": sent,
+            "max_sender_lag_ms": late * 1000,
+            "measured": len(latencies),
+            "missing": count - len(latencies),
+            "p50_ms": percentile(latencies, 0.50),
+            "p90_ms": percentile(latencies, 0.90),
+            "p99_ms": percentile(latencies, 0.99),
+            "max_ms": max(latencies),
+            "mean_ms": statistics.fmean(latencies),
+            **bad,
+            "machine": machine(),
+            "at": datetime.now().isoformat(timespec="seconds"),
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"{count:,} files at {args.rate:g}/s for {args.seconds:g}s (sent in {sent:.2f}s, sender lag max "
+        f"{late * 1000:.1f} ms); core copies seen: {len(latencies):,}"
+    )
+    print(f"{'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8}")
+    print(
+        f"{result['p50_ms']:8.1f} {result['p90_ms']:8.1f} {result['p99_ms']:8.1f} {result['max_ms']:8.1f} "
+        f"{result['mean_ms']:8.1f}"
+    )
+    print(" ".join(f"{k}={bad[k]}" for k in bad))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"latency-{args.rate:g}.json").write_text(
+        json.dumps(result, indent=2) + "\n", encoding="utf-8"
+    )
+
+
+if __name__ == "__main__":
+    main()
