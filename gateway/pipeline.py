@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -168,12 +169,29 @@ class Pipeline:
         queue = self.waiting.get(key, [])
         if item not in queue:
             return
+        if self._partner_claimed(item):  # e.g. both recovered after a restart: it is on its way
+            self._timers[item.file_id] = asyncio.get_running_loop().call_later(
+                max(1.0, self.config.settle_seconds), self._pair_timeout, item
+            )
+            return
         queue.remove(item)
         if not queue:
             del self.waiting[key]
         item.extra.add(partner_missing(verdict, self.rules))
         self._partner_lost(key.stem)
         self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}")
+
+    def _partner_claimed(self, item: Item) -> bool:
+        """The partner is in work/ already (claimed, not yet paired): one directory listing."""
+        parsed = item.verdict.parsed if item.verdict else None
+        if parsed is None:
+            return False
+        work = self.layout.station(item.station).state_dir(State.WORK, item.transfer_code)
+        suffix = "." + parsed.partner
+        try:
+            return any(entry.name.endswith(suffix) for entry in os.scandir(work))
+        except OSError:
+            return False
 
     def _partner_lost(self, stem: tuple[str, str, str]) -> None:
         """For pair_timeout_seconds, a late partner of a rejected file is rejected at once."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -68,23 +69,40 @@ OWN_RECEIPT = re.compile(
 """The first line of a receipt this gateway wrote (as opposed to the core's feedback of the same name)."""
 
 
-def is_own_receipt(path: Path) -> bool:
+_ORDER = threading.Lock()  # receipts of one stem may be written from several threads at once
+
+
+def _own_file_id(path: Path) -> str | None:
+    """The file_id in one of our receipts (None: absent, or not ours)."""
     try:
         with path.open("rb") as stream:
-            return OWN_RECEIPT.match(stream.readline(4096)) is not None
+            head = stream.readline(4096)
     except OSError:
-        return False
+        return None
+    if OWN_RECEIPT.match(head) is None:
+        return None
+    return head.split(b"|")[-2].decode("ascii")
+
+
+def is_own_receipt(path: Path) -> bool:
+    return _own_file_id(path) is not None
 
 
 def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
-    """Write atomically; a newer receipt for the same stem replaces the older one, OK or BAD. The core's
-    own feedback file of the same name (delivered there first) is never replaced: returns None then."""
+    """Write atomically; the receipt of the newest file (by file_id) of a stem stands, OK or BAD. The
+    core's own feedback file of the same name is never replaced. Returns None when nothing was written."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
-    if path.exists() and not is_own_receipt(path):
-        return None
-    write_atomic(path, render(receipt), replace=True)
-    superseded = outbox / receipt_name(receipt.name, not receipt.ok)
-    if is_own_receipt(superseded):  # a BAD answered by a later OK (or the other way round)
-        superseded.unlink(missing_ok=True)
-        fsync_dir(outbox)
+    other = outbox / receipt_name(receipt.name, not receipt.ok)
+    with _ORDER:
+        if path.exists() and not is_own_receipt(path):
+            return None
+        newer = [
+            i for i in (_own_file_id(path), _own_file_id(other)) if i is not None and i > receipt.file_id
+        ]
+        if newer:  # a later file of this stem already answered: its receipt stands
+            return None
+        write_atomic(path, render(receipt), replace=True)
+        if is_own_receipt(other):  # a BAD answered by a later OK (or the other way round)
+            other.unlink(missing_ok=True)
+            fsync_dir(outbox)
     return path
