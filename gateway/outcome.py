@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,13 +90,15 @@ class Recorder:
         await asyncio.to_thread(self._final, unit, FileState.REJECTED)
         self._ended(unit, FileState.REJECTED)
 
-    async def forwarded(self, unit: Sequence[Item], where: str) -> None:
+    async def forwarded(self, unit: Sequence[Item], where: Mapping[str, str]) -> None:
+        """``where`` says, per file_id, where the core took each file."""
         for item in unit:
+            core = where.get(item.file_id, "")
             await self.event(
                 item,
                 "forwarded",
-                f"已转发至报送平台 / Forwarded to the reporting core ({visible(where)})",
-                core=where,
+                f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})",
+                core=core,
             )
         await self._receipt(unit, ok=True, status="forwarded")
         await self._archive(unit, FileState.FORWARDED)

@@ -338,11 +338,11 @@ class Pipeline:
     async def forward(self, unit: list[Item]) -> None:
         """Deliver every file of the unit (attachments first), then record the outcome."""
         ordered = sorted(unit, key=lambda item: not item.is_zip)
-        where = ""
+        where: dict[str, str] = {}
         for item in ordered:
             route = item.sound().routed.route
             try:
-                where = await deliver(
+                where[item.file_id] = await deliver(
                     self.forwarders[route],
                     self._outbound(item),
                     self.config.routes[route],
