@@ -274,8 +274,9 @@ class Detector:
     # -- the loop -------------------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Scan, then react to events, deadlines and rescans until ``stopping`` is set."""
-        await self.scan()
+        """React to events, deadlines and rescans until ``stopping`` is set (the first scan came before)."""
+        if self.scans == 0:
+            await self.scan()
         next_scan = time.monotonic() + self.rescan_seconds
         while not stopping.is_set():
             now = time.monotonic()

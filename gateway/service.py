@@ -180,6 +180,7 @@ class Service:
         self._install_signals()
         tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
         self.detector.start_watching()
+        await self.detector.scan()  # arms every inbox's watch: nothing renamed in after "started" is missed
         log.info(
             "gateway.started",
             stations=stations,
