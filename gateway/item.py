@@ -37,6 +37,12 @@ class Item:
     routed: Routed | None = None
     extra: FindingLog = field(default_factory=FindingLog)  # route, decision and core findings
 
+    def fresh(self) -> Item:
+        """The same claimed file where it is now, with nothing learnt about it yet (to try it again)."""
+        return Item(
+            self.station, self.transfer_code, self.file_id, self.name, self.path, self.kind, self.institution
+        )
+
     def sound(self) -> Sound:
         """The validated facts of a file that is not rejected; calling it earlier is a bug."""
         verdict, routed = self.verdict, self.routed

@@ -269,16 +269,7 @@ class Service:
                 if item.path.parent.parent.name not in _RESUMABLE or not item.path.exists():
                     continue  # already moved on (or half-moved): the next start finishes it
                 del self.stranded[file_id]
-                retry = Item(
-                    station=item.station,
-                    transfer_code=item.transfer_code,
-                    file_id=item.file_id,
-                    name=item.name,
-                    path=item.path,
-                    kind=item.kind,
-                    institution=item.institution,
-                )
-                self.pipeline.spawn(self._guard(retry), name=f"retry {file_id}")
+                self.pipeline.spawn(self._guard(item.fresh()), name=f"retry {file_id}")
 
     async def _main_loop(self) -> None:
         heartbeat = Heartbeat(self.notifier, self._status_text)
