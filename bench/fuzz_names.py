@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import atheris  # type: ignore[import-untyped]
+from fuzzing import check_messages, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,9 +31,6 @@ TABLES = bundled_tables()
 SYSTEMS = frozenset({"CISP"})
 TODAY = datetime.date(2024, 6, 30)
 VALID = "CISP-41210000_D1001_V01_1_20240531_01_Q.TXT"
-FORBIDDEN = frozenset(
-    [chr(c) for c in range(0x20)] + [chr(c) for c in range(0x7F, 0xA0)] + ["\u2028", "\u2029", "\u202e"]
-)
 
 
 def name_from(data: bytes) -> str:
@@ -53,22 +51,11 @@ def test_one_input(data: bytes) -> None:
     checked = check_name(name, tables=TABLES, systems=SYSTEMS, today=TODAY)
     if checked.name is None and not checked.findings:
         raise AssertionError(f"unparsed name without a finding: {name!r}")
-    for finding in checked.findings:
-        for text in (finding.message_zh, finding.message_en, finding.hint_zh, finding.hint_en):
-            if any(c in FORBIDDEN for c in text):
-                raise AssertionError(
-                    f"raw control character in {finding.code} message for {name!r}: {text!r}"
-                )
+    check_messages(checked.findings, f" for {name!r}")
 
 
 def main() -> None:
-    args = list(sys.argv)
-    if not any(a.startswith("-timeout=") for a in args):
-        args.append("-timeout=10")  # a hang is a finding too
-    if not any(a.startswith("-print_final_stats=") for a in args):
-        args.append("-print_final_stats=1")
-    atheris.Setup(args, test_one_input)
-    atheris.Fuzz()
+    run(test_one_input)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import structlog
@@ -46,7 +46,7 @@ _KIND_NAMES = {
 
 @dataclass(frozen=True, slots=True)
 class ReportKey:
-    """Spec 7: the report a file is a (re-)report of."""
+    """Spec 7: the report a file is a (re-)report of; field names are the ledger's keyword arguments."""
 
     station: str
     institution: str
@@ -260,11 +260,7 @@ class Pipeline:
                     mode=sound.name.mode,
                 )
             decision = self.ledger.decide(
-                station=key.station,
-                institution=key.institution,
-                table=key.table,
-                date=key.date,
-                part=key.part,
+                **asdict(key),
                 batch=lead.name.batch,
                 mode=lead.name.mode,
                 sha256=lead.verdict.sha256,
@@ -324,11 +320,7 @@ class Pipeline:
             lead = unit[0].sound()
             self.ledger.accept(
                 unit[0].file_id,
-                station=key.station,
-                institution=key.institution,
-                table=key.table,
-                date=key.date,
-                part=key.part,
+                **asdict(key),
                 batch=lead.name.batch,
                 sha256=lead.verdict.sha256,
             )
