@@ -33,6 +33,8 @@ from tests.watch.helpers import (
 StartWatcher = Callable[..., InboxWatcher]
 OVERFLOW = WatchKind.OVERFLOW
 KERNEL_OVERFLOW_LOG = "Inotify queue overflowed"
+READER_CATCH_UP_SECONDS = 3.0
+"""Far longer than the reader needs to hand over one kernel queue's worth of events (~0.3 s here)."""
 
 
 def max_queued_events() -> int:
@@ -311,6 +313,9 @@ async def test_overflow_while_the_loop_is_stalled_reaches_the_sink(
         deadline = time.monotonic() + 60
         while not done() and time.monotonic() < deadline:
             time.sleep(0.01)  # the loop's thread is blocked; the reader thread keeps running
+        # The reader may still be behind the creator (a loaded machine): stay stalled while it catches
+        # up, or the loop would run events as they come and nothing would ever be pending.
+        time.sleep(READER_CATCH_UP_SECONDS)
     await recorder.wait_for(is_overflow)
     delivered_before_overflow = recorder.events.index(next(e for e in recorder.events if is_overflow(e)))
     assert delivered_before_overflow <= DEFAULT_MAX_PENDING  # bounded: not 2 x (limit + 1000) events
