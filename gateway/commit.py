@@ -11,9 +11,12 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class GroupCommit(Generic[T]):
@@ -77,3 +80,42 @@ class GroupCommit(Generic[T]):
         for _, future in batch:
             if not future.done():
                 future.set_result(None)
+
+
+@dataclass(slots=True)
+class _Work:
+    run: Callable[[], Any]
+    result: Any = None
+    error: Exception | None = None
+
+
+class GroupTransaction:
+    """Ledger work of many files in one SQLite commit: each piece runs in its own savepoint, so a piece
+    that raises undoes only itself, and later pieces of the batch see what earlier ones wrote (as they
+    would have, committed one by one). ``run`` returns once the commit holding its piece is durable."""
+
+    def __init__(self, transaction: Callable[[], AbstractContextManager[None]]) -> None:
+        self._transaction = transaction
+        self._group: GroupCommit[_Work] = GroupCommit(self._flush)
+
+    def start(self) -> None:
+        self._group.start()
+
+    async def stop(self) -> None:
+        await self._group.stop()
+
+    async def run(self, work: Callable[[], R]) -> R:
+        piece = _Work(work)
+        await self._group.submit([piece])
+        if piece.error is not None:
+            raise piece.error
+        return cast(R, piece.result)
+
+    def _flush(self, pieces: Sequence[_Work]) -> None:
+        with self._transaction():
+            for piece in pieces:
+                try:
+                    with self._transaction():
+                        piece.result = piece.run()
+                except Exception as exc:  # this piece's savepoint is rolled back; the batch commits
+                    piece.error = exc

@@ -69,7 +69,9 @@ OWN_RECEIPT = re.compile(
 """The first line of a receipt this gateway wrote (as opposed to the core's feedback of the same name)."""
 
 
-_ORDER = threading.Lock()  # receipts of one stem may be written from several threads at once
+_STRIPES = tuple(threading.Lock() for _ in range(64))
+"""Receipts of one stem may be written from several threads at once: they take the same lock. Other
+stems (almost always) take another, so one outbox's fsyncs never wait for another's."""
 
 
 def _own_file_id(path: Path) -> str | None:
@@ -93,7 +95,8 @@ def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
     core's own feedback file of the same name is never replaced. Returns None when nothing was written."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
-    with _ORDER:
+    ok_name = path.name if receipt.ok else other.name  # the same for both receipts of a stem
+    with _STRIPES[hash((outbox, ok_name)) % len(_STRIPES)]:
         if path.exists() and not is_own_receipt(path):
             return None
         newer = [
