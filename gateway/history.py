@@ -21,6 +21,7 @@ from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from spool.fsio import fsync_dir
+from validators.findings import Finding, Severity
 
 EventKind = Literal[
     "received",
@@ -45,6 +46,25 @@ _UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _TAIL_CHUNK = 64 * 1024
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Logged:
+    """What the history already holds for files in flight: recovery neither repeats nor contradicts it."""
+
+    events: set[tuple[str, str]]  # (file_id, event)
+    rejections: dict[str, tuple[list[Finding], int]]  # file_id -> its rejected event's findings, total
+
+    def add(self, obj: dict[str, Any]) -> None:
+        file_id, event = obj["file_id"], str(obj.get("event"))
+        self.events.add((file_id, event))
+        if event == "rejected":
+            kept = [_finding(f) for f in obj.get("findings") or []]
+            self.rejections[file_id] = (kept, int(obj.get("findings_total") or len(kept)))
+
+
+def _finding(data: dict[str, Any]) -> Finding:
+    return Finding(**{**data, "severity": Severity(data["severity"])})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -195,18 +215,18 @@ class HistoryWriter:
                 if self._fd == fd:
                     fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def logged(self, file_ids: Collection[str]) -> set[tuple[str, str]]:
-        """The (file_id, event) pairs already in the history for these files (crash recovery).
+    def logged(self, file_ids: Collection[str]) -> Logged:
+        """What the history already says of these files (crash recovery).
 
         Scans from the day before the oldest file_id's date (YYYYMMDD prefix), a margin for a file_id
         dated in another zone than the history; a file_id without a date scans everything.
         """
+        found = Logged(set(), {})
         if not file_ids:
-            return set()
+            return found
         wanted = set(file_ids)
         days = [_day_of(f) for f in wanted]
         first = date.min if None in days else min(d for d in days if d) - timedelta(days=1)
-        found: set[tuple[str, str]] = set()
         for day, path in daily_files(self._dir):  # no lock: reading touches no writer state
             if day < first:
                 continue
@@ -216,7 +236,7 @@ class HistoryWriter:
                 except ValueError:
                     continue
                 if isinstance(obj, dict) and obj.get("file_id") in wanted:
-                    found.add((obj["file_id"], str(obj.get("event"))))
+                    found.add(obj)
         return found
 
     def close(self) -> None:

@@ -14,13 +14,18 @@ from structlog.typing import EventDict, WrappedLogger
 
 from gateway.text import visible
 
+_LIMIT = 4000
+"""Characters of one logged value: an error message or a list of config problems stays whole."""
 
-def _escape_names(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """File names come from senders: never let their control characters reach a log line raw."""
-    for key in ("name", "path", "member"):
-        value = event.get(key)
+
+def _escape_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """File names come from senders, also inside error messages: never let their control characters
+    reach a log line raw, whichever key carries them."""
+    for key, value in event.items():
         if isinstance(value, str):
-            event[key] = visible(value)
+            event[key] = visible(value, _LIMIT)
+        elif isinstance(value, list | tuple) and any(isinstance(v, str) for v in value):
+            event[key] = [visible(v, _LIMIT) if isinstance(v, str) else v for v in value]
     return event
 
 
@@ -37,7 +42,7 @@ def configure_logging(*, json_output: bool | None = None, level: int = logging.I
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso"),
-            _escape_names,
+            _escape_text,
             structlog.processors.dict_tracebacks if json_output else structlog.dev.set_exc_info,
             renderer,
         ],

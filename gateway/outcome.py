@@ -8,6 +8,7 @@ the receipt replaced) and only has to finish the ledger for a file already moved
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,17 +17,18 @@ from typing import Any
 
 import structlog
 
-from gateway.commit import GroupCommit
-from gateway.history import EventKind, HistoryEvent
+from gateway.commit import GroupCommit, GroupTransaction
+from gateway.history import EVENTS, EventKind, HistoryEvent
 from gateway.item import Item
-from gateway.ledger import Ledger
+from gateway.ledger import Facts, Ledger
 from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink, claim_age
 from gateway.receipts import Receipt, write_receipt
 from gateway.text import visible
 from gateway.windows import stamp
 from spool.claim import move
-from spool.fsio import write_atomic
+from spool.entries import EntryKind
+from spool.fsio import makedirs_durable, write_atomic
 from spool.layout import SpoolLayout, State
 from validators import findings
 from validators.findings import Finding, Severity
@@ -38,6 +40,7 @@ log = structlog.get_logger("gateway.outcome")
 class Recorder:
     layout: SpoolLayout
     ledger: Ledger
+    transactions: GroupTransaction  # the ledger's group commit
     history: GroupCommit[HistoryEvent]
     now: Callable[[], datetime]
     logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
@@ -87,8 +90,7 @@ class Recorder:
         day = self._day()
         for item in unit:
             await asyncio.to_thread(self._quarantine, item, day)
-        await asyncio.to_thread(self._final, unit, FileState.REJECTED)
-        self._ended(unit, FileState.REJECTED)
+        await self._final(unit, FileState.REJECTED)
 
     async def forwarded(self, unit: Sequence[Item], where: Mapping[str, str]) -> None:
         """``where`` says, per file_id, where the core took each file."""
@@ -119,15 +121,17 @@ class Recorder:
         await self._receipt(unit, ok=True, status="held")
         for item in unit:
             await self.move_to(item, State.HELD)
-        await asyncio.to_thread(self._set_states, unit, FileState.HELD)
+        await self.transactions.run(functools.partial(self._set_states, unit, FileState.HELD))
 
-    def _set_states(self, unit: Sequence[Item], state: FileState) -> None:
-        with self.ledger.transaction():
-            for item in unit:
-                self.ledger.set_state(item.file_id, state.value)
+    def _set_states(self, unit: Sequence[Item], state: FileState, *, final: bool = False) -> None:
+        facts: Facts = {"outcome": state.value} if final else {}
+        for item in unit:
+            self.ledger.record(item.file_id, state=state.value, **facts)
 
     async def duplicate(self, unit: Sequence[Item], of: str) -> None:
         for item in unit:
+            if not any(f.code == "DUPLICATE" for f in item.extra.items):  # a retry keeps the one it has
+                item.extra.add(findings.make("DUPLICATE", file_id=of))
             await self.event(
                 item,
                 "duplicate",
@@ -142,16 +146,7 @@ class Recorder:
         day = self._day()
         for item in unit:
             await self.move_to(item, State.ARCHIVE, day)
-        await asyncio.to_thread(self._final, unit, state)
-        self._ended(unit, state)
-
-    def _ended(self, unit: Sequence[Item], state: FileState) -> None:
-        """On the loop, once the unit has its outcome: count it, and it no longer waits anywhere."""
-        now = self.now()
-        for item in unit:
-            self.active.pop(item.file_id, None)
-            self.metrics.file_done(item.station, state.value, claim_age(item.file_id, now))
-            self.metrics.findings(f.code for f in item.findings)
+        await self._final(unit, state)
 
     def _quarantine(self, item: Item, day: str) -> None:
         station = self.layout.station(item.station)
@@ -163,27 +158,31 @@ class Recorder:
             "findings_total": item.findings_total,
             "findings": [f.to_dict() for f in item.findings],
         }
-        station.state_dir(State.QUARANTINE, item.transfer_code, day).mkdir(parents=True, exist_ok=True)
+        makedirs_durable(station.state_dir(State.QUARANTINE, item.transfer_code, day))
+        # Owner-only: a restricted table's content must not be readable by others (spec 5), and a file
+        # whose name did not parse may be one; other reports hold personal data too.
         write_atomic(
             station.reason_path(item.transfer_code, item.file_id, day),
             # a name with undecodable bytes holds lone surrogates: written as JSON \udcXX escapes, which
             # read back to the same name (replay restores it)
             json.dumps(reason, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace"),
-            mode=0o600 if item.restricted else 0o644,
+            mode=0o600,
         )
-        if item.restricted:
-            item.path.chmod(0o600)  # a regular file in work/: the gateway's own, no link to follow
+        if item.kind is EntryKind.REGULAR:
+            item.path.chmod(0o600)  # the gateway's own file in work/: no link to follow
         item.path = move(
             station, item.path, State.QUARANTINE, item.transfer_code, item.file_id, item.name, day
         )
 
-    def _final(self, unit: Sequence[Item], state: FileState) -> None:
-        with self.ledger.transaction():
-            for item in unit:
-                self.ledger.record(item.file_id, state=state.value, outcome=state.value)
-        done = {item.file_id for item in unit}
-        self.logged.difference_update({pair for pair in self.logged if pair[0] in done})
+    async def _final(self, unit: Sequence[Item], state: FileState) -> None:
+        """The ledger's last word on the unit; then it is counted and no longer waits anywhere."""
+        await self.transactions.run(functools.partial(self._set_states, unit, state, final=True))
+        self.logged.difference_update((item.file_id, kind) for item in unit for kind in EVENTS)
+        now = self.now()
         for item in unit:
+            self.active.pop(item.file_id, None)
+            self.metrics.file_done(item.station, state.value, claim_age(item.file_id, now))
+            self.metrics.findings(f.code for f in item.findings)
             first = next((f.code for f in item.findings if f.severity is Severity.ERROR), None)
             log.info(
                 "file.done",

@@ -13,11 +13,13 @@ import os
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from pathlib import Path
 
 import structlog
 
 from codes.tables import Frequency
+from gateway.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
 from gateway.item import Item
@@ -26,12 +28,14 @@ from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.outcome import Recorder
 from gateway.route import route
-from gateway.validate import Rules, check_partners, partner_missing, validate_file
+from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.entries import EntryKind
+from spool.fsio import fsync_file
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from validators import findings
+from validators.findings import Finding
 
 log = structlog.get_logger("gateway.pipeline")
 
@@ -75,6 +79,7 @@ class Pipeline:
     rules: Rules
     layout: SpoolLayout
     ledger: Ledger
+    transactions: GroupTransaction  # the ledger's group commit
     recorder: Recorder
     forwarders: dict[str, Forwarder]
     pool: Executor | None
@@ -82,6 +87,8 @@ class Pipeline:
     stopping: asyncio.Event
     calendar: Calendar
     waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
+    rejections: dict[str, tuple[list[Finding], int]] = field(default_factory=dict)  # logged before a crash
+    on_failure: Callable[[Item, Exception], None] = field(default=lambda item, exc: None)
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
     metrics: MetricsSink = NULL_METRICS
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
@@ -92,6 +99,13 @@ class Pipeline:
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner)."""
         self.recorder.active[item.file_id] = item
+        await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
+        logged = self.rejections.get(item.file_id)
+        if logged is not None:  # rejected before a crash: finish that outcome, never decide it again
+            item.extra.absorb(*logged)
+            await self.recorder.rejected([item])
+            del self.rejections[item.file_id]
+            return
         if item.kind is not EntryKind.REGULAR:
             item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
             await self.recorder.rejected([item])
@@ -116,10 +130,11 @@ class Pipeline:
         await self.decide(unit)
 
     async def validate(self, item: Item) -> None:
-        today = self.now().date()
-        item.verdict = await asyncio.to_thread(
-            validate_file, item.path, item.name, self.rules, today=today, pool=self.pool
-        )
+        item.verdict = await asyncio.to_thread(self._validate, item.path, item.name, self.now().date())
+
+    def _validate(self, path: Path, name: str, today: date) -> Verdict:
+        fsync_file(path)  # the sender's bytes are on disk before any outcome is acknowledged for them
+        return validate_file(path, name, self.rules, today=today, pool=self.pool)
 
     def route(self, item: Item) -> None:
         parsed = item.verdict.parsed if item.verdict else None
@@ -179,7 +194,7 @@ class Pipeline:
             del self.waiting[key]
         item.extra.add(partner_missing(verdict, self.rules))
         self._partner_lost(key.stem)
-        self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}")
+        self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}", unit=[item])
 
     def _partner_claimed(self, item: Item) -> bool:
         """The partner is in work/ already (claimed, not yet paired): one directory listing."""
@@ -200,11 +215,21 @@ class Pipeline:
             self.config.pair_timeout_seconds, self._lost_partners.discard, stem
         )
 
-    def spawn(self, work: Coroutine[None, None, None], *, name: str) -> None:
-        """Run ``work`` as a task the pipeline holds on to (the loop keeps only weak references)."""
-        task = asyncio.get_running_loop().create_task(work, name=name)
+    def spawn(self, work: Coroutine[None, None, None], *, name: str, unit: Sequence[Item] = ()) -> None:
+        """Run ``work`` as a task the pipeline holds on to (the loop keeps only weak references); if it
+        fails, every file of ``unit`` goes to ``on_failure`` (tried again later, never left behind)."""
+        task = asyncio.get_running_loop().create_task(self._guarded(work, unit), name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, work: Coroutine[None, None, None], unit: Sequence[Item]) -> None:
+        try:
+            await work
+        except Exception as exc:
+            for item in unit:
+                self.on_failure(item, exc)
+            if not unit:
+                raise
 
     @property
     def busy(self) -> bool:
@@ -219,7 +244,9 @@ class Pipeline:
         sound = lead.sound()
         until = self._window(lead)
         window_rejects = until is not None and self.config.routes[sound.routed.route].on_window == "reject"
-        decision = await asyncio.to_thread(self._decide, unit, accept=not window_rejects)
+        decision = await self.transactions.run(
+            functools.partial(self._decide, unit, accept=not window_rejects)
+        )
         if isinstance(decision, Duplicate):
             await self.recorder.duplicate(unit, decision.of)
             return
@@ -301,7 +328,7 @@ class Pipeline:
             return
         await self.recorder.held(unit, until)
         self._held[unit[0].file_id] = asyncio.get_running_loop().create_task(
-            self._release_at(unit, until), name=f"held {unit[0].file_id}"
+            self._guarded(self._release_at(unit, until), unit), name=f"held {unit[0].file_id}"
         )
 
     async def _release_at(self, unit: list[Item], until: datetime) -> None:

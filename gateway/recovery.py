@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.history import HistoryWriter
+from gateway.history import HistoryWriter, Logged
 from gateway.item import Item
 from gateway.ledger import FileRow, Ledger
 from gateway.ledger import State as FileState
@@ -30,7 +30,7 @@ _OPEN = (FileState.CLAIMED, FileState.ACCEPTED, FileState.DEFERRED, FileState.HE
 @dataclass
 class Recovered:
     items: list[Item]  # to run through the pipeline again
-    logged: set[tuple[str, str]]  # history events already written for them
+    logged: Logged  # what the history already says of them
     finished: int  # ledger rows completed for files that had already reached their outcome
 
 
@@ -68,7 +68,7 @@ def recover(layout: SpoolLayout, stations: list[str], ledger: Ledger, history: H
             continue
         ledger.record(row.file_id, state=final.value, outcome=final.value)
         finished += 1
-    logged = history.logged(in_flight) if in_flight else set()
+    logged = history.logged(in_flight)
     if items or finished:
         log.info("recovery.done", resumed=len(items), finished=finished)
     return Recovered(items=items, logged=logged, finished=finished)

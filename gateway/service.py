@@ -14,13 +14,13 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import structlog
 
-from gateway.commit import GroupCommit
+from gateway.commit import GroupCommit, GroupTransaction
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.detect import Detector
 from gateway.feedback import deliver_all, feedback_sources
@@ -48,6 +48,9 @@ log = structlog.get_logger("gateway.service")
 EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 512
+_IO_THREADS = 64
+"""Threads for blocking file-system steps (asyncio.to_thread). Most of a file's time is fsyncs, which
+wait on the disk, not the CPU: with many in flight the file system commits them together."""
 _DRAIN_POLL = 0.2
 _RESUMABLE = {State.WORK.value, State.DEFERRED.value, State.HELD.value}
 
@@ -135,10 +138,15 @@ class Service:
 
     async def serve(self, *, drain: bool) -> int:
         config = self.config
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="gateway-io")
+        )
         self.ledger = Ledger.open(ledger_path(config))
         self.writer = HistoryWriter(config.history.dir, config.zone, now=self.now)
         self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
         self.history.start()
+        self.transactions = GroupTransaction(self.ledger.transaction)
+        self.transactions.start()
         self.forwarders: dict[str, Forwarder] = {name: make_forwarder(r) for name, r in config.routes.items()}
         for forwarder in self.forwarders.values():
             if isinstance(forwarder, DirectoryForwarder):
@@ -151,13 +159,20 @@ class Service:
             config.metrics, stations=config.stations, routes=config.routes, depths=self._depths
         )
         self.recorder = Recorder(
-            self.layout, self.ledger, self.history, self.now, recovered.logged, metrics=self.metrics
+            self.layout,
+            self.ledger,
+            self.transactions,
+            self.history,
+            self.now,
+            recovered.logged.events,
+            metrics=self.metrics,
         )
         self.pipeline = Pipeline(
             config=config,
             rules=Rules.from_config(config),
             layout=self.layout,
             ledger=self.ledger,
+            transactions=self.transactions,
             recorder=self.recorder,
             forwarders=self.forwarders,
             pool=self.pool,
@@ -165,6 +180,8 @@ class Service:
             stopping=self.stopping,
             calendar=self.calendar_of(config),
             metrics=self.metrics,
+            rejections=recovered.logged.rejections,
+            on_failure=self._strand,
         )
         self.detector = Detector(
             self.layout,
@@ -178,6 +195,8 @@ class Service:
         )
         await self.metrics.start()
         self._install_signals()
+        for item in recovered.items:
+            item.institution = self._institution_of(item.transfer_code)
         tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
         self.detector.start_watching()
         await self.detector.scan()  # arms every inbox's watch: nothing renamed in after "started" is missed
@@ -234,7 +253,6 @@ class Service:
             kind=claimed.kind,
             institution=self._institution_of(claimed.tc),
         )
-        await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
         await self._guard(item)
 
     def _institution_of(self, transfer_code: str) -> str | None:
@@ -249,14 +267,18 @@ class Service:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            self.stranded[item.file_id] = item
-            log.exception(
-                "file.failed",
-                name=item.name,
-                file_id=item.file_id,
-                error=str(exc),
-                note=f"left in place; tried again in {self.config.rescan_seconds:g} s and at the next start",
-            )
+            self._strand(item, exc)
+
+    def _strand(self, item: Item, exc: Exception) -> None:
+        self.stranded[item.file_id] = item
+        log.error(
+            "file.failed",
+            name=item.name,
+            file_id=item.file_id,
+            error=str(exc),
+            note=f"left in place; tried again in {self.config.rescan_seconds:g} s and at the next start",
+            exc_info=exc,
+        )
 
     async def _retry_stranded(self) -> None:
         """Files whose processing failed on an I/O error go through the pipeline again, from the state
@@ -371,6 +393,7 @@ class Service:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
         await self.history.stop()
+        await self.transactions.stop()
         for forwarder in self.forwarders.values():
             await forwarder.aclose()
         self.pool.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.history import HistoryEvent, HistoryWriter
+from gateway.ledger import Ledger
+from spool.ids import new_file_id
+from spool.layout import State, StationLayout
 from tests.conftest import base_config
 from tests.e2e.harness import (
     ORG,
@@ -33,6 +37,7 @@ from tests.e2e.harness import (
     started_since,
     state_files,
 )
+from validators import findings
 
 FINAL_STATES = {"forwarded", "rejected", "duplicate"}
 
@@ -263,3 +268,45 @@ def test_identical_copies_in_flight_together_are_one_forward_and_duplicates(gate
             wrong[name] = (outcomes.get(name), codes_seen)
     assert not wrong, f"{len(wrong)} of 10 identical pairs not forwarded+duplicate: {wrong}"
     assert sorted(p.name for p in gateway.core().iterdir()) == sorted(names)
+
+
+def test_a_rejection_logged_before_a_kill_is_finished_never_forwarded(gateway: Gateway) -> None:
+    """The core refused an accepted file (CORE_REJECTED), the ``rejected`` event was written, then the
+    daemon died before the quarantine move: the spool as such a kill leaves it. The restart must finish
+    that rejection with its findings, not decide the file again and forward it."""
+    gateway.drain()  # an empty spool, laid out by the daemon
+    name, body = d1001_name(), d1001_body()
+    file_id = new_file_id(datetime.now(ZONE))
+    work = StationLayout("k1237", gateway.spool / "k1237").state_path(State.WORK, TC, file_id, name)
+    work.write_bytes(body)
+    digest = hashlib.sha256(body).hexdigest()
+    date = name.split("_")[4]
+    with Ledger.open(gateway.spool / ".gateway-ledger.sqlite") as ledger:
+        ledger.record(file_id, station="k1237", transfer_code=TC, name=name, sha256=digest, size=len(body))
+        key = {"station": "k1237", "institution": ORG, "table": "D1001", "date": date, "part": 1}
+        ledger.accept(file_id, **key, batch=1, sha256=digest)
+    refused = findings.make("CORE_REJECTED", core_message="report period closed")
+    facts = {"file_id": file_id, "station": "k1237", "transfer_code": TC, "institution": ORG, "name": name}
+    with HistoryWriter(gateway.root / "history", ZONE) as history:
+        history.append(
+            [
+                HistoryEvent(event="received", message="received", **facts),
+                HistoryEvent(
+                    event="rejected",
+                    message="rejected by the core",
+                    findings=[refused.to_dict()],
+                    findings_total=1,
+                    **facts,
+                ),
+            ]
+        )
+
+    gateway.drain()
+
+    assert gateway.outcomes()[name] == ["rejected"]
+    assert list(gateway.core().iterdir()) == []
+    head, line = gateway.receipt(name, ok=False).splitlines()
+    assert head.split("|")[5:] == [file_id, "rejected"]
+    assert line.split("|")[3] == "CORE_REJECTED"
+    assert [p.name.split(".", 1)[0] for p in state_files(gateway, "quarantine")] == [file_id, file_id]
+    assert ledger_states(gateway)[file_id] == "rejected"

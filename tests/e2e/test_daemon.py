@@ -53,7 +53,9 @@ def test_same_file_twice_is_a_duplicate_not_forwarded_again(gateway: Gateway) ->
     drop(gateway.inbox(), name, body)
     gateway.drain()
     assert gateway.outcomes()[name] == ["forwarded", "duplicate"]
-    assert gateway.receipt(name, ok=True).splitlines()[0].split("|")[6] == "duplicate"
+    head, finding = gateway.receipt(name, ok=True).splitlines()
+    assert head.split("|")[6] == "duplicate"
+    assert finding.split("|")[3] == "DUPLICATE"  # spec 7: the receipt says so, with the first file's id
     assert sorted(p.name for p in gateway.core().iterdir()) == [name]
 
 

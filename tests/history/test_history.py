@@ -24,8 +24,23 @@ ZONE = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 25, 10, 3, 11, 123456, tzinfo=ZONE)
 NAME = "CISP-41210000_D1001_V01_1_20220401_01_Q.TXT"
 KEYS = [
-    "ts", "event", "file_id", "station", "transfer_code", "institution", "table", "date", "batch", "mode",
-    "name", "size", "sha256", "records", "findings", "findings_total", "message",
+    "ts",
+    "event",
+    "file_id",
+    "station",
+    "transfer_code",
+    "institution",
+    "table",
+    "date",
+    "batch",
+    "mode",
+    "name",
+    "size",
+    "sha256",
+    "records",
+    "findings",
+    "findings_total",
+    "message",
 ]
 
 
@@ -112,7 +127,9 @@ def test_lines_are_visible_to_another_process_when_append_returns(tmp_path: Path
     path = daily_path(tmp_path, T0.date())
     out = subprocess.run(
         [sys.executable, "-c", "import sys; print(len(open(sys.argv[1], 'rb').read().splitlines()))", path],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == "3"
 
@@ -259,8 +276,8 @@ def test_logged_finds_events_across_two_days_for_the_asked_files(tmp_path: Path)
     writer.append([event(file_id=a, kind="forwarded"), event(file_id=other, kind="rejected")])
 
     reopened = HistoryWriter(tmp_path, ZONE, now=clock)
-    assert reopened.logged([a, b]) == {(a, "received"), (b, "received"), (a, "forwarded")}
-    assert reopened.logged([]) == set()
+    assert reopened.logged([a, b]).events == {(a, "received"), (b, "received"), (a, "forwarded")}
+    assert reopened.logged([]).events == set()
 
 
 def test_logged_does_not_scan_days_before_the_oldest_file_id(tmp_path: Path) -> None:
@@ -268,7 +285,7 @@ def test_logged_does_not_scan_days_before_the_oldest_file_id(tmp_path: Path) -> 
     HistoryWriter(tmp_path, ZONE, now=Clock(T0 - timedelta(days=5))).append([event(file_id=fid)])
     writer = HistoryWriter(tmp_path, ZONE, now=Clock(T0))
     writer.append([event(file_id=fid, kind="received")])
-    assert writer.logged([fid]) == {(fid, "received")}
+    assert writer.logged([fid]).events == {(fid, "received")}
 
 
 def test_logged_allows_a_file_id_dated_in_another_zone(tmp_path: Path) -> None:
@@ -277,7 +294,7 @@ def test_logged_allows_a_file_id_dated_in_another_zone(tmp_path: Path) -> None:
     fid = "20261126-020000-000001-8000"  # an id formatted in UTC: a day later than the history file
     writer = HistoryWriter(tmp_path, new_york, now=Clock(written))
     writer.append([event(file_id=fid, kind="received")])
-    assert writer.logged([fid]) == {(fid, "received")}
+    assert writer.logged([fid]).events == {(fid, "received")}
 
 
 def test_concurrent_appends_from_threads_give_whole_lines(tmp_path: Path) -> None:
