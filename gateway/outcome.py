@@ -210,8 +210,7 @@ class Recorder:
             file_id=first.file_id,
             status=status,
         )
-        if outbox.is_dir():
-            await asyncio.to_thread(write_receipt, outbox, receipt)
+        await asyncio.to_thread(write_receipt, outbox, receipt)
 
     def _day(self) -> str:
         return self.now().strftime("%Y%m%d")

@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.text import visible
-from spool.fsio import fsync_dir, write_atomic
+from spool.fsio import fsync_dir, makedirs_durable, write_atomic
 from validators.findings import Finding
 
 _MAX_NAME_BYTES = 255
@@ -92,7 +92,9 @@ def is_own_receipt(path: Path) -> bool:
 
 def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
     """Write atomically; the receipt of the newest file (by file_id) of a stem stands, OK or BAD. The
-    core's own feedback file of the same name is never replaced. Returns None when nothing was written."""
+    core's own feedback file of the same name is never replaced. Returns None when nothing was written.
+    An ``out/`` removed by hand is made again: every file dropped gets its receipt."""
+    makedirs_durable(outbox)
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
     ok_name = path.name if receipt.ok else other.name  # the same for both receipts of a stem
