@@ -52,8 +52,9 @@ def check_all(targets: list[Target], rules: Rules, today: date, *, progress: boo
     verdicts: list[Verdict] = []
     with tqdm(total=total, unit="B", unit_scale=True, disable=not show, file=sys.stderr) as bar:
         for target in targets:
-            verdicts.append(validate_file(target.path, target.name, rules, today=today))
-            bar.update(target.size)
+            start = bar.n
+            verdicts.append(validate_file(target.path, target.name, rules, today=today, progress=bar.update))
+            bar.update(max(0, target.size - (bar.n - start)))  # what was not read: a ZIP, a bad name
     _pair_up(verdicts, rules)
     return verdicts
 

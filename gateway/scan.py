@@ -16,7 +16,7 @@ import hashlib
 import io
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,9 @@ __all__ = ["ScanResult", "scan_text_file"]
 _HASH_BATCH = 8 * 1024 * 1024
 """Bytes handed to the hashing thread at once. While validation holds the GIL, a thread waits up to
 the switch interval (5 ms) each time it needs the GIL back, so small hand-offs would serialise."""
+
+
+Progress = Callable[[int], object]
 
 
 class _Digest(Protocol):
@@ -52,15 +55,18 @@ def scan_text_file(
     pool: Executor | None = None,
     segment_bytes: int = 64 * 1024 * 1024,
     chunk_bytes: int = 1024 * 1024,
+    progress: Progress | None = None,
 ) -> ScanResult:
-    """Validate the TXT file at ``path`` against ``table`` and hash it; blocking, run it off the loop."""
+    """Validate the TXT file at ``path`` against ``table`` and hash it; blocking, run it off the loop.
+    ``progress`` is told the size of every chunk read (a progress bar for one large file)."""
     if segment_bytes < 1 or chunk_bytes < 1:
         raise ValueError("segment_bytes and chunk_bytes must be positive")
     with _open(path) as stream:
         size = os.fstat(stream.fileno()).st_size
+        chunks = _chunks(stream, chunk_bytes, progress=progress)
         if pool is None or size <= segment_bytes:
-            return _serial(stream, table, org, date, chunk_bytes)
-        return _parallel(stream, path, table, org, date, pool, segment_bytes, chunk_bytes)
+            return _serial(chunks, table, org, date)
+        return _parallel(chunks, path, table, org, date, pool, segment_bytes, chunk_bytes)
 
 
 def _open(path: Path) -> io.FileIO:
@@ -75,7 +81,9 @@ def _open(path: Path) -> io.FileIO:
     return io.FileIO(fd, "rb", closefd=True)
 
 
-def _chunks(stream: io.FileIO, chunk_bytes: int, end: int | None = None) -> Iterator[bytes]:
+def _chunks(
+    stream: io.FileIO, chunk_bytes: int, end: int | None = None, progress: Progress | None = None
+) -> Iterator[bytes]:
     left = end
     while left is None or left > 0:
         chunk = stream.read(chunk_bytes if left is None else min(chunk_bytes, left))
@@ -83,17 +91,17 @@ def _chunks(stream: io.FileIO, chunk_bytes: int, end: int | None = None) -> Iter
             return
         if left is not None:
             left -= len(chunk)
+        if progress is not None:
+            progress(len(chunk))
         yield chunk
 
 
-def _serial(
-    stream: io.FileIO, table: TableSpec, org: str | None, date: str | None, chunk_bytes: int
-) -> ScanResult:
+def _serial(chunks: Iterator[bytes], table: TableSpec, org: str | None, date: str | None) -> ScanResult:
     validator = TextValidator(table, org=org, date=date)
     digest = hashlib.sha256()
     size = 0
     if _cpus() < 2:  # a hashing thread cannot overlap on one CPU: it only adds GIL hand-offs
-        for chunk in _chunks(stream, chunk_bytes):
+        for chunk in chunks:
             digest.update(chunk)
             validator.feed(chunk)
             size += len(chunk)
@@ -102,7 +110,7 @@ def _serial(
     batch_bytes = 0
     with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
         hashing: Future[None] | None = None
-        for chunk in _chunks(stream, chunk_bytes):
+        for chunk in chunks:
             batch.append(chunk)
             batch_bytes += len(chunk)
             if batch_bytes >= _HASH_BATCH:
@@ -141,7 +149,7 @@ class _Segment:
 
 
 def _parallel(
-    stream: io.FileIO,
+    chunks: Iterator[bytes],
     path: Path,
     table: TableSpec,
     org: str | None,
@@ -161,7 +169,7 @@ def _parallel(
     ending: str | None = None
     previous = b""  # the byte before the chunk, to tell a CRLF cut by a chunk border
     try:
-        for chunk in _chunks(stream, chunk_bytes):
+        for chunk in chunks:
             digest.update(chunk)
             if ending is None and (first := chunk.find(b"\n")) >= 0:
                 ending = "\r\n" if (chunk[first - 1 : first] if first else previous) == b"\r" else "\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from codes.tables import TableSpec
 from gateway.config import GatewayConfig
-from gateway.scan import scan_text_file
+from gateway.scan import Progress, scan_text_file
 from validators import findings
 from validators.archive import ZipLimits, inspect_zip
 from validators.attachments import AttachmentRow, Member
@@ -97,9 +97,16 @@ def _sha256_of(path: Path) -> tuple[str, int]:
 
 
 def validate_file(
-    path: Path, name: str, rules: Rules, *, today: date, pool: Executor | None = None
+    path: Path,
+    name: str,
+    rules: Rules,
+    *,
+    today: date,
+    pool: Executor | None = None,
+    progress: Progress | None = None,
 ) -> Verdict:
-    """Check one file's name and content; blocking, run it off the event loop."""
+    """Check one file's name and content; blocking, run it off the event loop. ``progress`` is told
+    the bytes of a TXT as they are read."""
     checked = check_name(name, tables=rules.tables, systems=rules.systems, today=today)
     parsed = checked.name
     # A near-miss name with a derivable correction still gets its content checked (as the corrected
@@ -114,7 +121,9 @@ def validate_file(
         verdict.findings.add(findings.make("FILE_TOO_LARGE", size=size, max=rules.max_file_bytes))
         return verdict
     if content_name is not None and table is not None and not content_name.is_zip:
-        scanned = scan_text_file(path, table, org=content_name.org, date=content_name.date, pool=pool)
+        scanned = scan_text_file(
+            path, table, org=content_name.org, date=content_name.date, pool=pool, progress=progress
+        )
         verdict.sha256, verdict.size = scanned.sha256, scanned.size
         verdict.records = scanned.report.records
         verdict.attachment_rows = scanned.report.attachment_rows

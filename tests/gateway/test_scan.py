@@ -109,3 +109,23 @@ def test_refuses_symlinks_and_fifos(tmp_path: Path) -> None:
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="not a regular file"):
         scan_text_file(fifo, D2001, org=None, date=None)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_progress_is_told_every_chunk_read(tmp_path: Path, pool: ProcessPoolExecutor, parallel: bool) -> None:
+    """``check`` moves its bar while one large file is read, not only when the file is done."""
+    data = ("\n".join(rows(20_000)) + "\n").encode()
+    path = write(tmp_path / "f.txt", data)
+    told: list[int] = []
+    scan_text_file(
+        path,
+        D2001,
+        org="41210000",
+        date="20240115",
+        pool=pool if parallel else None,
+        segment_bytes=len(data) // 3,
+        chunk_bytes=64 * 1024,
+        progress=told.append,
+    )
+    assert sum(told) == len(data)
+    assert len(told) == -(-len(data) // (64 * 1024))  # one call a chunk
