@@ -13,7 +13,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
+
+from spool.fsio import fsync_dir
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,3 +122,43 @@ class GroupTransaction:
                         piece.result = piece.run()
                 except Exception as exc:  # this piece's savepoint is rolled back; the batch commits
                     piece.error = exc
+
+
+@dataclass(slots=True)
+class _Sync:
+    directories: tuple[Path, ...]
+    error: OSError | None = None
+
+
+class DirectorySync:
+    """The directory fsyncs of many files' renames in one go: each caller awaits its own directories,
+    and a batch fsyncs every distinct directory once (a burst renames hundreds of files into the same
+    few ``out/``, ``archive/`` and core directories). A directory whose fsync fails fails only the
+    callers that asked for it."""
+
+    def __init__(self) -> None:
+        self._group: GroupCommit[_Sync] = GroupCommit(_fsync_each)
+
+    def start(self) -> None:
+        self._group.start()
+
+    async def stop(self) -> None:
+        await self._group.stop()
+
+    async def sync(self, *directories: Path) -> None:
+        """Return once every one of ``directories`` has been fsynced after this call was made."""
+        request = _Sync(directories)
+        await self._group.submit([request])
+        if request.error is not None:
+            raise request.error
+
+
+def _fsync_each(requests: Sequence[_Sync]) -> None:
+    failed: dict[Path, OSError] = {}
+    for directory in dict.fromkeys(d for request in requests for d in request.directories):
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            failed[directory] = exc
+    for request in requests:
+        request.error = next((failed[d] for d in request.directories if d in failed), None)

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from gateway.commit import GroupCommit, GroupTransaction
+from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
 from gateway.history import EVENTS, EventKind, HistoryEvent
 from gateway.item import Item
 from gateway.ledger import Facts, Ledger
@@ -42,6 +42,7 @@ class Recorder:
     ledger: Ledger
     transactions: GroupTransaction  # the ledger's group commit
     history: GroupCommit[HistoryEvent]
+    dirs: DirectorySync  # directory fsyncs of receipts and moves, shared by the files in flight
     now: Callable[[], datetime]
     logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
     metrics: MetricsSink = NULL_METRICS
@@ -71,16 +72,21 @@ class Recorder:
         """Hand the file to another state directory, durably; nothing to do if it already is in it."""
         if not state.dated and item.path.parent.parent.name == state.value:
             return
+        source = item.path.parent
         item.path = await asyncio.to_thread(
-            move,
-            self.layout.station(item.station),
-            item.path,
-            state,
-            item.transfer_code,
-            item.file_id,
-            item.name,
-            day,
+            functools.partial(
+                move,
+                self.layout.station(item.station),
+                item.path,
+                state,
+                item.transfer_code,
+                item.file_id,
+                item.name,
+                day,
+                sync_dirs=False,
+            )
         )
+        await self.dirs.sync(item.path.parent, source)
 
     async def rejected(self, unit: Sequence[Item]) -> None:
         """Quarantine every file of the unit with its reasons; one BAD receipt for the stem."""
@@ -210,7 +216,8 @@ class Recorder:
             file_id=first.file_id,
             status=status,
         )
-        await asyncio.to_thread(write_receipt, outbox, receipt)
+        await asyncio.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
+        await self.dirs.sync(outbox)
 
     def _day(self) -> str:
         return self.now().strftime("%Y%m%d")

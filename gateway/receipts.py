@@ -90,10 +90,11 @@ def is_own_receipt(path: Path) -> bool:
     return _own_file_id(path) is not None
 
 
-def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
+def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> Path | None:
     """Write atomically; the receipt of the newest file (by file_id) of a stem stands, OK or BAD. The
     core's own feedback file of the same name is never replaced. Returns None when nothing was written.
-    An ``out/`` removed by hand is made again: every file dropped gets its receipt."""
+    An ``out/`` removed by hand is made again: every file dropped gets its receipt. With
+    ``sync_dir=False`` the caller fsyncs ``outbox`` before it acknowledges the receipt."""
     makedirs_durable(outbox)
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
@@ -106,8 +107,9 @@ def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
         ]
         if newer:  # a later file of this stem already answered: its receipt stands
             return None
-        write_atomic(path, render(receipt), replace=True)
+        write_atomic(path, render(receipt), replace=True, sync_dir=sync_dir)
         if is_own_receipt(other):  # a BAD answered by a later OK (or the other way round)
             other.unlink(missing_ok=True)
-            fsync_dir(outbox)
+            if sync_dir:
+                fsync_dir(outbox)
     return path

@@ -2,8 +2,9 @@
 
 The daemon calls ``scan_text_file`` for every TXT it takes. Hashing runs in a helper thread on the
 very chunks the validator reads (``hashlib`` releases the GIL on large buffers), so the bytes hashed
-are the bytes validated and the hash costs no extra pass. A process confined to one CPU hashes each
-chunk inline instead: there the thread cannot overlap and only adds GIL hand-offs (measured ~8%).
+are the bytes validated and the hash costs no extra pass. A file smaller than one hashing batch, or a
+process confined to one CPU, hashes each chunk inline instead: there the thread cannot overlap and
+only adds its start and GIL hand-offs (measured ~8% on one CPU).
 Given a process pool, a file larger than one segment is cut at line boundaries into segments that
 worker processes validate in parallel, each reading its own byte range; this process meanwhile reads
 the file once in order to hash it, find the cuts and count the lines before each segment, so that the
@@ -65,7 +66,7 @@ def scan_text_file(
         size = os.fstat(stream.fileno()).st_size
         chunks = _chunks(stream, chunk_bytes, progress=progress)
         if pool is None or size <= segment_bytes:
-            return _serial(chunks, table, org, date)
+            return _serial(chunks, table, org, date, inline_hash=size <= _HASH_BATCH or _cpus() < 2)
         return _parallel(chunks, path, table, org, date, pool, segment_bytes, chunk_bytes)
 
 
@@ -96,11 +97,15 @@ def _chunks(
         yield chunk
 
 
-def _serial(chunks: Iterator[bytes], table: TableSpec, org: str | None, date: str | None) -> ScanResult:
+def _serial(
+    chunks: Iterator[bytes], table: TableSpec, org: str | None, date: str | None, *, inline_hash: bool
+) -> ScanResult:
+    """``inline_hash``: no hashing thread, for a file too small to overlap anything (a thread per file
+    would cost more than it saves) or a process confined to one CPU (it could not overlap either)."""
     validator = TextValidator(table, org=org, date=date)
     digest = hashlib.sha256()
     size = 0
-    if _cpus() < 2:  # a hashing thread cannot overlap on one CPU: it only adds GIL hand-offs
+    if inline_hash:
         for chunk in chunks:
             digest.update(chunk)
             validator.feed(chunk)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.commit import GroupCommit, GroupTransaction
+from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.detect import Detector
 from gateway.feedback import deliver_all, feedback_sources
@@ -147,7 +147,9 @@ class Service:
         self.history.start()
         self.transactions = GroupTransaction(self.ledger.transaction)
         self.transactions.start()
-        self.forwarders: dict[str, Forwarder] = {name: make_forwarder(r) for name, r in config.routes.items()}
+        self.dirs = DirectorySync()
+        self.dirs.start()
+        self.forwarders = self._forwarders(config)
         for forwarder in self.forwarders.values():
             if isinstance(forwarder, DirectoryForwarder):
                 await forwarder.cleanup()  # temp copies a crash left in a core directory
@@ -163,6 +165,7 @@ class Service:
             self.ledger,
             self.transactions,
             self.history,
+            self.dirs,
             self.now,
             recovered.logged.events,
             metrics=self.metrics,
@@ -394,6 +397,7 @@ class Service:
             await asyncio.gather(*still, return_exceptions=True)
         await self.history.stop()
         await self.transactions.stop()
+        await self.dirs.stop()
         for forwarder in self.forwarders.values():
             await forwarder.aclose()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -426,7 +430,7 @@ class Service:
             log.error("config.reload_rejected", problems=["spool_root and history.dir need a restart"])
             return
         old = self.forwarders
-        self.forwarders = {name: make_forwarder(r) for name, r in config.routes.items()}
+        self.forwarders = self._forwarders(config)
         self.config = config
         self.pipeline.config = config
         self.pipeline.rules = Rules.from_config(config)
@@ -437,6 +441,9 @@ class Service:
         log.info("config.reloaded", transfer_codes=len(config.transfer_codes), stations=list(config.stations))
         for forwarder in old.values():
             self._retire(forwarder)
+
+    def _forwarders(self, config: GatewayConfig) -> dict[str, Forwarder]:
+        return {name: make_forwarder(route, self.dirs) for name, route in config.routes.items()}
 
     def _retire(self, forwarder: Forwarder) -> None:
         """Close a replaced forwarder once files already using it are done (they hold a reference)."""

@@ -90,11 +90,19 @@ def move(
     file_id: str,
     name: str,
     day: str | None = None,
+    *,
+    sync_dirs: bool = True,
 ) -> Path:
-    """Hand a file to another state dir, durably (both dirs fsynced); returns its new path."""
+    """Hand a file to another state dir, durably (both dirs fsynced); returns its new path.
+
+    With ``sync_dirs=False`` only the rename is done: the caller fsyncs ``src.parent`` and the new
+    path's parent (for many files at once) before it acknowledges the move."""
     dst = station.state_path(state, tc, file_id, name, day)
     makedirs_durable(dst.parent)
-    move_durable(src, dst)
+    if sync_dirs:
+        move_durable(src, dst)
+    else:
+        rename_noreplace(src, dst)
     return dst
 
 

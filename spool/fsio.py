@@ -91,8 +91,13 @@ def temp_name(final: Path) -> Path:
     return final.with_name(f".{stem}.{secrets.token_hex(4)}.tmp")
 
 
-def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` all or nothing: temp file, fsync, rename, fsync the directory."""
+def write_atomic(
+    path: Path, data: bytes, *, replace: bool = True, mode: int = 0o644, sync_dir: bool = True
+) -> None:
+    """Write ``data`` to ``path`` all or nothing: temp file, fsync, rename, fsync the directory.
+
+    With ``sync_dir=False`` the caller fsyncs the directory (for many files at once) before it
+    acknowledges the file."""
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -110,7 +115,8 @@ def write_atomic(path: Path, data: bytes, *, replace: bool = True, mode: int = 0
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 def same_filesystem(*paths: Path) -> bool:

@@ -6,6 +6,7 @@ spec section 10. See ``base`` for the exceptions that tell the pipeline what hap
 
 from __future__ import annotations
 
+from gateway.commit import DirectorySync
 from gateway.config import DirectoryRoute, HttpRoute
 from gateway.forward.base import (
     Forwarder,
@@ -35,7 +36,8 @@ __all__ = [
 ]
 
 
-def make_forwarder(route: DirectoryRoute | HttpRoute) -> Forwarder:
+def make_forwarder(route: DirectoryRoute | HttpRoute, dirs: DirectorySync | None = None) -> Forwarder:
+    """``dirs``: the daemon's shared directory group sync (a directory core fsyncs through it)."""
     if isinstance(route, HttpRoute):
         return HttpForwarder(route)
-    return DirectoryForwarder(route)
+    return DirectoryForwarder(route, dirs)

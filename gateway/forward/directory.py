@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from gateway.commit import DirectorySync
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
 from spool.fsio import fsync_dir, rename_noreplace, temp_name
@@ -29,13 +30,20 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class DirectoryForwarder:
-    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread."""
+    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread. The core
+    directory's fsync goes through ``dirs``, shared with the files being published at the same time."""
 
-    def __init__(self, route: DirectoryRoute) -> None:
+    def __init__(self, route: DirectoryRoute, dirs: DirectorySync | None = None) -> None:
         self.root = route.path
+        self._dirs = dirs or DirectorySync()
 
     async def send(self, item: Outbound) -> str:
-        return await asyncio.to_thread(self._send, item)
+        where = await asyncio.to_thread(self._send, item)
+        try:
+            await self._dirs.sync(self.root)  # also when it was there already: that try may have died
+        except OSError as exc:
+            raise Transient(_explain(self.root, "syncing", exc)) from exc
+        return where
 
     async def aclose(self) -> None:
         """Nothing to release: every send opens and closes its own files."""
@@ -49,8 +57,6 @@ class DirectoryForwarder:
             raise ForwardError(f"{item.name!r} is not a plain file name; it could land outside the core")
         final = self.root / item.name
         if self._holds(final, item):
-            with self._core("syncing"):
-                fsync_dir(self.root)  # the earlier attempt may have died before its directory fsync
             return f"already at the core as {final}"
         src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
         try:
@@ -91,7 +97,6 @@ class DirectoryForwarder:
                 tmp.unlink()
                 if not self._holds(final, item):
                     raise Transient(f"{final} appeared and vanished while delivering; retrying") from None
-            fsync_dir(self.root)
 
     def _holds(self, final: Path, item: Outbound) -> bool:
         """Whether the core already has this file; raise ``Rejected`` if it has other content there."""
