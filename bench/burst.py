@@ -17,8 +17,10 @@ A baseline is done when everything is moved, or when nothing moved for ``--idle`
 in ``in/`` is what it never moved (lost inotify events: the queue holds 16,384 by default). Neither
 baseline validates, writes receipts or history, or fsyncs anything; the gateway does all of that.
 
-Prints a table and writes ``bench/results/burst-<files>.json``. ``--profile`` runs the daemon under
-cProfile (slower) and prints its top functions.
+Prints a table and writes ``bench/results/burst-<files>.json``; with ``--plot`` also ``burst-<files>.png``
+beside it: files moved per second over time, each contender (the gateway's from its ``forwarded``
+history events, a baseline's from the change times of the files it moved into the core). ``--profile``
+runs the daemon under cProfile (slower) and prints its top functions.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from measure import pyplot
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -153,13 +160,16 @@ def gateway_config(root: Path, codes: int = CODES, **extra: Any) -> Path:
     return path
 
 
-def start_gateway(root: Path, config: Path, profile: Path | None = None) -> subprocess.Popen[bytes]:
+def start_gateway(
+    root: Path, config: Path, profile: Path | None = None, command: str = "run"
+) -> subprocess.Popen[bytes]:
+    """``fdep-gateway run`` (or ``drain``) on ``config``, logging to root/daemon.log; returns once started."""
     log = (root / "daemon.log").open("ab")
     prefix = [sys.executable]
     if profile is not None:
         prefix += ["-m", "cProfile", "-o", str(profile)]
     process = subprocess.Popen(
-        [*prefix, "-m", "gateway", "run", "-c", str(config)],
+        [*prefix, "-m", "gateway", command, "-c", str(config)],
         cwd=REPO,
         stdout=log,
         stderr=log,
@@ -168,6 +178,7 @@ def start_gateway(root: Path, config: Path, profile: Path | None = None) -> subp
     deadline = time.monotonic() + 60
     while b"gateway.started" not in (root / "daemon.log").read_bytes():
         if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()  # a bench never leaves a daemon behind
             raise SystemExit(f"the daemon did not start:\n{(root / 'daemon.log').read_text()[-3000:]}")
         time.sleep(0.05)
     return process
@@ -191,6 +202,40 @@ def outcome_count(root: Path) -> int:
     return count
 
 
+def wait_for_outcomes(root: Path, total: int, until: float) -> float:
+    """Poll the history until ``total`` files have an outcome or ``until`` (monotonic) passed; when."""
+    while time.monotonic() < until and outcome_count(root) < total:
+        time.sleep(0.02)
+    return time.monotonic()
+
+
+def history_events(root: Path) -> Iterator[dict[str, Any]]:
+    """Every event of the sync history: the daemon's own record of what happened to each file."""
+    for path in (root / "history").glob("history-*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                yield json.loads(line)
+
+
+def forwarded_times(root: Path) -> dict[str, float]:
+    """name -> POSIX time of its ``forwarded`` event (stamped when the event was durable, to the ms)."""
+    return {
+        event["name"]: datetime.fromisoformat(event["ts"]).timestamp()
+        for event in history_events(root)
+        if event.get("event") == "forwarded"
+    }
+
+
+def per_second(times: Iterable[float], start: float) -> list[int]:
+    """How many of ``times`` (POSIX) fell into each whole second after ``start``."""
+    counts: list[int] = []
+    for moment in times:
+        second = max(0, int(moment - start))
+        counts.extend([0] * (second + 1 - len(counts)))
+        counts[second] += 1
+    return counts
+
+
 def core_files(root: Path) -> dict[str, int]:
     """name -> copies of it in the core directory (any depth; temporaries left out)."""
     found: dict[str, int] = {}
@@ -204,12 +249,9 @@ def core_files(root: Path) -> dict[str, int]:
 def verify_gateway(root: Path, files: list[tuple[str, str, str]]) -> dict[str, int]:
     """Every file: one forwarded event, an _OK receipt, one core copy, and gone from in/."""
     outcomes: dict[str, list[str]] = {}
-    for path in (root / "history").glob("history-*.jsonl"):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                event = json.loads(line)
-                if event.get("event") in ("forwarded", "rejected", "duplicate"):
-                    outcomes.setdefault(event["name"], []).append(event["event"])
+    for event in history_events(root):
+        if event.get("event") in ("forwarded", "rejected", "duplicate"):
+            outcomes.setdefault(event["name"], []).append(event["event"])
     core = core_files(root)
     bad = {"not_forwarded": 0, "no_receipt": 0, "no_core_copy": 0, "left_in_inbox": 0, "extra_outcomes": 0}
     for tc, _org, name in files:
@@ -230,27 +272,22 @@ def run_gateway(
     pairs = stage(root, files)
     process = start_gateway(root, config, profile)
     try:
+        wall = time.time()
         start, renamed = rename_all(pairs)
-        total, done = len(files), 0
-        deadline = start + timeout
-        while time.monotonic() < deadline:
-            done = outcome_count(root)
-            if done >= total:
-                break
-            time.sleep(0.02)
-        end = time.monotonic()
+        end = wait_for_outcomes(root, len(files), start + timeout)
     finally:
         stop_gateway(process)
     bad = verify_gateway(root, files)
     seconds = end - start
-    moved = total - bad["not_forwarded"]
+    moved = len(files) - bad["not_forwarded"]
     return {
         "seconds": seconds,
         "rename_seconds": renamed - start,
         "moved": moved,
-        "missed": total - moved,
+        "missed": len(files) - moved,
         "files_per_s": moved / seconds,
         **bad,
+        "per_second": per_second(forwarded_times(root).values(), wall),
     }
 
 
@@ -320,6 +357,7 @@ def run_baseline(
         assert process.stdout is not None
         process.stdout.readline()
     try:
+        wall = time.time()
         start, renamed = rename_all(pairs)
         total, moved, last_change, last_count = len(files), 0, time.monotonic(), -1
         done_at = start
@@ -342,6 +380,7 @@ def run_baseline(
         "moved": moved,
         "missed": total - moved,
         "files_per_s": moved / seconds if seconds > 0 else 0.0,
+        "per_second": per_second((entry.stat().st_ctime for entry in os.scandir(dest)), wall),
     }
 
 
@@ -355,6 +394,28 @@ def machine() -> dict[str, Any]:
             model = line.split(":", 1)[1].strip()
             break
     return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
+
+
+def plot(runs: list[dict[str, Any]], files: int, path: Path) -> None:
+    """Files moved per second over time, one line per run (log scale: the contenders differ 50-fold)."""
+    plt = pyplot()
+    if plt is None:
+        return
+    figure, axes = plt.subplots(figsize=(9, 4.5))
+    for run in runs:
+        counts = run["per_second"]
+        label = f"{run['kind']} (round {run['round']})"
+        axes.stairs(counts, range(len(counts) + 1), baseline=None, linewidth=2, label=label)
+    axes.set_yscale("log")
+    axes.set_xlabel("seconds since the first rename")
+    axes.set_ylabel("files moved per second")
+    axes.set_title(f"{files:,} files renamed in at once ({STATION}, {CODES} transfer codes)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    print(f"plot: {path}")
 
 
 def print_profile(path: Path, top: int = 25) -> None:
@@ -377,6 +438,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None, help="where the run directories go (fresh ones)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
+    parser.add_argument("--plot", action="store_true", help="also write a PNG of files/s over time")
     args = parser.parse_args()
     kinds = [k for k in args.kinds.split(",") if k]
     base = Path(tempfile.mkdtemp(prefix="burst-", dir=args.root or REPO.parent))
@@ -445,6 +507,8 @@ def main() -> None:
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"burst-{args.files}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if args.plot and runs:
+        plot(runs, args.files, RESULTS / f"burst-{args.files}.png")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ fresh directory). All files are written under ``stage/`` first; then one thread 
 inboxes on a fixed schedule (file i at t0 + i/rate, round-robin over the codes), and another reads
 inotify events of the core directory itself (``IN_MOVED_TO | IN_CLOSE_WRITE``, via ctypes) and stamps
 each name on arrival. Both stamps are ``time.monotonic()`` in this process. At the end it checks that
-every file was forwarded with its receipt. Prints the figures, writes ``bench/results/latency-<rate>.json``.
+every file was forwarded with its receipt. Prints the figures, writes ``bench/results/latency-<rate>.json``;
+with ``--plot`` also ``latency-<rate>.png`` beside it: the latency distribution (histogram and CDF).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from burst import (
     stop_gateway,
     verify_gateway,
 )
+from measure import pyplot
 
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_NONBLOCK = 0x8, 0x80, 0o4000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -85,12 +87,40 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def plot(latencies: list[float], rate: float, path: Path) -> None:
+    """Histogram and CDF of the latencies: where the bulk is and how long the tail, with p50/p99 marked."""
+    plt = pyplot()
+    if plt is None:
+        return
+    figure, (histogram, cdf) = plt.subplots(1, 2, figsize=(11, 4.5))
+    ordered = sorted(latencies)
+    histogram.hist(ordered, bins=100)
+    histogram.set_xlabel("rename into in/ -> core copy (ms)")
+    histogram.set_ylabel("files")
+    cdf.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))])
+    cdf.set_xscale("log")
+    cdf.set_xlabel("latency (ms, log scale)")
+    cdf.set_ylabel("fraction of files")
+    for axes in (histogram, cdf):
+        for q, style in ((0.50, "--"), (0.99, ":")):
+            value = percentile(ordered, q)
+            axes.axvline(value, color="black", linestyle=style, label=f"p{q * 100:.0f} {value:.1f} ms")
+        axes.grid(True, alpha=0.3)
+        axes.legend()
+    figure.suptitle(f"Latency at {rate:g} files/s: {len(ordered):,} files")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    print(f"plot: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--plot", action="store_true", help="also write a PNG of the latency distribution")
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
     root = Path(tempfile.mkdtemp(prefix="latency-", dir=args.root or REPO.parent))
@@ -161,6 +191,8 @@ def main() -> None:
     (RESULTS / f"latency-{args.rate:g}.json").write_text(
         json.dumps(result, indent=2) + "\n", encoding="utf-8"
     )
+    if args.plot:
+        plot(latencies, args.rate, RESULTS / f"latency-{args.rate:g}.png")
 
 
 if __name__ == "__main__":

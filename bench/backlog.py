@@ -1,0 +1,106 @@
+"""Backlog: N valid 1 KiB D2001 files already waiting in the k6666 inboxes when the daemon starts.
+
+    python bench/backlog.py --files 100000
+
+Same files and set-up as ``bench/burst.py`` (100 transfer codes, windows off, a fresh directory on the
+repository's filesystem). The files are written under ``stage/`` and renamed into their inboxes, all
+before ``fdep-gateway drain`` starts (it processes everything there is, then exits). Timed from the
+process start to its ``gateway.started`` log line, to the last ``forwarded`` history event (stamped when
+durable; files/s is over this) and to the process exit. Peak RSS: VmHWM of the daemon and of each
+validation worker, read from /proc while it runs. Afterwards every file is checked as burst does (one
+forwarded event, its receipt, one core copy, gone from ``in/``). Prints a table, writes
+``bench/results/backlog-<files>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from burst import (
+    CODES,
+    REPO,
+    RESULTS,
+    STATION,
+    forwarded_times,
+    gateway_config,
+    machine,
+    names,
+    rename_all,
+    stage,
+    start_gateway,
+    verify_gateway,
+)
+from measure import TreeMemory, memory_text, started_at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--timeout", type=float, default=1800.0, help="kill the daemon after this long")
+    parser.add_argument("--root", type=Path, default=None, help="where the run directory goes (a fresh one)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="backlog-", dir=args.root or REPO.parent))
+    files = names(args.files)
+    try:
+        config = gateway_config(root)
+        print(f"staging {args.files:,} files over {CODES} transfer codes under {root}", flush=True)
+        rename_all(stage(root, files))
+        start = time.time()
+        process = start_gateway(root, config, command="drain")
+        try:
+            with TreeMemory(process.pid) as memory:
+                code = process.wait(timeout=args.timeout)
+            exited = time.time()
+        except subprocess.TimeoutExpired:
+            raise SystemExit(f"the drain did not finish within {args.timeout:g}s") from None
+        finally:
+            if process.poll() is None:  # timed out or interrupted
+                process.kill()
+                process.wait()
+        if code != 0:
+            log = (root / "daemon.log").read_text(encoding="utf-8")[-3000:]
+            raise SystemExit(f"the drain exited with {code}:\n{log}")
+        started = started_at(root / "daemon.log")
+        last = max(forwarded_times(root).values(), default=start)
+        bad = verify_gateway(root, files)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    moved = args.files - bad["not_forwarded"]
+    result = {
+        "files": args.files,
+        "codes": CODES,
+        "station": STATION,
+        "startup_seconds": started - start,
+        "seconds": last - start,
+        "exit_seconds": exited - start,
+        "moved": moved,
+        "files_per_s": moved / (last - start),
+        **memory.figures(),
+        **bad,
+        "machine": machine(),
+        "at": datetime.now().isoformat(timespec="seconds"),
+    }
+    print(f"{'files':>8} {'files/s':>8} {'start s':>8} {'drained s':>9} {'exit s':>7}  peak RSS MB")
+    print(
+        f"{args.files:8,} {result['files_per_s']:8,.0f} {result['startup_seconds']:8.2f} "
+        f"{result['seconds']:9.2f} {result['exit_seconds']:7.2f}  {memory_text(result)}"
+    )
+    print(" ".join(f"{k}={v}" for k, v in bad.items()))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"backlog-{args.files}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
