@@ -52,8 +52,18 @@ def two_days(tmp_path: Path) -> Path:
     """Day 1: a, b; day 2: c, d, e — with different institutions, tables, dates, events and names."""
     clock = Clock(DAY1)
     writer = HistoryWriter(tmp_path, ZONE, now=clock)
-    writer.append([ev("a", "received"), ev("b", institution="41220000", table="D2001", date="20220402",
-                                          name="CISP-41220000_D2001_V01_1_20220402_01_Z.TXT")])
+    writer.append(
+        [
+            ev("a", "received"),
+            ev(
+                "b",
+                institution="41220000",
+                table="D2001",
+                date="20220402",
+                name="CISP-41220000_D2001_V01_1_20220402_01_Z.TXT",
+            ),
+        ]
+    )
     clock.value = DAY2
     d = ev("d", table="D2001", name="CISP-41210000_D2001_V01_1_20220401_02_Q.TXT")
     writer.append([ev("c", "rejected"), d])
@@ -224,8 +234,12 @@ def test_follow_goes_on_after_the_writer_cuts_a_failed_append_back(tmp_path: Pat
     got: list[dict[str, Any]] = []
     thread = _collect(follow(tmp_path, poll_seconds=0.01), 2, got)
     with path.open("ab") as f:  # written, then its fsync fails: the writer cuts it away again
-        f.write((replace(HistoryEvent(event="received", file_id="ghost", message="m"), ts=DAY2)
-                 .to_json_line() + "\n").encode())
+        f.write(
+            (
+                replace(HistoryEvent(event="received", file_id="ghost", message="m"), ts=DAY2).to_json_line()
+                + "\n"
+            ).encode()
+        )
     deadline = time.monotonic() + 5
     while not got and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -268,9 +282,18 @@ def test_format_event_counts_findings_beyond_the_listed_ones() -> None:
 
 
 def test_format_event_without_findings_shows_the_message_and_aligns_the_event() -> None:
-    line = format_event({"ts": "2026-11-25T15:00:00.000+08:00", "event": "held", "station": "k6666",
-                         "transfer_code": "TC41210000", "name": "N.TXT", "records": 3,
-                         "findings": None, "message": "暂缓转发 / Held"})
+    line = format_event(
+        {
+            "ts": "2026-11-25T15:00:00.000+08:00",
+            "event": "held",
+            "station": "k6666",
+            "transfer_code": "TC41210000",
+            "name": "N.TXT",
+            "records": 3,
+            "findings": None,
+            "message": "暂缓转发 / Held",
+        }
+    )
     assert line == "2026-11-25 15:00:00 held      k6666/TC41210000 N.TXT  3 records  暂缓转发 / Held"
 
 
