@@ -6,6 +6,7 @@ batch pays for them once (``claim_many``). Nothing is acknowledged before that.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,7 +62,8 @@ def claim_many(
     """Claim a batch, then fsync the work dir and the inbox once for all of it.
 
     A name that fails is left in the inbox; the others still go through and are made durable, then
-    BatchError carries both.
+    BatchError carries both. If the fsyncs fail the claims did not happen: the files are renamed back
+    into the inbox (to be claimed again by a later scan) and the OSError is raised.
     """
     inbox = station.inbox(tc)
     claimed: list[Claimed] = []
@@ -75,11 +77,23 @@ def claim_many(
         if taken is not None:
             claimed.append(taken)
     if claimed:
-        fsync_dir(station.state_dir(State.WORK, tc))
-        fsync_dir(inbox)
+        try:
+            fsync_dir(station.state_dir(State.WORK, tc))
+            fsync_dir(inbox)
+        except OSError:
+            _unclaim(inbox, claimed)
+            raise
     if errors:
         raise BatchError(claimed, errors)
     return claimed
+
+
+def _unclaim(inbox: Path, claimed: list[Claimed]) -> None:
+    """Undo claims that could not be made durable; one whose name was taken again meanwhile stays in
+    work/ (a complete file there is found by the next start's recovery)."""
+    for item in claimed:
+        with contextlib.suppress(OSError):
+            rename_noreplace(item.path, inbox / item.name)
 
 
 def move(

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +172,26 @@ def test_claim_many_a_thousand_files_with_one_fsync_per_directory(
     )
     assert all(c.path.read_bytes() == str(n).encode() for n, c in enumerate(claimed))
     assert fsyncs == [station.state_dir(State.WORK, TC), station.inbox(TC)]
+
+
+def test_claim_many_whose_fsync_fails_puts_the_files_back(
+    station: StationLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that cannot be made durable did not happen: nothing may be left in work/ that nobody
+    processes until a restart; the next scan claims the files again."""
+
+    def failing(path: Path) -> None:
+        raise OSError(errno.EIO, "injected", str(path))
+
+    monkeypatch.setattr(claim_module, "fsync_dir", failing)
+    names = [f"F{n}" for n in range(5)]
+    for name in names:
+        (station.inbox(TC) / name).write_bytes(name.encode())
+    with pytest.raises(OSError, match="injected"):
+        claim_many(station, TC, names, fresh_id)
+    assert list(station.state_dir(State.WORK, TC).iterdir()) == []
+    assert sorted(p.name for p in station.inbox(TC).iterdir()) == names
+    assert all((station.inbox(TC) / n).read_bytes() == n.encode() for n in names)
 
 
 def test_claim_many_skips_vanished_names_and_does_not_fsync_for_nothing(
