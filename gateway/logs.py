@@ -30,6 +30,8 @@ def _escape_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 
 def configure_logging(*, json_output: bool | None = None, level: int = logging.INFO) -> None:
+    """structlog for the gateway's own lines; the standard library's (watchdog, the history writer's
+    repairs) go through the same processors, so journald gets one format whoever logs."""
     if json_output is None:
         json_output = not sys.stderr.isatty()
     renderer: structlog.typing.Processor = (
@@ -37,16 +39,25 @@ def configure_logging(*, json_output: bool | None = None, level: int = logging.I
         if json_output
         else structlog.dev.ConsoleRenderer(colors=True)
     )
+    shared: list[structlog.typing.Processor] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso"),
+        _escape_text,
+        structlog.processors.dict_tracebacks if json_output else structlog.dev.set_exc_info,
+    ]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            _escape_text,
-            structlog.processors.dict_tracebacks if json_output else structlog.dev.set_exc_info,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

@@ -151,6 +151,8 @@ class Recorder:
     async def _archive(self, unit: Sequence[Item], state: FileState) -> None:
         day = self._day()
         for item in unit:
+            if item.restricted:  # spec 5: owner-only in the archive too, as in quarantine
+                await asyncio.to_thread(item.path.chmod, 0o600)
             await self.move_to(item, State.ARCHIVE, day)
         await self._final(unit, state)
 

@@ -114,6 +114,7 @@ class Service:
         self.notifier = Notifier.from_env(unset_environment=True)  # no-op unless systemd runs us
         self.failed = False
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
+        self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -138,6 +139,7 @@ class Service:
 
     async def serve(self, *, drain: bool) -> int:
         config = self.config
+        self._install_signals()  # a stop during a long recovery is a clean stop, not a kill
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="gateway-io")
         )
@@ -196,8 +198,8 @@ class Service:
             on_claimed=self.on_claimed,
             metrics=self.metrics,
         )
+        self._on_stop.append(self.detector.wake)
         await self.metrics.start()
-        self._install_signals()
         for item in recovered.items:
             item.institution = self._institution_of(item.transfer_code)
         tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
@@ -413,7 +415,8 @@ class Service:
 
     def _stop(self) -> None:
         self.stopping.set()
-        self.detector.wake()
+        for wake in self._on_stop:
+            wake()
 
     def _request_reload(self) -> None:
         self.reload_requested = True

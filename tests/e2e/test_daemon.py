@@ -172,6 +172,9 @@ def test_attachment_pair_is_forwarded_together(gateway: Gateway, tmp_path: Path)
     outcomes = gateway.outcomes()
     assert outcomes[f"{stem}.TXT"] == ["forwarded"] and outcomes[f"{stem}.ZIP"] == ["forwarded"]
     assert (gateway.core() / f"{stem}.ZIP").read_bytes() == archive.read_bytes()
+    for name in (f"{stem}.TXT", f"{stem}.ZIP"):  # each event names the file's own place at the core
+        [event] = gateway.outcome_events(name)
+        assert event["detail"]["core"].endswith(f"/{name}"), event["detail"]
 
 
 def test_second_instance_refuses_the_same_spool(gateway: Gateway) -> None:

@@ -136,5 +136,6 @@ def test_planted_value_never_appears_in_operator_outputs_or_metrics(gateway: Gat
 
     (reason,) = gateway.spool.rglob("*.reason.json")
     assert stat.S_IMODE(quarantined[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE(archived[0].stat().st_mode) == 0o600  # an accepted copy holds the same data
     assert stat.S_IMODE(reason.stat().st_mode) == 0o600
     assert PLANTED in quarantined[0].read_text(encoding="utf-8")  # the evidence itself is kept intact
