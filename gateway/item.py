@@ -36,11 +36,19 @@ class Item:
     verdict: Verdict | None = None
     routed: Routed | None = None
     extra: FindingLog = field(default_factory=FindingLog)  # route, decision and core findings
+    resumed: bool = False  # taken up again (recovery, a retry): the ledger may know it already
 
     def fresh(self) -> Item:
         """The same claimed file where it is now, with nothing learnt about it yet (to try it again)."""
         return Item(
-            self.station, self.transfer_code, self.file_id, self.name, self.path, self.kind, self.institution
+            self.station,
+            self.transfer_code,
+            self.file_id,
+            self.name,
+            self.path,
+            self.kind,
+            self.institution,
+            resumed=True,
         )
 
     def sound(self) -> Sound:

@@ -110,7 +110,7 @@ class Pipeline:
             item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
             await self.recorder.rejected([item])
             return
-        row = await asyncio.to_thread(self.ledger.get, item.file_id)
+        row = await asyncio.to_thread(self.ledger.get, item.file_id) if item.resumed else None
         await self.validate(item)
         self.route(item)
         if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD, FileState.DEFERRED):

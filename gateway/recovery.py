@@ -53,6 +53,7 @@ def recover(layout: SpoolLayout, stations: list[str], ledger: Ledger, history: H
                     name=row.name if row is not None and row.name else entry.name,
                     path=entry.path,
                     kind=classify(entry.path),
+                    resumed=True,
                 )
             )
     in_flight = {item.file_id for item in items}

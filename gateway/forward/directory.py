@@ -77,7 +77,7 @@ class DirectoryForwarder:
         with self._core("creating a file"):
             dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            buf = bytearray(CHUNK_BYTES)
+            buf = bytearray(min(CHUNK_BYTES, item.size + 1))  # a small file: one read, no 1 MiB buffer
             view = memoryview(buf)
             while count := os.readv(src, [buf]):
                 digest.update(view[:count])
