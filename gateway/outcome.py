@@ -136,8 +136,7 @@ class Recorder:
 
     async def duplicate(self, unit: Sequence[Item], of: str) -> None:
         for item in unit:
-            if not any(f.code == "DUPLICATE" for f in item.extra.items):  # a retry keeps the one it has
-                item.extra.add(findings.make("DUPLICATE", file_id=of))
+            item.extra.add(findings.make("DUPLICATE", file_id=of))
             await self.event(
                 item,
                 "duplicate",
