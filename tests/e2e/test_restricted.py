@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 import stat
 import urllib.request
 from pathlib import Path
 
 from tests.e2e.harness import ORG, Gateway, drop, launch, wait_for, yesterday
+from tests.forward.helpers import free_port
 
 PLANTED = "绝密薪酬张三丰"  # a value that must never leave the file
 
@@ -50,13 +50,6 @@ def test_accepted_restricted_file_leaves_no_value_either(gateway: Gateway) -> No
     for path in [*gateway.root.joinpath("history").glob("*.jsonl"), *gateway.outbox().iterdir()]:
         assert PLANTED not in path.read_text(encoding="utf-8")
     assert PLANTED not in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from tests.e2e.harness import Gateway, d1001_body, d1001_name, drop, wait_for
+from tests.forward.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -24,13 +24,6 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     yield gw
     if gw.process is not None and gw.process.poll() is None:
         gw.kill()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def scrape(port: int) -> Families:
