@@ -31,7 +31,7 @@ from gateway.route import route
 from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.entries import EntryKind
-from spool.fsio import fsync_file
+from spool.fsio import datasync_file
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from validators import findings
@@ -133,7 +133,7 @@ class Pipeline:
         item.verdict = await asyncio.to_thread(self._validate, item.path, item.name, self.now().date())
 
     def _validate(self, path: Path, name: str, today: date) -> Verdict:
-        fsync_file(path)  # the sender's bytes are on disk before any outcome is acknowledged for them
+        datasync_file(path)  # the sender's bytes are on disk before any outcome is acknowledged for them
         return validate_file(path, name, self.rules, today=today, pool=self.pool)
 
     def route(self, item: Item) -> None:

@@ -29,10 +29,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def fsync_file(path: Path) -> None:
+def datasync_file(path: Path) -> None:
+    """Make a file's bytes durable (and what reading them back needs: its size and blocks), not its
+    timestamps: a file already on disk and merely renamed costs no write."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     finally:
         os.close(fd)
 

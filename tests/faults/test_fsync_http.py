@@ -101,12 +101,12 @@ def check_acknowledged(gateway: Gateway, names: dict[str, bytes], *, settled: bo
 
 
 def test_fsync_failing_never_acknowledges_an_undelivered_file(gateway: Gateway) -> None:
-    """Expected: with fsync(2) failing at random (EIO, p=0.3) every file either is forwarded (history
-    `forwarded` + OK receipt + the exact bytes in the core) or has no outcome yet and is still in in/,
-    work/ or deferred/ — never acknowledged (event or receipt) without being in the core, or in
-    quarantine for a rejection. The daemon may exit (it cannot make its ledger durable); after a restart
-    without faults every file has exactly one outcome, `forwarded`, one OK receipt naming its file_id,
-    and the core holds each file once, byte-exact."""
+    """Expected: with fsync(2) and fdatasync(2) failing at random (EIO, p=0.3) every file either is
+    forwarded (history `forwarded` + OK receipt + the exact bytes in the core) or has no outcome yet
+    and is still in in/, work/ or deferred/ — never acknowledged (event or receipt) without being in
+    the core, or in quarantine for a rejection. The daemon may exit (it cannot make its ledger
+    durable); after a restart without faults every file has exactly one outcome, `forwarded`, one OK
+    receipt naming its file_id, and the core holds each file once, byte-exact."""
     if shutil.which("fiu-run") is None or not Path(FIU_PRELOAD).exists():
         pytest.skip("libfiu is not installed: apt-get install -y fiu-utils libfiu0")
     names = {
@@ -122,7 +122,7 @@ def test_fsync_failing_never_acknowledges_an_undelivered_file(gateway: Gateway) 
         [
             "fiu-ctrl",
             "-c",
-            "enable_random name=posix/io/sync/fsync,probability=0.3,failinfo=5",
+            "enable_random name=posix/io/sync/*,probability=0.3,failinfo=5",  # fsync and fdatasync
             str(gateway.process.pid),
         ],
         capture_output=True,
