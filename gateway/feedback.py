@@ -52,7 +52,7 @@ import structlog
 from codes.registry import TransferCode
 from gateway.config import FEEDBACK_DIR
 from gateway.history import HistoryEvent
-from gateway.receipts import OWN_RECEIPT
+from gateway.receipts import OWN_RECEIPT, receipt_lock
 from gateway.text import visible
 from spool.entries import NotRegularFileError, is_temp_name, open_regular
 from spool.fsio import fsync_dir, makedirs_durable, rename_noreplace, temp_name, write_atomic
@@ -396,6 +396,13 @@ def _deliver_one(
 ) -> Delivery | None:
     """Put the bytes at ``final`` unless they are there already; None if the source changed meanwhile."""
     makedirs_durable(final.parent)
+    with receipt_lock(final.parent, final.name):  # the gateway's receipt of the stem waits meanwhile
+        return _deliver_locked(fd, before, size, sha256, station, tc, final)
+
+
+def _deliver_locked(
+    fd: int, before: os.stat_result, size: int, sha256: str, station: str, tc: str, final: Path
+) -> Delivery | None:
     for _attempt in range(2):
         existing = _existing(final)
         if existing is not None and existing[0] == size and existing[1] == sha256:

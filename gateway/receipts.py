@@ -70,8 +70,15 @@ OWN_RECEIPT = re.compile(
 
 
 _STRIPES = tuple(threading.Lock() for _ in range(64))
-"""Receipts of one stem may be written from several threads at once: they take the same lock. Other
-stems (almost always) take another, so one outbox's fsyncs never wait for another's."""
+
+
+def receipt_lock(outbox: Path, name: str) -> threading.Lock:
+    """The lock every writer of ``outbox/name`` takes, ``name`` being a receipt's or the core's feedback
+    file name: the OK and BAD files of one stem share it, so the gateway's receipts and the core's
+    feedback of that stem never interleave a check and a replace. Other stems (almost always) take
+    another, so one outbox's fsyncs never wait for another's."""
+    ok_name = name[: -len("_BAD.TXT")] + "_OK.TXT" if name.endswith("_BAD.TXT") else name
+    return _STRIPES[hash((outbox, ok_name)) % len(_STRIPES)]
 
 
 def _own_file_id(path: Path) -> str | None:
@@ -98,8 +105,7 @@ def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> P
     makedirs_durable(outbox)
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
-    ok_name = path.name if receipt.ok else other.name  # the same for both receipts of a stem
-    with _STRIPES[hash((outbox, ok_name)) % len(_STRIPES)]:
+    with receipt_lock(outbox, path.name):
         if path.exists() and not is_own_receipt(path):
             return None
         newer = [

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -34,7 +35,7 @@ from gateway.feedback import (
     scan_feedback_dir,
 )
 from gateway.history import HistoryEvent, HistoryWriter
-from gateway.receipts import Receipt, write_receipt
+from gateway.receipts import Receipt, receipt_lock, write_receipt
 from spool import fsio
 from spool.layout import SpoolLayout, State
 
@@ -405,6 +406,24 @@ def test_the_gateways_own_receipt_is_replaced_and_the_event_says_so(layout: Spoo
     assert ev.detail is not None and ev.detail["replaced"] == "gateway_receipt"
     assert ev.detail["replaced_sha256"] == __import__("hashlib").sha256(before).hexdigest()
     assert "replacing the gateway's own receipt" in ev.message
+
+
+def test_feedback_waits_while_a_receipt_of_its_stem_is_being_written(
+    layout: SpoolLayout, inbox: Path
+) -> None:
+    """The receipt writer checks "not the core's feedback" and then replaces: feedback landing in
+    between would be overwritten. Both take the stem's lock, for the OK and the BAD name alike."""
+    outbox = layout.station("k1237").outbox("TC41210000")
+    assert receipt_lock(outbox, OK_NAME) is receipt_lock(outbox, BAD_NAME)
+    done: list[FeedbackResult] = []
+    with receipt_lock(outbox, BAD_NAME):  # as write_receipt holds it for a BAD receipt of the stem
+        worker = threading.Thread(target=lambda: done.append(deliver(drop(inbox, OK_NAME), layout)))
+        worker.start()
+        worker.join(0.5)
+        assert worker.is_alive() and not (outbox / OK_NAME).exists()
+    worker.join(10)
+    assert [d.action for d in done[0].deliveries] == ["written"]
+    assert (outbox / OK_NAME).read_bytes() == BODY
 
 
 def test_an_earlier_other_file_is_replaced_not_silently(layout: SpoolLayout, inbox: Path) -> None:
