@@ -15,13 +15,11 @@ forwarded event, its receipt, one core copy, gone from ``in/``). Prints a table,
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,13 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import (
     CODES,
     REPO,
-    RESULTS,
     STATION,
     forwarded_times,
     gateway_config,
-    machine,
     names,
     rename_all,
+    save_result,
     stage,
     start_gateway,
     verify_gateway,
@@ -89,8 +86,6 @@ def main() -> None:
         "files_per_s": moved / (last - start),
         **memory.figures(),
         **bad,
-        "machine": machine(),
-        "at": datetime.now().isoformat(timespec="seconds"),
     }
     print(f"{'files':>8} {'files/s':>8} {'start s':>8} {'drained s':>9} {'exit s':>7}  peak RSS MB")
     print(
@@ -98,8 +93,7 @@ def main() -> None:
         f"{result['seconds']:9.2f} {result['exit_seconds']:7.2f}  {memory_text(result)}"
     )
     print(" ".join(f"{k}={v}" for k, v in bad.items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"backlog-{args.files}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result(f"backlog-{args.files}", result)
 
 
 if __name__ == "__main__":

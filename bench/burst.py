@@ -396,6 +396,15 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
 
 
+def save_result(name: str, report: dict[str, Any]) -> Path:
+    """Write ``bench/results/<name>.json`` with the machine and the time added; returns its path."""
+    report = {**report, "machine": machine(), "at": datetime.now().isoformat(timespec="seconds")}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
 def plot(runs: list[dict[str, Any]], files: int, path: Path) -> None:
     """Files moved per second over time, one line per run (log scale: the contenders differ 50-fold)."""
     plt = pyplot()
@@ -500,13 +509,10 @@ def main() -> None:
         "files": args.files,
         "codes": CODES,
         "station": STATION,
-        "machine": machine(),
         "runs": runs,
         "ratios": ratios,
-        "at": datetime.now().isoformat(timespec="seconds"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"burst-{args.files}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    save_result(f"burst-{args.files}", report)
     if args.plot and runs:
         plot(runs, args.files, RESULTS / f"burst-{args.files}.png")
 

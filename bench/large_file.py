@@ -16,26 +16,23 @@ writes ``bench/results/large_file-<gb>gb.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burst import (
     REPO,
-    RESULTS,
     STATION,
     body,
     forwarded_times,
     gateway_config,
-    machine,
     names,
+    save_result,
     start_gateway,
     stop_gateway,
     verify_gateway,
@@ -115,13 +112,8 @@ def main() -> None:
         "baseline": baseline,
         "gateway": gateway,
         "ratio": ratio,
-        "machine": machine(),
-        "at": datetime.now().isoformat(timespec="seconds"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"large_file-{args.gb:g}gb.json").write_text(
-        json.dumps(report, indent=2) + "\n", encoding="utf-8"
-    )
+    save_result(f"large_file-{args.gb:g}gb", report)
 
 
 if __name__ == "__main__":

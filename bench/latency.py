@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import os
 import select
 import shutil
@@ -25,7 +24,6 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -34,9 +32,9 @@ from burst import (
     REPO,
     RESULTS,
     gateway_config,
-    machine,
     names,
     outcome_count,
+    save_result,
     stage,
     start_gateway,
     stop_gateway,
@@ -171,8 +169,6 @@ def main() -> None:
             "max_ms": max(latencies),
             "mean_ms": statistics.fmean(latencies),
             **bad,
-            "machine": machine(),
-            "at": datetime.now().isoformat(timespec="seconds"),
         }
     finally:
         if not args.keep:
@@ -187,10 +183,7 @@ def main() -> None:
         f"{result['mean_ms']:8.1f}"
     )
     print(" ".join(f"{k}={bad[k]}" for k in bad))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"latency-{args.rate:g}.json").write_text(
-        json.dumps(result, indent=2) + "\n", encoding="utf-8"
-    )
+    save_result(f"latency-{args.rate:g}", result)
     if args.plot:
         plot(latencies, args.rate, RESULTS / f"latency-{args.rate:g}.png")
 

@@ -14,24 +14,21 @@ file is checked as burst does. Prints a table, writes ``bench/results/mailboxes-
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from burst import (
     REPO,
-    RESULTS,
     STATION,
     gateway_config,
-    machine,
     names,
     rename_all,
+    save_result,
     stage,
     start_gateway,
     stop_gateway,
@@ -81,8 +78,6 @@ def main() -> None:
         "moved": moved,
         "files_per_s": moved / (end - start),
         **bad,
-        "machine": machine(),
-        "at": datetime.now().isoformat(timespec="seconds"),
     }
     print(f"{'codes':>6} {'files':>7} {'start-up s':>10} {'watches':>8} {'files/s':>8} {'seconds':>8}")
     print(
@@ -90,9 +85,7 @@ def main() -> None:
         f"{result['seconds']:8.2f}"
     )
     print(" ".join(f"{k}={v}" for k, v in bad.items()))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = f"mailboxes-{args.codes}x{args.per_code}.json"
-    (RESULTS / name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result(f"mailboxes-{args.codes}x{args.per_code}", result)
 
 
 if __name__ == "__main__":
