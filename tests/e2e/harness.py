@@ -24,8 +24,13 @@ ORG = "41210000"
 TC = "TC41210000"
 
 
+def day(back: int) -> str:
+    """A data date ``back`` days before today (gateway clock): in the past, and distinct per ``back``."""
+    return (datetime.now(ZONE) - timedelta(days=back)).strftime("%Y%m%d")
+
+
 def yesterday() -> str:
-    return (datetime.now(ZONE) - timedelta(days=1)).strftime("%Y%m%d")
+    return day(1)
 
 
 def d1001_name(date: str | None = None, batch: int = 1, org: str = ORG, part: int = 1) -> str:

@@ -9,7 +9,7 @@ directory, the spool's state dirs and the ledger file.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from gateway.history import HistoryEvent, HistoryWriter
 from gateway.ledger import Ledger
@@ -23,6 +23,7 @@ from tests.e2e.harness import (
     Gateway,
     d1001_body,
     d1001_name,
+    day,
     drop,
     kill_when,
     launch,
@@ -33,11 +34,6 @@ from tests.e2e.harness import (
 )
 from tests.e2e.settled import Dropped, assert_settled, enum_body
 from validators import findings
-
-
-def day(back: int) -> str:
-    """A data date ``back`` days before today (gateway clock): all in the past, all distinct."""
-    return (datetime.now(ZONE) - timedelta(days=back)).strftime("%Y%m%d")
 
 
 def the_batch() -> tuple[Dropped, list[Dropped]]:

@@ -24,21 +24,15 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ORG, TC, ZONE, Gateway, d1001_body, d1001_name, drop, wait_for
+from tests.e2e.harness import ORG, TC, Gateway, d1001_body, d1001_name, day, drop, wait_for
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 STATIONS = ("k1237", "k6666")
-
-
-def day(n: int) -> str:
-    """A data date n days before today (distinct report keys, so no case is another's duplicate)."""
-    return (datetime.now(ZONE) - timedelta(days=n)).strftime("%Y%m%d")
 
 
 # --- ZIPs written header by header (copied from tests/validators/test_archive.py) ---------------------

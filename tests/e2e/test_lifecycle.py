@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from tests.e2e.harness import (
     Gateway,
     d1001_body,
     d1001_name,
+    day,
     drop,
     launch,
     state_files,
@@ -44,10 +45,6 @@ def _remove_large_files(gateway: Gateway) -> Iterator[None]:
     for path in gateway.root.rglob("*"):
         if path.is_file() and not path.is_symlink() and path.stat().st_size > 4 * MB:
             path.unlink()
-
-
-def day(back: int) -> str:
-    return (datetime.now(ZONE) - timedelta(days=back)).strftime("%Y%m%d")
 
 
 def d2001_name(date: str, part: int = 1, batch: int = 1) -> str:
