@@ -52,6 +52,10 @@ class StationConfig(_Strict):
 class DirectoryRoute(_Strict):
     type: Literal["directory"]
     path: Path
+    # copy: the core gets its own durable copy. link: a hard link of the spool file, no byte copied (the
+    # core then shares the inode with archive/ and must not change files in place); copies when it cannot
+    # link (another filesystem, a restricted table's file, a file it may not link)
+    hand_off: Literal["copy", "link"] = "copy"
     feedback: Path | None = None  # where the core drops OK/BAD feedback files
     on_window: Literal["hold", "reject"] = "hold"
 

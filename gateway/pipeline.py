@@ -407,6 +407,8 @@ class Pipeline:
             data_date=sound.name.date,
             batch=f"{sound.name.batch:02d}",
             mode=sound.name.mode,
+            mtime_ns=sound.verdict.mtime_ns,
+            private=item.restricted,
         )
 
     async def _deferred(self, item: Item, reason: str) -> Outbound:

@@ -62,6 +62,7 @@ class Verdict:
     table: TableSpec | None
     size: int = 0
     sha256: str = ""
+    mtime_ns: int = 0  # the file's mtime before it was read: a later write shows as a new one
     records: int = 0
     findings: FindingLog = field(default_factory=FindingLog)
     attachment_rows: list[AttachmentRow] = field(default_factory=list)
@@ -115,7 +116,8 @@ def validate_file(
     table = rules.tables.get(content_name.table) if content_name else None
     verdict = Verdict(name=name, parsed=parsed, table=table)
     verdict.findings.extend(checked.findings)
-    size = path.stat().st_size
+    before = path.stat()
+    size, verdict.mtime_ns = before.st_size, before.st_mtime_ns
     if size > rules.max_file_bytes:
         verdict.size = size
         verdict.findings.add(findings.make("FILE_TOO_LARGE", size=size, max=rules.max_file_bytes))

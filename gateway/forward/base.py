@@ -35,6 +35,8 @@ class Outbound:
     data_date: str  # YYYYMMDD, as in the name
     batch: str  # "01".."99"
     mode: str  # "Q" or "Z"
+    mtime_ns: int = 0  # the spool file's mtime when it was validated; 0: unknown
+    private: bool = False  # a restricted table's file: owner-only, never shares its inode with the core
 
 
 class ForwardError(Exception):

@@ -5,6 +5,10 @@ make it idempotent: if the core already holds the name with the same content, an
 there (perhaps just before a crash) and this one is done; other content under the name is a rejection.
 Failures of the core directory (missing, not a directory, not writable, full, I/O errors) are
 ``Transient``: the file stays deferred until the operator fixes the core, never rejected for it.
+
+With ``hand_off: link`` the temp name is a hard link of the spool file instead of a copy: the same steps,
+no byte read or written, so a GB-sized file costs what a small one does (a durable copy is bound by the
+disk's write speed). The file must still be what was validated (size and mtime); otherwise it is copied.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from spool.fsio import fsync_dir, rename_noreplace, temp_name
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what spool.fsio.temp_name makes
 _UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
 _FULL = (errno.ENOSPC, errno.EDQUOT)
+_CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
 class DirectoryForwarder:
@@ -36,6 +41,7 @@ class DirectoryForwarder:
     def __init__(self, route: DirectoryRoute, dirs: DirectorySync | None = None) -> None:
         self.root = route.path
         self._dirs = dirs or DirectorySync()
+        self._link = route.hand_off == "link"
 
     async def send(self, item: Outbound) -> str:
         where = await asyncio.to_thread(self._send, item)
@@ -58,19 +64,46 @@ class DirectoryForwarder:
         final = self.root / item.name
         if self._holds(final, item):
             return f"already at the core as {final}"
-        src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
+        tmp = temp_name(final)
         try:
-            tmp = temp_name(final)
+            if self._link and not item.private and self._link_to(tmp, item):
+                how = "linked"
+            else:
+                src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
+                try:
+                    self._copy(src, tmp, item)
+                finally:
+                    os.close(src)
+                how = "copied"
+            self._publish(tmp, final, item)
+        except BaseException:
+            with suppress(OSError):  # a read-only core refuses even this (EROFS)
+                tmp.unlink(missing_ok=True)
+            raise
+        return f"{how} to {final}"
+
+    def _link_to(self, tmp: Path, item: Outbound) -> bool:
+        """Hard-link the spool file to ``tmp`` and make that durable; False when it cannot be linked here
+        (another filesystem, not allowed, too many links) or may have changed since it was validated."""
+        try:
+            os.link(item.path, tmp, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in _CANNOT_LINK:
+                return False
+            if not os.path.lexists(item.path):
+                raise  # the spool's own file is gone: not the core's fault
+            raise Transient(_explain(self.root, "linking", exc)) from exc
+        with self._core("syncing"):
+            fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
             try:
-                self._copy(src, tmp, item)
-                self._publish(tmp, final, item)
-            except BaseException:
-                with suppress(OSError):  # a read-only core refuses even this (EROFS)
-                    tmp.unlink(missing_ok=True)
-                raise
-        finally:
-            os.close(src)
-        return f"copied to {final}"
+                info = os.fstat(fd)
+                if not item.mtime_ns or (info.st_size, info.st_mtime_ns) != (item.size, item.mtime_ns):
+                    tmp.unlink()  # written since it was validated (or not known): copy, which verifies
+                    return False
+                os.fsync(fd)  # its new link count; the bytes were made durable before the decision
+            finally:
+                os.close(fd)
+        return True
 
     def _copy(self, src: int, tmp: Path, item: Outbound) -> None:
         digest = Digest(item)
@@ -108,7 +141,7 @@ class DirectoryForwarder:
             same = (
                 stat.S_ISREG(info.st_mode)
                 and info.st_size == item.size
-                and _sha256(final) == item.sha256.lower()
+                and (_linked(info, item.path) or _sha256(final) == item.sha256.lower())
             )
         if same:
             return True
@@ -152,6 +185,13 @@ def _explain(root: Path, action: str, exc: OSError) -> str:
     if exc.errno in _FULL:
         return f"core directory {root} is full ({exc.strerror}); free space there"
     return f"core directory {root}: {action} failed: {exc.strerror or exc}"
+
+
+def _linked(info: os.stat_result, path: Path) -> bool:
+    """``info`` is the spool file itself (an earlier attempt linked it): nothing to read."""
+    with suppress(OSError):
+        return os.path.samestat(info, os.lstat(path))
+    return False
 
 
 def _write_all(fd: int, data: memoryview) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +17,7 @@ from gateway.config import DirectoryRoute
 from gateway.forward import (
     DirectoryForwarder,
     ForwardError,
+    Outbound,
     Rejected,
     RetryPolicy,
     Transient,
@@ -24,8 +28,9 @@ from spool.fsio import temp_name
 from tests.forward.helpers import NAME, current_rss, outbound, peak_rss_since_reset, write_big_file
 
 MakeFile = Callable[[bytes], Path]
-FAST = RetryPolicy(backoff_initial=0.02, backoff_max=0.05, task_retry_seconds=0.05,
-                   task_retry_total_seconds=0.2)
+FAST = RetryPolicy(
+    backoff_initial=0.02, backoff_max=0.05, task_retry_seconds=0.05, task_retry_total_seconds=0.2
+)
 
 
 def route(path: Path) -> DirectoryRoute:
@@ -110,9 +115,7 @@ async def test_missing_core_directory_is_transient_and_says_so(tmp_path: Path, m
     assert not missing.exists()
 
 
-async def test_core_path_that_is_a_file_is_transient_and_says_so(
-    tmp_path: Path, make_file: MakeFile
-) -> None:
+async def test_core_path_that_is_a_file_is_transient_and_says_so(tmp_path: Path, make_file: MakeFile) -> None:
     item = outbound(make_file(b"a|b\n"))
     not_a_dir = tmp_path / "core-file"
     not_a_dir.write_bytes(b"")
@@ -208,3 +211,83 @@ async def test_100_mb_file_is_streamed_in_bounded_memory(core_dir: Path, tmp_pat
     assert grown < 30 * 2**20, f"peak RSS grew by {grown / 2**20:.0f} MiB while copying 100 MiB"
     with (core_dir / NAME).open("rb") as f:
         assert hashlib.file_digest(f, "sha256").hexdigest() == item.sha256
+
+
+def link_route(path: Path) -> DirectoryRoute:
+    return DirectoryRoute(type="directory", path=path, hand_off="link")
+
+
+def validated(path: Path, **overrides: Any) -> Outbound:
+    """An Outbound as the pipeline makes it: with the mtime the file had when it was validated."""
+    return outbound(path, **{"mtime_ns": path.stat().st_mtime_ns, **overrides})
+
+
+async def test_link_hands_over_the_spool_file_itself(core_dir: Path, make_file: MakeFile) -> None:
+    data = b"41210000|name|913100000000000000|01||||20220401\r\n" * 1000
+    item = validated(make_file(data))
+    where = await DirectoryForwarder(link_route(core_dir)).send(item)
+    assert where.startswith("linked to")
+    assert listing(core_dir) == [NAME]  # no temp link left beside it
+    assert (core_dir / NAME).stat().st_ino == item.path.stat().st_ino  # no byte copied
+    assert item.path.stat().st_nlink == 2
+    assert (core_dir / NAME).read_bytes() == data
+
+
+async def test_link_resend_is_idempotent(core_dir: Path, make_file: MakeFile) -> None:
+    item = validated(make_file(b"a|b\n"))
+    forwarder = DirectoryForwarder(link_route(core_dir))
+    await forwarder.send(item)
+    assert "already" in await forwarder.send(item)
+    assert listing(core_dir) == [NAME]
+    assert item.path.stat().st_nlink == 2
+
+
+async def test_link_of_a_file_written_since_validation_is_copied_and_refused(
+    core_dir: Path, make_file: MakeFile
+) -> None:
+    path = make_file(b"a|b\n")
+    item = validated(path)
+    path.write_bytes(b"a|c\n")
+    os.utime(path, ns=(item.mtime_ns + 10**9, item.mtime_ns + 10**9))  # a later write, clock ticks apart
+    with pytest.raises(ForwardError, match="no longer matches"):
+        await DirectoryForwarder(link_route(core_dir)).send(item)
+    assert listing(core_dir) == []
+    assert path.stat().st_nlink == 1  # the link made for the check is gone again
+
+
+@pytest.mark.parametrize(
+    "overrides", [{"private": True}, {"mtime_ns": 0}], ids=["restricted", "mtime-unknown"]
+)
+async def test_link_copies_what_it_must_not_share(
+    core_dir: Path, make_file: MakeFile, overrides: dict[str, Any]
+) -> None:
+    path = make_file(b"a|b\n")
+    item = validated(path, **overrides)
+    where = await DirectoryForwarder(link_route(core_dir)).send(item)
+    assert where.startswith("copied to")
+    assert (core_dir / NAME).stat().st_ino != path.stat().st_ino
+    assert (core_dir / NAME).read_bytes() == b"a|b\n"
+
+
+async def test_link_to_another_filesystem_copies(make_file: MakeFile) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == make_file(b"").stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's temp dir")
+    core = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        item = validated(make_file(b"a|b\n"))
+        where = await DirectoryForwarder(link_route(core)).send(item)
+        assert where.startswith("copied to")
+        assert (core / NAME).read_bytes() == b"a|b\n"
+    finally:
+        shutil.rmtree(core)
+
+
+async def test_link_of_a_missing_spool_file_is_not_blamed_on_the_core(core_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "gone"
+    path.write_bytes(b"x")
+    item = validated(path)
+    path.unlink()
+    with pytest.raises(FileNotFoundError):
+        await DirectoryForwarder(link_route(core_dir)).send(item)
+    assert listing(core_dir) == []
