@@ -1,6 +1,6 @@
 """Burst: N valid 1 KiB D2001 files renamed into 100 k6666 mailboxes at once, gateway vs two naive movers.
 
-    python bench/burst.py --files 20000 [--rounds 2] [--profile]
+    python bench/burst.py --files 20000 [--rounds 2] [--hand-off copy|link] [--profile]
 
 Each run gets a fresh directory (``--root``, default a new temp dir on the repo's filesystem). The files
 are written first under ``stage/`` (not timed), then renamed into ``<spool>/k6666/<tc>/in/`` as fast as
@@ -9,7 +9,8 @@ times (this filesystem slows file creation for minutes after mass deletes, so ra
 the fair figure):
 
 - gateway: ``fdep-gateway run`` on k6666 (windows off) with 100 transfer codes; done when every file has
-  its ``forwarded`` history event, its ``_OK`` receipt in ``out/`` and its copy in the core directory.
+  its ``forwarded`` history event, its ``_OK`` receipt in ``out/`` and its copy in the core directory
+  (the route's ``hand_off``: a durable copy, or with ``--hand-off link`` a hard link).
 - inotifywait: ``inotifywait -m -e moved_to ... | while read f; do mv "$f" core/; done`` (inotify-tools).
 - watchdog: a minimal Python ``watchdog`` observer that ``os.rename``\\ s each file it hears about.
 
@@ -141,13 +142,14 @@ def rename_all(pairs: list[tuple[Path, Path]]) -> tuple[float, float]:
 # -- the gateway ----------------------------------------------------------------------------------------
 
 
-def gateway_config(root: Path, codes: int = CODES, **extra: Any) -> Path:
+def gateway_config(root: Path, codes: int = CODES, hand_off: str = "copy", **extra: Any) -> Path:
+    """The daemon's config for a run under ``root``: ``codes`` mailboxes, one directory core."""
     data: dict[str, Any] = {
         "spool_root": str(root / "spool"),
         "settle_seconds": 2,
         "rescan_seconds": 30,
         "stations": {STATION: {"environment": "production", "route": "core-prod"}},  # windows off
-        "routes": {"core-prod": {"type": "directory", "path": str(root / "core")}},
+        "routes": {"core-prod": {"type": "directory", "path": str(root / "core"), "hand_off": hand_off}},
         "transfer_codes": {
             tc_of(c): {"institution": org_of(c), "stations": [STATION], "tables": ["D2001"]}
             for c in range(codes)
@@ -266,9 +268,13 @@ def verify_gateway(root: Path, files: list[tuple[str, str, str]]) -> dict[str, i
 
 
 def run_gateway(
-    root: Path, files: list[tuple[str, str, str]], profile: Path | None, timeout: float
+    root: Path,
+    files: list[tuple[str, str, str]],
+    profile: Path | None,
+    timeout: float,
+    hand_off: str = "copy",
 ) -> dict[str, Any]:
-    config = gateway_config(root)
+    config = gateway_config(root, hand_off=hand_off)
     pairs = stage(root, files)
     process = start_gateway(root, config, profile)
     try:
@@ -444,6 +450,9 @@ def main() -> None:
         "--idle", type=float, default=5.0, help="a baseline is done after this long without a move"
     )
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--hand-off", default="copy", choices=("copy", "link"), help="the core route's hand_off"
+    )
     parser.add_argument("--root", type=Path, default=None, help="where the run directories go (fresh ones)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
@@ -464,7 +473,7 @@ def main() -> None:
                 root.mkdir()
                 if kind == "gateway":
                     profile = root / "daemon.prof" if args.profile else None
-                    result = run_gateway(root, files, profile, args.timeout)
+                    result = run_gateway(root, files, profile, args.timeout, args.hand_off)
                     notes = " ".join(
                         f"{k}={result[k]}"
                         for k in (
@@ -509,6 +518,7 @@ def main() -> None:
         "files": args.files,
         "codes": CODES,
         "station": STATION,
+        "hand_off": args.hand_off,
         "runs": runs,
         "ratios": ratios,
     }

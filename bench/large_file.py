@@ -65,8 +65,7 @@ def run_daemon(root: Path, staged: Path, hand_off: str, timeout: float) -> dict[
     The file is renamed back to ``staged`` from the archive afterwards, for the next contender."""
     tc, name = staged.parent.name, staged.name
     root.mkdir()
-    route = {"type": "directory", "path": str(root / "core"), "hand_off": hand_off}
-    config = gateway_config(root, routes={"core-prod": route})
+    config = gateway_config(root, hand_off=hand_off)
     inbox = root / "spool" / STATION / tc / "in"
     inbox.mkdir(parents=True)
     process = start_gateway(root, config)
