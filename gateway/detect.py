@@ -12,7 +12,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import structlog
@@ -65,7 +65,6 @@ class Detector:
         self._known: set[Mailbox] = set()  # state dirs exist
         self._tasks: set[asyncio.Task[None]] = set()
         self.in_flight = 0
-        self._claiming = 0  # claim batches whose renames and fsyncs are running
         self.scans = 0
         self.overflows = 0
         self.last_scan_found = 0
@@ -226,10 +225,7 @@ class Detector:
     # -- claim ----------------------------------------------------------------------------------------
 
     async def claim_ready(self) -> None:
-        """Claim ready files per mailbox, as many as free slots allow; each is handed on in its own task.
-
-        A batch's renames and fsyncs run in a task of their own, each mailbox in its own thread: the
-        loop goes on claiming the next files while the disk makes the last batch durable."""
+        """Claim ready files per mailbox, as many as free slots allow; each is handed on in its own task."""
         for key in self.tracker.ready():
             self._ready[key] = None
         while self._ready and not self._slots.locked():
@@ -243,46 +239,29 @@ class Detector:
                 self.first_seen.pop(key, None)
                 batch.setdefault((key[0], key[1]), []).append(key[2])
                 taken += 1
-            self._claiming += 1
-            self._spawn(self._claim(batch, taken), name="claim")
+            claimed = await asyncio.to_thread(self._claim, batch)
+            for _ in range(taken - len(claimed)):
+                self._slots.release()  # vanished before the claim: nothing to do
+            for station, item in claimed:
+                self.in_flight += 1
+                task = asyncio.get_running_loop().create_task(self._hand_on(station, item), name=item.file_id)
+                self._tasks.add(task)  # the loop holds tasks only weakly
+                task.add_done_callback(self._tasks.discard)
 
-    def _spawn(self, work: Coroutine[None, None, None], *, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=name)
-        self._tasks.add(task)  # the loop holds tasks only weakly
-        task.add_done_callback(self._tasks.discard)
-
-    async def _claim(self, batch: dict[tuple[str, str], list[str]], taken: int) -> None:
-        try:
-            boxes = await asyncio.gather(
-                *(asyncio.to_thread(self._claim_box, *box, names) for box, names in batch.items()),
-                return_exceptions=True,
-            )
-        finally:
-            self._claiming -= 1
-        claimed: list[tuple[str, Claimed]] = []
-        for box, done in zip(batch, boxes, strict=True):
-            if isinstance(done, BaseException):  # not an OSError: a bug; a restart's recovery finds work/
-                log.error("claim.failed", station=box[0], transfer_code=box[1], error=repr(done))
-            else:
-                claimed.extend(done)
-        for _ in range(taken - len(claimed)):
-            self._slots.release()  # vanished before the claim: nothing to do
-        for station, item in claimed:
-            self.in_flight += 1
-            self._spawn(self._hand_on(station, item), name=item.file_id)
-        self._wake.set()
-
-    def _claim_box(self, station: str, tc: str, names: list[str]) -> list[tuple[str, Claimed]]:
-        try:
-            done = claim_many(self.layout.station(station), tc, names, self._now_id)
-        except BatchError as exc:
-            done = list(exc.done)
-            for path, error in exc.errors.items():
-                log.error("claim.failed", path=str(path), error=str(error))
-        except OSError as exc:
-            log.error("claim.failed", station=station, transfer_code=tc, error=str(exc))
-            return []
-        return [(station, item) for item in done]
+    def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
+        out: list[tuple[str, Claimed]] = []
+        for (station, tc), names in batch.items():
+            try:
+                done = claim_many(self.layout.station(station), tc, names, self._now_id)
+            except BatchError as exc:
+                done = list(exc.done)
+                for path, error in exc.errors.items():
+                    log.error("claim.failed", path=str(path), error=str(error))
+            except OSError as exc:
+                log.error("claim.failed", station=station, transfer_code=tc, error=str(exc))
+                continue
+            out.extend((station, item) for item in done)
+        return out
 
     async def _hand_on(self, station: str, item: Claimed) -> None:
         try:
@@ -320,7 +299,7 @@ class Detector:
     @property
     def settled(self) -> bool:
         """Nothing ready to claim and nothing settling: every file seen has been handed on."""
-        return not self._ready and not self._claiming and len(self.tracker) == 0
+        return not self._ready and len(self.tracker) == 0
 
     def unclaimed(self, now: float) -> Iterator[tuple[str, float]]:
         """(station, seconds since first seen) of every inbox file not claimed yet (the queue gauges)."""

@@ -39,7 +39,7 @@ from gateway.validate import Rules
 from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
-from spool.ids import next_file_id
+from spool.ids import new_file_id
 from spool.layout import SpoolLayout, State
 from spool.lock import SpoolLock
 
@@ -136,7 +136,7 @@ class Service:
         return datetime.now(self.config.zone) + self.clock_offset
 
     def new_id(self) -> str:
-        return next_file_id(self.now)
+        return new_file_id(self.now())
 
     async def serve(self, *, drain: bool) -> int:
         config = self.config
