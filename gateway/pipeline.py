@@ -23,7 +23,7 @@ from gateway.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
 from gateway.item import Item
-from gateway.ledger import Accept, Decision, Duplicate, FileRow, FirstNotFull, Ledger, Stale
+from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.outcome import Recorder
@@ -99,21 +99,19 @@ class Pipeline:
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner)."""
         self.recorder.active[item.file_id] = item
-        received = self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
+        await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
         logged = self.rejections.get(item.file_id)
         if logged is not None:  # rejected before a crash: finish that outcome, never decide it again
-            await received
             item.extra.absorb(*logged)
             await self.recorder.rejected([item])
             del self.rejections[item.file_id]
             return
         if item.kind is not EntryKind.REGULAR:
-            await received
             item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
             await self.recorder.rejected([item])
             return
-        # the received event is made durable while the file is validated; both before any outcome
-        row, _ = await asyncio.gather(self._look_up_and_validate(item), received)
+        row = await asyncio.to_thread(self.ledger.get, item.file_id) if item.resumed else None
+        await self.validate(item)
         self.route(item)
         if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD, FileState.DEFERRED):
             # recovery: decided before the crash; the file must still be exactly what was accepted
@@ -130,12 +128,6 @@ class Pipeline:
         if unit is None:
             return
         await self.decide(unit)
-
-    async def _look_up_and_validate(self, item: Item) -> FileRow | None:
-        """The ledger row of a recovered file (a fresh claim has none), and the verdict on its content."""
-        row = await asyncio.to_thread(self.ledger.get, item.file_id) if item.resumed else None
-        await self.validate(item)
-        return row
 
     async def validate(self, item: Item) -> None:
         item.verdict = await asyncio.to_thread(self._validate, item.path, item.name, self.now().date())
