@@ -216,6 +216,18 @@ class Ledger:
                     self._conn.execute("ROLLBACK")
                 raise
 
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One method's updates: its own transaction when called alone; inside a caller's transaction,
+        part of it, with no savepoint of its own (if it raises, the caller's block undoes it all). Each
+        statement saved matters: under load every one waits for the GIL again."""
+        with self._lock:
+            if self._depth:
+                yield
+                return
+            with self.transaction():
+                yield
+
     def integrity_ok(self) -> bool:
         """``PRAGMA integrity_check`` passed; a file too damaged to check counts as failed."""
         with self._lock:
@@ -241,7 +253,7 @@ class Ledger:
         columns = ", ".join(values)  # names checked against Facts above: safe to splice into SQL
         updates = ", ".join(f"{c} = excluded.{c}" for c in values)
         marks = ", ".join("?" * len(values))
-        with self.transaction():
+        with self._atomic():
             self._conn.execute(
                 f"INSERT INTO files (file_id, {columns}) VALUES (?, {marks}) "  # noqa: S608 - checked names
                 f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
@@ -307,7 +319,7 @@ class Ledger:
         included). Any other file whose batch is not above the key's accepted batch is stale, whatever
         its content: a re-report takes the next batch.
         """
-        with self.transaction():
+        with self._atomic():
             dup = self._conn.execute(
                 f"SELECT file_id FROM files WHERE station = ? AND name = ? AND sha256 = ? "  # noqa: S608 - fixed state list
                 f"AND state IN ({_TAKEN_SQL}) ORDER BY file_id LIMIT 1",
@@ -349,8 +361,8 @@ class Ledger:
         holds it with a batch at least as high, so racing files cannot both be accepted.
         """
         key = (station, institution, table, date, part)
-        with self.transaction():
-            if self.get(file_id) is None:
+        with self._atomic():
+            if self._conn.execute("SELECT 1 FROM files WHERE file_id = ?", (file_id,)).fetchone() is None:
                 raise LedgerError(f"accept: file {file_id} was never recorded")
             held = self._conn.execute(
                 "SELECT batch, file_id FROM reports WHERE station = ? AND institution = ? "

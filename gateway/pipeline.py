@@ -342,17 +342,17 @@ class Pipeline:
             self._held.pop(unit[0].file_id, None)
 
     def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
-        """Write-ahead: the report key is taken and every file marked accepted before anything is sent."""
-        with self.ledger.transaction():
-            lead = unit[0].sound()
-            self.ledger.accept(
-                unit[0].file_id,
-                **asdict(key),
-                batch=lead.name.batch,
-                sha256=lead.verdict.sha256,
-            )
-            for item in unit[1:]:
-                self.ledger.set_state(item.file_id, FileState.ACCEPTED.value)
+        """Write-ahead: the report key is taken and every file marked accepted before anything is sent
+        (in ``_decide``'s transaction)."""
+        lead = unit[0].sound()
+        self.ledger.accept(
+            unit[0].file_id,
+            **asdict(key),
+            batch=lead.name.batch,
+            sha256=lead.verdict.sha256,
+        )
+        for item in unit[1:]:
+            self.ledger.set_state(item.file_id, FileState.ACCEPTED.value)
 
     async def forward(self, unit: list[Item]) -> None:
         """Deliver every file of the unit (attachments first), then record the outcome."""
