@@ -39,7 +39,7 @@ from gateway.validate import Rules
 from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
-from spool.ids import new_file_id
+from spool.ids import next_file_id
 from spool.layout import SpoolLayout, State
 from spool.lock import SpoolLock
 
@@ -47,7 +47,7 @@ log = structlog.get_logger("gateway.service")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
-_MAX_IN_FLIGHT = 512
+_MAX_IN_FLIGHT = 2048
 _IO_THREADS = 64
 """Threads for blocking file-system steps (asyncio.to_thread). Most of a file's time is fsyncs, which
 wait on the disk, not the CPU, and the disk takes several at once (here one thread fsyncs ~3,400 small
@@ -136,7 +136,7 @@ class Service:
         return datetime.now(self.config.zone) + self.clock_offset
 
     def new_id(self) -> str:
-        return new_file_id(self.now())
+        return next_file_id(self.now)
 
     async def serve(self, *, drain: bool) -> int:
         config = self.config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta, tzinfo
 
 FILE_ID_LENGTH = 27
@@ -46,14 +47,25 @@ def new_file_id(now: datetime) -> str:
     microsecond takes the next suffix (after 32768 of them, the next microsecond). If ``now`` goes back,
     the id carries ``now`` as given with a random suffix.
     """
+    with _lock:
+        return _next(now)
+
+
+def next_file_id(clock: Callable[[], datetime]) -> str:
+    """``new_file_id(clock())`` with the clock read under the lock: ids made by concurrent threads then
+    increase in the order they were made, never going back because one thread was slower."""
+    with _lock:
+        return _next(clock())
+
+
+def _next(now: datetime) -> str:
     global _last_time, _last_id
     time_part = _format_time(now)
-    with _lock:
-        if _last_time <= time_part <= _last_id[:_TIME_LENGTH]:
-            file_id = _successor(_last_id)
-        else:
-            file_id = _fresh(time_part)
-        _last_time, _last_id = time_part, file_id
+    if _last_time <= time_part <= _last_id[:_TIME_LENGTH]:
+        file_id = _successor(_last_id)
+    else:
+        file_id = _fresh(time_part)
+    _last_time, _last_id = time_part, file_id
     return file_id
 
 

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from spool.ids import FILE_ID_LENGTH, file_id_time, is_file_id, new_file_id
+from spool.ids import FILE_ID_LENGTH, file_id_time, is_file_id, new_file_id, next_file_id
 
 SHANGHAI = timezone(timedelta(hours=8))
 
@@ -24,6 +26,37 @@ def test_the_same_instant_over_and_over_stays_unique_and_ordered() -> None:
     assert file_id_time(ids[0], SHANGHAI) == moment
     # 32768+ ids per microsecond spill into the next microseconds, never further than needed
     assert file_id_time(ids[-1], SHANGHAI) - moment <= timedelta(microseconds=4)
+
+
+def test_concurrent_threads_read_the_clock_one_at_a_time_and_get_increasing_ids() -> None:
+    """Claims run in several threads: each id is made from a clock read that no other thread's id can
+    slip in after, so ids in the order they were made increase with their times."""
+    base = datetime(2024, 4, 1, 9, 30, tzinfo=SHANGHAI)
+    ticks: list[datetime] = []  # appended by the clock: the order the ids were made in
+    inside = [0, 0]  # threads in the clock now, most ever
+
+    def clock() -> datetime:
+        inside[0] += 1
+        inside[1] = max(inside)
+        time.sleep(0.0002)  # a slow clock: without the lock another thread would read one meanwhile
+        moment = base + timedelta(microseconds=len(ticks))
+        ticks.append(moment)
+        inside[0] -= 1
+        return moment
+
+    made: list[list[str]] = [[] for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda out=out: out.extend(next_file_id(clock) for _ in range(100)))
+        for out in made
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ids = sorted(i for out in made for i in out)
+    assert inside[1] == 1
+    assert len(set(ids)) == 800
+    assert [file_id_time(i, SHANGHAI) for i in ids] == ticks
 
 
 def test_the_id_carries_the_time_as_given_in_its_zone() -> None:
