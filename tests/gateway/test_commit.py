@@ -1,0 +1,125 @@
+"""Group commit: many callers, one flush; each caller gets its own result or its own error."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
+
+
+async def test_callers_queued_during_a_flush_share_the_next_one() -> None:
+    flushed: list[list[int]] = []
+
+    def flush(items: Sequence[int]) -> None:
+        flushed.append(list(items))
+
+    group: GroupCommit[int] = GroupCommit(flush)
+    group.start()
+    try:
+        await asyncio.gather(*(group.submit([n]) for n in range(200)))
+    finally:
+        await group.stop()
+    assert sorted(n for batch in flushed for n in batch) == list(range(200))
+    assert len(flushed) < 200  # they were grouped, not flushed one by one
+
+
+async def test_a_failed_flush_fails_every_caller_in_it_and_only_them() -> None:
+    def flush(items: Sequence[int]) -> None:
+        if 13 in items:
+            raise OSError("disk on fire")
+
+    group: GroupCommit[int] = GroupCommit(flush, max_batch=1)
+    group.start()
+    try:
+        results = await asyncio.gather(*(group.submit([n]) for n in range(20)), return_exceptions=True)
+    finally:
+        await group.stop()
+    assert [n for n, r in enumerate(results) if isinstance(r, OSError)] == [13]
+
+
+async def test_directory_sync_fails_only_the_callers_of_a_failing_directory(tmp_path: Path) -> None:
+    good = [tmp_path / f"d{n}" for n in range(40)]
+    for directory in good:
+        directory.mkdir()
+    gone = tmp_path / "gone"  # fsync of a directory that is not there fails
+    dirs = DirectorySync()
+    dirs.start()
+    try:
+        results = await asyncio.gather(
+            *(dirs.sync(directory, good[0]) for directory in good),
+            dirs.sync(good[1], gone),
+            return_exceptions=True,
+        )
+    finally:
+        await dirs.stop()
+    assert results[:-1] == [None] * len(good)
+    assert isinstance(results[-1], FileNotFoundError)
+
+
+async def test_directory_sync_works_without_its_flusher_task(tmp_path: Path) -> None:
+    """A forwarder used on its own (tools, tests) flushes inline."""
+    (tmp_path / "a").mkdir()
+    dirs = DirectorySync()
+    await dirs.sync(tmp_path / "a", tmp_path)
+    with pytest.raises(FileNotFoundError):
+        await dirs.sync(tmp_path / "missing", tmp_path)
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "t.sqlite", isolation_level=None, check_same_thread=False)
+    connection.execute("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+    yield connection
+    connection.close()
+
+
+def transaction_of(conn: sqlite3.Connection) -> Callable[[], AbstractContextManager[None]]:
+    """BEGIN/COMMIT outside, savepoints inside: the shape of ``Ledger.transaction``."""
+    depth = [0]
+
+    @contextmanager
+    def transaction() -> Iterator[None]:
+        level = depth[0]
+        conn.execute("BEGIN" if level == 0 else f"SAVEPOINT s{level}")
+        depth[0] += 1
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK" if level == 0 else f"ROLLBACK TO s{level}")
+            if level:
+                conn.execute(f"RELEASE s{level}")
+            raise
+        finally:
+            depth[0] = level
+        conn.execute("COMMIT" if level == 0 else f"RELEASE s{level}")
+
+    return transaction
+
+
+async def test_a_failing_piece_is_undone_alone_and_later_pieces_see_earlier_ones(
+    conn: sqlite3.Connection,
+) -> None:
+    group = GroupTransaction(transaction_of(conn))
+    group.start()
+
+    def insert(n: int) -> int:
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+        if n == 3:
+            raise ValueError("piece 3 fails after its insert")
+        return int(conn.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+
+    try:
+        results = await asyncio.gather(
+            *(group.run(lambda n=n: insert(n)) for n in range(6)), return_exceptions=True
+        )
+    finally:
+        await group.stop()
+    assert isinstance(results[3], ValueError)
+    assert [r for n, r in enumerate(results) if n != 3] == [1, 2, 3, 4, 5]  # counts as each piece saw them
+    assert [row[0] for row in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
