@@ -29,6 +29,7 @@ log = structlog.get_logger("gateway.detect")
 
 Key = tuple[str, str, str]  # station, transfer code, name
 _CLAIM_BATCH = 1024
+_BOXES_A_THREAD = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,12 +250,17 @@ class Detector:
                 task.add_done_callback(self._tasks.discard)
 
     async def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
-        """The batch's mailboxes in parallel threads: their fsyncs overlap instead of queueing one after
-        another. The loop still waits for the whole batch, so files ready meanwhile make the next one."""
-        boxes = await asyncio.gather(
-            *(asyncio.to_thread(self._claim_box, *box, names) for box, names in batch.items())
-        )
-        return [pair for box in boxes for pair in box]
+        """A large batch's mailboxes in parallel threads, a few mailboxes each: their fsyncs overlap
+        instead of queueing one after another (a steady trickle touches a few mailboxes: one thread,
+        fewer hand-offs). The loop still waits for the whole batch, so files ready meanwhile make the
+        next one."""
+        boxes = list(batch.items())
+        shares = [boxes[i : i + _BOXES_A_THREAD] for i in range(0, len(boxes), _BOXES_A_THREAD)]
+        done = await asyncio.gather(*(asyncio.to_thread(self._claim_boxes, share) for share in shares))
+        return [pair for share in done for pair in share]
+
+    def _claim_boxes(self, boxes: list[tuple[tuple[str, str], list[str]]]) -> list[tuple[str, Claimed]]:
+        return [pair for (station, tc), names in boxes for pair in self._claim_box(station, tc, names)]
 
     def _claim_box(self, station: str, tc: str, names: list[str]) -> list[tuple[str, Claimed]]:
         try:
