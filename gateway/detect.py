@@ -30,6 +30,7 @@ log = structlog.get_logger("gateway.detect")
 Key = tuple[str, str, str]  # station, transfer code, name
 _CLAIM_BATCH = 1024
 _BOXES_A_THREAD = 8
+_CLAIM_THREADS = 8  # a batch over many mailboxes leaves the other I/O threads to the files in flight
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +256,18 @@ class Detector:
         fewer hand-offs). The loop still waits for the whole batch, so files ready meanwhile make the
         next one."""
         boxes = list(batch.items())
-        shares = [boxes[i : i + _BOXES_A_THREAD] for i in range(0, len(boxes), _BOXES_A_THREAD)]
-        done = await asyncio.gather(*(asyncio.to_thread(self._claim_boxes, share) for share in shares))
-        return [pair for share in done for pair in share]
+        size = max(_BOXES_A_THREAD, -(-len(boxes) // _CLAIM_THREADS))  # at most _CLAIM_THREADS shares
+        shares = [boxes[i : i + size] for i in range(0, len(boxes), size)]
+        done = await asyncio.gather(
+            *(asyncio.to_thread(self._claim_boxes, share) for share in shares), return_exceptions=True
+        )
+        claimed: list[tuple[str, Claimed]] = []
+        for share, result in zip(shares, done, strict=True):
+            if isinstance(result, BaseException):  # a bug, not the disk: the rest of the batch goes on
+                log.error("claim.failed", mailboxes=[tc for (_, tc), _ in share], error=repr(result))
+            else:
+                claimed.extend(result)
+        return claimed
 
     def _claim_boxes(self, boxes: list[tuple[tuple[str, str], list[str]]]) -> list[tuple[str, Claimed]]:
         return [pair for (station, tc), names in boxes for pair in self._claim_box(station, tc, names)]

@@ -175,8 +175,11 @@ class Recorder:
             json.dumps(reason, ensure_ascii=False, indent=2).encode("utf-8", "backslashreplace"),
             mode=0o600,
         )
-        if item.kind is EntryKind.REGULAR:
-            item.path.chmod(0o600)  # the gateway's own file in work/: no link to follow
+        if item.kind is EntryKind.REGULAR and item.path.lstat().st_nlink == 1:
+            # the gateway's own file in work/: no link to follow. One with other names (a linked core
+            # took it before its partner failed, or the sender linked it in) keeps its mode: changing
+            # it would change the core's or the sender's file as well
+            item.path.chmod(0o600)
         item.path = move(
             station, item.path, State.QUARANTINE, item.transfer_code, item.file_id, item.name, day
         )

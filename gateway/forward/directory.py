@@ -23,10 +23,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import structlog
+
 from gateway.commit import DirectorySync
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
 from spool.fsio import fsync_dir, rename_noreplace, temp_name
+
+log = structlog.get_logger("gateway.forward.directory")
 
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")  # what spool.fsio.temp_name makes
 _UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
@@ -42,6 +46,7 @@ class DirectoryForwarder:
         self.root = route.path
         self._dirs = dirs or DirectorySync()
         self._link = route.hand_off == "link"
+        self._warned = False  # about files copied because they could not be linked
 
     async def send(self, item: Outbound) -> str:
         where = await asyncio.to_thread(self._send, item)
@@ -85,10 +90,13 @@ class DirectoryForwarder:
     def _link_to(self, tmp: Path, item: Outbound) -> bool:
         """Hard-link the spool file to ``tmp`` and make that durable; False when it cannot be linked here
         (another filesystem, not allowed, too many links) or may have changed since it was validated."""
+        if not item.mtime_ns:
+            return False  # nothing to check it against: copy, which verifies the bytes
         try:
             os.link(item.path, tmp, follow_symlinks=False)
         except OSError as exc:
             if exc.errno in _CANNOT_LINK:
+                self._cannot_link(exc)
                 return False
             if not os.path.lexists(item.path):
                 raise  # the spool's own file is gone: not the core's fault
@@ -97,13 +105,20 @@ class DirectoryForwarder:
             fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW)
             try:
                 info = os.fstat(fd)
-                if not item.mtime_ns or (info.st_size, info.st_mtime_ns) != (item.size, item.mtime_ns):
-                    tmp.unlink()  # written since it was validated (or not known): copy, which verifies
+                if (info.st_size, info.st_mtime_ns) != (item.size, item.mtime_ns):
+                    tmp.unlink()  # written since it was validated: copy, which verifies the bytes
                     return False
-                os.fsync(fd)  # its new link count; the bytes were made durable before the decision
+                os.fsync(fd)  # its new link count (its bytes were made durable before the decision)
             finally:
                 os.close(fd)
         return True
+
+    def _cannot_link(self, exc: OSError) -> None:
+        """Say once per route that files are copied after all: link mode silently copying everything
+        (another filesystem, protected_hardlinks and senders' own files) would puzzle an operator."""
+        if not self._warned:
+            self._warned = True
+            log.warning("forward.copying_instead_of_linking", core=str(self.root), reason=exc.strerror)
 
     def _copy(self, src: int, tmp: Path, item: Outbound) -> None:
         digest = Digest(item)

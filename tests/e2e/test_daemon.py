@@ -6,13 +6,24 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ORG, TC, Gateway, d1001_body, d1001_name, drop, wait_for, yesterday
+from tests.e2e.harness import (
+    ORG,
+    TC,
+    Gateway,
+    d1001_body,
+    d1001_name,
+    drop,
+    state_files,
+    wait_for,
+    yesterday,
+)
 
 
 def test_renamed_in_file_is_forwarded_with_receipt_and_history(gateway: Gateway) -> None:
@@ -234,3 +245,38 @@ def test_two_txts_of_one_stem_and_one_zip_nothing_is_lost(gateway: Gateway, tmp_
     assert gateway.outcomes()[f"{stem}.ZIP"] == ["forwarded"]
     rejected = next(e for e in gateway.outcome_events(f"{stem}.TXT") if e["event"] == "rejected")
     assert rejected["findings"][-1]["code"] == "ATTACHMENT_MISSING"
+
+
+def test_link_core_gets_the_spool_file_and_quarantine_leaves_its_mode(
+    gateway: Gateway, tmp_path: Path
+) -> None:
+    """hand_off: link; the ZIP of a pair is linked into the core first, then the core refuses the TXT
+    (another file holds its name there): the pair is quarantined, and making the quarantined ZIP
+    owner-only must not make the core's linked ZIP unreadable to the core."""
+    import zipfile
+
+    core = tmp_path / "core" / "k1237"
+    routes = {
+        "core-test": {"type": "directory", "path": str(core), "hand_off": "link"},
+        "core-prod": {"type": "directory", "path": str(tmp_path / "core" / "k6666")},
+    }
+    gateway.write_config(routes=routes)
+    date = yesterday()
+    stem = f"CISP-{ORG}_D3006_V01_1_{date}_01_Q"
+    content = b"%PDF-1.4 tiny"
+    archive = tmp_path / f"{stem}.ZIP"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("report.pdf", content)
+    row = f"{ORG}|FJ001|A|01|report.pdf|{len(content)}|{hashlib.sha256(content).hexdigest()}|{date}\n"
+    core.mkdir(parents=True)
+    (core / f"{stem}.TXT").write_bytes(b"another file under this name\n")
+    zipped = drop(gateway.inbox(), f"{stem}.ZIP", archive.read_bytes())
+    drop(gateway.inbox(), f"{stem}.TXT", row.encode())
+    mode = stat.S_IMODE(zipped.stat().st_mode)
+    gateway.drain()
+    outcomes = gateway.outcomes()
+    assert outcomes[f"{stem}.TXT"] == ["rejected"] and outcomes[f"{stem}.ZIP"] == ["rejected"]
+    [quarantined] = [p for p in state_files(gateway, "quarantine") if p.name.endswith(f"{stem}.ZIP")]
+    linked = core / f"{stem}.ZIP"
+    assert linked.stat().st_ino == quarantined.stat().st_ino  # linked, not copied
+    assert stat.S_IMODE(linked.stat().st_mode) == mode

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -291,3 +292,22 @@ async def test_link_of_a_missing_spool_file_is_not_blamed_on_the_core(core_dir: 
     with pytest.raises(FileNotFoundError):
         await DirectoryForwarder(link_route(core_dir)).send(item)
     assert listing(core_dir) == []
+
+
+async def test_link_resend_recognises_the_linked_file_without_reading_it(
+    core_dir: Path, make_file: MakeFile
+) -> None:
+    item = validated(make_file(b"a|b\n"))
+    forwarder = DirectoryForwarder(link_route(core_dir))
+    await forwarder.send(item)
+    unread = dataclasses.replace(item, sha256="0" * 64)  # a read would find this does not match
+    assert "already" in await forwarder.send(unread)
+
+
+async def test_cleanup_drops_a_temp_link_left_by_a_crash(core_dir: Path, make_file: MakeFile) -> None:
+    path = make_file(b"a|b\n")
+    leftover = temp_name(core_dir / NAME)
+    os.link(path, leftover)  # killed between the link and the rename
+    assert await DirectoryForwarder(link_route(core_dir)).cleanup() == [leftover]
+    assert listing(core_dir) == []
+    assert path.stat().st_nlink == 1

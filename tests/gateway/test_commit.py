@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
+from gateway.ledger import Accept, Ledger
 
 
 async def test_callers_queued_during_a_flush_share_the_next_one() -> None:
@@ -123,3 +124,32 @@ async def test_a_failing_piece_is_undone_alone_and_later_pieces_see_earlier_ones
     assert isinstance(results[3], ValueError)
     assert [r for n, r in enumerate(results) if n != 3] == [1, 2, 3, 4, 5]  # counts as each piece saw them
     assert [row[0] for row in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
+
+
+async def test_ledger_steps_inside_a_piece_are_undone_with_it(tmp_path: Path) -> None:
+    """Ledger methods take no savepoint of their own inside a piece: the piece's savepoint undoes them."""
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    group = GroupTransaction(ledger.transaction)
+    group.start()
+    key = {"station": "k6666", "institution": "41210000", "table": "D1001", "date": "20240101", "part": 1}
+
+    def arrive(file_id: str, batch: int, fail: bool) -> None:
+        ledger.record(file_id, station="k6666", name=f"n{batch}", sha256=f"{batch:064x}")
+        ledger.accept(file_id, **key, batch=batch, sha256=f"{batch:064x}")
+        if fail:
+            raise RuntimeError("after the accept")
+
+    try:
+        results = await asyncio.gather(
+            group.run(lambda: arrive("a", 1, fail=False)),
+            group.run(lambda: arrive("b", 2, fail=True)),
+            return_exceptions=True,
+        )
+    finally:
+        await group.stop()
+    assert results[0] is None and isinstance(results[1], RuntimeError)
+    assert ledger.get("b") is None  # its record and its accept are both gone
+    row = ledger.get("a")
+    assert row is not None and row.state.value == "accepted"
+    assert ledger.decide(**key, batch=2, mode="Q", sha256="f" * 64, name="n2", incremental=False) == Accept()
+    ledger.close()
