@@ -28,6 +28,7 @@ from burst import (
     CODES,
     REPO,
     STATION,
+    daemon_log_tail,
     forwarded_times,
     gateway_config,
     names,
@@ -66,8 +67,7 @@ def main() -> None:
                 process.kill()
                 process.wait()
         if code != 0:
-            log = (root / "daemon.log").read_text(encoding="utf-8")[-3000:]
-            raise SystemExit(f"the drain exited with {code}:\n{log}")
+            raise SystemExit(f"the drain exited with {code}:\n{daemon_log_tail(root)}")
         started = started_at(root / "daemon.log")
         last = max(forwarded_times(root).values(), default=start)
         bad = verify_gateway(root, files)

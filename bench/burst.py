@@ -162,6 +162,11 @@ def gateway_config(root: Path, codes: int = CODES, hand_off: str = "copy", **ext
     return path
 
 
+def daemon_log_tail(root: Path) -> str:
+    """The end of the daemon's log under ``root``: what a failed run shows."""
+    return (root / "daemon.log").read_text(encoding="utf-8", errors="replace")[-3000:]
+
+
 def start_gateway(
     root: Path, config: Path, profile: Path | None = None, command: str = "run"
 ) -> subprocess.Popen[bytes]:
@@ -181,7 +186,7 @@ def start_gateway(
     while b"gateway.started" not in (root / "daemon.log").read_bytes():
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()  # a bench never leaves a daemon behind
-            raise SystemExit(f"the daemon did not start:\n{(root / 'daemon.log').read_text()[-3000:]}")
+            raise SystemExit(f"the daemon did not start:\n{daemon_log_tail(root)}")
         time.sleep(0.05)
     return process
 

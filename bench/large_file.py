@@ -31,6 +31,7 @@ from burst import (
     REPO,
     STATION,
     body,
+    daemon_log_tail,
     forwarded_times,
     gateway_config,
     names,
@@ -79,8 +80,7 @@ def run_daemon(root: Path, staged: Path, hand_off: str, timeout: float) -> dict[
     bad = verify_gateway(root, [(tc, "", name)])
     forwarded = forwarded_times(root).get(name)
     if forwarded is None:
-        log = (root / "daemon.log").read_text(encoding="utf-8")[-3000:]
-        raise SystemExit(f"the file was not forwarded within {timeout:g}s: {bad}\n{log}")
+        raise SystemExit(f"the file was not forwarded within {timeout:g}s: {bad}\n{daemon_log_tail(root)}")
     archived = next((root / "spool" / STATION / ".gateway" / "archive").rglob(f"*.{name}"))
     archived.rename(staged)
     return {"seconds": forwarded - renamed, **memory.figures(), **bad}

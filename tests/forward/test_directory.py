@@ -137,13 +137,18 @@ async def test_file_changed_since_validation_is_not_delivered(
     assert listing(core_dir) == []
 
 
-async def test_missing_spool_file_is_not_blamed_on_the_core(core_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("hand_off", ["copy", "link"])
+async def test_missing_spool_file_is_not_blamed_on_the_core(
+    core_dir: Path, tmp_path: Path, hand_off: str
+) -> None:
     path = tmp_path / "gone"
     path.write_bytes(b"x")
-    item = outbound(path)
+    item = outbound(path, mtime_ns=path.stat().st_mtime_ns)
     path.unlink()
     with pytest.raises(FileNotFoundError):
-        await DirectoryForwarder(route(core_dir)).send(item)
+        await DirectoryForwarder(DirectoryRoute(type="directory", path=core_dir, hand_off=hand_off)).send(
+            item
+        )
     assert listing(core_dir) == []
 
 
@@ -282,16 +287,6 @@ async def test_link_to_another_filesystem_copies(make_file: MakeFile) -> None:
         assert (core / NAME).read_bytes() == b"a|b\n"
     finally:
         shutil.rmtree(core)
-
-
-async def test_link_of_a_missing_spool_file_is_not_blamed_on_the_core(core_dir: Path, tmp_path: Path) -> None:
-    path = tmp_path / "gone"
-    path.write_bytes(b"x")
-    item = validated(path)
-    path.unlink()
-    with pytest.raises(FileNotFoundError):
-        await DirectoryForwarder(link_route(core_dir)).send(item)
-    assert listing(core_dir) == []
 
 
 async def test_link_resend_recognises_the_linked_file_without_reading_it(
