@@ -85,6 +85,10 @@ class GroupCommit(Generic[T]):
                 future.set_result(None)
 
 
+class _PieceFailedError(Exception):
+    """A piece of a batch raised (not the commit): the batch is run again apart."""
+
+
 @dataclass(slots=True)
 class _Work:
     run: Callable[[], Any]
@@ -93,9 +97,15 @@ class _Work:
 
 
 class GroupTransaction:
-    """Ledger work of many files in one SQLite commit: each piece runs in its own savepoint, so a piece
-    that raises undoes only itself, and later pieces of the batch see what earlier ones wrote (as they
-    would have, committed one by one). ``run`` returns once the commit holding its piece is durable."""
+    """Ledger work of many files in one SQLite commit. Later pieces of a batch see what earlier ones wrote
+    (as they would have, committed one by one), and a piece that raises undoes only itself. ``run``
+    returns once the commit holding its piece is durable.
+
+    A batch first runs without a savepoint per piece: under load every SQL statement waits for the GIL
+    again, and two of them per piece cost as much as the piece's own work. Only if a piece raises is the
+    whole batch rolled back and run again, each piece in its own savepoint (a failed commit fails the
+    batch, as before). So a piece may run twice: it must do nothing but ledger work.
+    """
 
     def __init__(self, transaction: Callable[[], AbstractContextManager[None]]) -> None:
         self._transaction = transaction
@@ -115,6 +125,21 @@ class GroupTransaction:
         return cast(R, piece.result)
 
     def _flush(self, pieces: Sequence[_Work]) -> None:
+        try:
+            with self._transaction():
+                self._run_all(pieces)
+        except _PieceFailedError:  # rolled back: run again, to find the failing pieces one savepoint each
+            self._flush_apart(pieces)
+
+    @staticmethod
+    def _run_all(pieces: Sequence[_Work]) -> None:
+        for piece in pieces:
+            try:
+                piece.result = piece.run()
+            except Exception as exc:
+                raise _PieceFailedError from exc
+
+    def _flush_apart(self, pieces: Sequence[_Work]) -> None:
         with self._transaction():
             for piece in pieces:
                 try:

@@ -217,7 +217,7 @@ class Ledger:
                 raise
 
     @contextmanager
-    def _atomic(self) -> Iterator[None]:
+    def atomic(self) -> Iterator[None]:
         """One method's updates: its own transaction when called alone; inside a caller's transaction,
         part of it, with no savepoint of its own (if it raises, the caller's block undoes it all). Each
         statement saved matters: under load every one waits for the GIL again."""
@@ -253,7 +253,7 @@ class Ledger:
         columns = ", ".join(values)  # names checked against Facts above: safe to splice into SQL
         updates = ", ".join(f"{c} = excluded.{c}" for c in values)
         marks = ", ".join("?" * len(values))
-        with self._atomic():
+        with self.atomic():
             self._conn.execute(
                 f"INSERT INTO files (file_id, {columns}) VALUES (?, {marks}) "  # noqa: S608 - checked names
                 f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
@@ -319,28 +319,21 @@ class Ledger:
         included). Any other file whose batch is not above the key's accepted batch is stale, whatever
         its content: a re-report takes the next batch.
         """
-        with self._atomic():
-            dup = self._conn.execute(
-                f"SELECT file_id FROM files WHERE station = ? AND name = ? AND sha256 = ? "  # noqa: S608 - fixed state list
-                f"AND state IN ({_TAKEN_SQL}) ORDER BY file_id LIMIT 1",
-                (station, name, sha256),
+        with self._lock:  # one statement: under load every statement waits for the GIL again
+            dup, held, first = self._conn.execute(
+                f"SELECT (SELECT file_id FROM files WHERE station = ?1 AND name = ?2 AND sha256 = ?3 "  # noqa: S608 - fixed state list
+                f"AND state IN ({_TAKEN_SQL}) ORDER BY file_id LIMIT 1), "
+                "(SELECT batch FROM reports WHERE station = ?1 AND institution = ?4 AND table_code = ?5 "
+                "AND data_date = ?6 AND part = ?7), "
+                "EXISTS (SELECT 1 FROM reports WHERE station = ?1 AND institution = ?4 AND table_code = ?5)",
+                (station, name, sha256, institution, table, date, part),
             ).fetchone()
-            if dup:
-                return Duplicate(of=dup[0])
-            held = self._conn.execute(
-                "SELECT batch FROM reports WHERE station = ? AND institution = ? AND table_code = ? "
-                "AND data_date = ? AND part = ?",
-                (station, institution, table, date, part),
-            ).fetchone()
-            if held and batch <= held[0]:
-                return Stale(accepted=held[0])
-            if incremental and mode == "Z":
-                first = self._conn.execute(
-                    "SELECT 1 FROM reports WHERE station = ? AND institution = ? AND table_code = ? LIMIT 1",
-                    (station, institution, table),
-                ).fetchone()
-                if first is None:
-                    return FirstNotFull()
+        if dup is not None:
+            return Duplicate(of=dup)
+        if held is not None and batch <= held:
+            return Stale(accepted=held)
+        if incremental and mode == "Z" and not first:
+            return FirstNotFull()
         return Accept()
 
     def accept(
@@ -361,23 +354,25 @@ class Ledger:
         holds it with a batch at least as high, so racing files cannot both be accepted.
         """
         key = (station, institution, table, date, part)
-        with self._atomic():
-            if self._conn.execute("SELECT 1 FROM files WHERE file_id = ?", (file_id,)).fetchone() is None:
-                raise LedgerError(f"accept: file {file_id} was never recorded")
-            held = self._conn.execute(
-                "SELECT batch, file_id FROM reports WHERE station = ? AND institution = ? "
-                "AND table_code = ? AND data_date = ? AND part = ?",
-                key,
-            ).fetchone()
-            if held and held["file_id"] != file_id and held["batch"] >= batch:
+        now = self._now().timestamp()
+        with self.atomic():
+            try:
+                taken = self._conn.execute(
+                    "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO UPDATE SET batch = excluded.batch, sha256 = excluded.sha256, "
+                    "file_id = excluded.file_id, accepted_at = excluded.accepted_at "
+                    "WHERE reports.file_id = excluded.file_id OR reports.batch < excluded.batch",
+                    (*key, batch, sha256, file_id, now),
+                ).rowcount
+            except sqlite3.IntegrityError as exc:  # the foreign key: no such file
+                raise LedgerError(f"accept: file {file_id} was never recorded") from exc
+            if not taken:
+                held = self._conn.execute(
+                    "SELECT batch FROM reports WHERE station = ? AND institution = ? "
+                    "AND table_code = ? AND data_date = ? AND part = ?",
+                    key,
+                ).fetchone()
                 raise KeyTakenError(held["batch"])
-            now = self._now().timestamp()
-            self._conn.execute(
-                "INSERT INTO reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET batch = excluded.batch, sha256 = excluded.sha256, "
-                "file_id = excluded.file_id, accepted_at = excluded.accepted_at",
-                (*key, batch, sha256, file_id, now),
-            )
             self._conn.execute(
                 "UPDATE files SET station = ?, institution = ?, table_code = ?, data_date = ?, part = ?, "
                 "batch = ?, sha256 = ?, state = ?, updated_at = ? WHERE file_id = ?",

@@ -269,7 +269,7 @@ class Pipeline:
         key = ReportKey(
             unit[0].station, lead.routed.institution, lead.name.table, lead.name.date, lead.name.part
         )
-        with self.ledger.transaction():
+        with self.ledger.atomic():
             for item in unit:
                 sound = item.sound()
                 self.ledger.record(

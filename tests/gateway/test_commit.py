@@ -126,6 +126,43 @@ async def test_a_failing_piece_is_undone_alone_and_later_pieces_see_earlier_ones
     assert [row[0] for row in conn.execute("SELECT n FROM t ORDER BY n")] == [0, 1, 2, 4, 5]
 
 
+async def test_a_batch_without_failures_takes_no_savepoints(conn: sqlite3.Connection) -> None:
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    group = GroupTransaction(transaction_of(conn))
+    group.start()
+
+    def insert(n: int) -> None:
+        conn.execute("INSERT INTO t VALUES (?)", (n,))
+
+    try:
+        await asyncio.gather(*(group.run(lambda n=n: insert(n)) for n in range(6)))
+    finally:
+        await group.stop()
+    assert [row[0] for row in conn.execute("SELECT n FROM t ORDER BY n")] == list(range(6))
+    assert statements and not [s for s in statements if "SAVEPOINT" in s]
+
+
+async def test_a_failed_commit_fails_the_batch_without_running_it_again(conn: sqlite3.Connection) -> None:
+    runs: list[int] = []
+
+    @contextmanager
+    def failing_commit() -> Iterator[None]:
+        yield
+        raise OSError("fsync failed")
+
+    group = GroupTransaction(failing_commit)
+    group.start()
+    try:
+        results = await asyncio.gather(
+            *(group.run(lambda n=n: runs.append(n)) for n in range(3)), return_exceptions=True
+        )
+    finally:
+        await group.stop()
+    assert all(isinstance(r, OSError) for r in results)
+    assert sorted(runs) == [0, 1, 2]  # each piece ran once
+
+
 async def test_ledger_steps_inside_a_piece_are_undone_with_it(tmp_path: Path) -> None:
     """Ledger methods take no savepoint of their own inside a piece: the piece's savepoint undoes them."""
     ledger = Ledger.open(tmp_path / "ledger.sqlite")
