@@ -35,6 +35,7 @@ from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
 from gateway.retention import next_sweep, sweep
+from gateway.signals import on_signals
 from gateway.validate import Rules
 from gateway.windows import Calendar
 from spool.claim import Claimed
@@ -116,6 +117,7 @@ class Service:
         self.failed = False
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
+        self._restore_signals: Callable[[], None] = lambda: None
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -406,13 +408,14 @@ class Service:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.writer.close()
+        self._restore_signals()
         log.info("gateway.stopped")
 
     def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop)
-        loop.add_signal_handler(signal.SIGINT, self._stop)
-        loop.add_signal_handler(signal.SIGHUP, self._request_reload)
+        self._restore_signals = on_signals(
+            asyncio.get_running_loop(),
+            {signal.SIGTERM: self._stop, signal.SIGINT: self._stop, signal.SIGHUP: self._request_reload},
+        )
 
     def _stop(self) -> None:
         self.stopping.set()
