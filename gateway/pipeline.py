@@ -13,8 +13,7 @@ import os
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
-from pathlib import Path
+from datetime import datetime
 
 import structlog
 
@@ -28,7 +27,7 @@ from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.outcome import Recorder
 from gateway.route import route
-from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
+from gateway.validate import Rules, check_partners, partner_missing, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file
@@ -38,6 +37,11 @@ from validators import findings
 from validators.findings import Finding
 
 log = structlog.get_logger("gateway.pipeline")
+
+_INLINE_BYTES = 64 * 1024
+"""A file this small is validated on the event loop (well under a millisecond): under load, handing it
+to a thread and back costs more than the work, because each hand-off waits for the GIL (bench/burst.py:
++9% files/s)."""
 
 _KIND_NAMES = {
     EntryKind.SYMLINK: "符号链接 symlink",
@@ -130,11 +134,12 @@ class Pipeline:
         await self.decide(unit)
 
     async def validate(self, item: Item) -> None:
-        item.verdict = await asyncio.to_thread(self._validate, item.path, item.name, self.now().date())
-
-    def _validate(self, path: Path, name: str, today: date) -> Verdict:
-        datasync_file(path)  # the sender's bytes are on disk before any outcome is acknowledged for them
-        return validate_file(path, name, self.rules, today=today, pool=self.pool)
+        # the sender's bytes are on disk before any outcome is acknowledged for them
+        size = await asyncio.to_thread(datasync_file, item.path)
+        check = functools.partial(
+            validate_file, item.path, item.name, self.rules, today=self.now().date(), pool=self.pool
+        )
+        item.verdict = check() if size <= _INLINE_BYTES else await asyncio.to_thread(check)
 
     def route(self, item: Item) -> None:
         parsed = item.verdict.parsed if item.verdict else None
