@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -71,6 +72,14 @@ def clock_offset(config: GatewayConfig) -> timedelta:
         start = start.replace(tzinfo=config.zone)
     log.warning("clock.shifted", now=start.isoformat(), note=f"{CLOCK_VARIABLE} is set: not for production")
     return start - datetime.now(config.zone)
+
+
+def _freeze_startup_objects() -> None:
+    """Leave what start-up built (config, registry, tables, compiled rules: most of the heap) out of
+    the garbage collector's full passes. At 200 files/s a full pass ran every ~6 s and held everything
+    up for 20-30 ms; with the start-up objects frozen it takes 2-5 ms (bench/latency.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 def ledger_path(config: GatewayConfig) -> Path:
@@ -208,6 +217,7 @@ class Service:
         tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
         self.detector.start_watching()
         await self.detector.scan()  # arms every inbox's watch: nothing renamed in after "started" is missed
+        _freeze_startup_objects()
         log.info(
             "gateway.started",
             stations=stations,
