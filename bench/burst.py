@@ -1,6 +1,7 @@
 """Burst: N valid 1 KiB D2001 files renamed into 100 k6666 mailboxes at once, gateway vs two naive movers.
 
     python bench/burst.py --files 20000 [--rounds 2] [--hand-off copy|link] [--profile]
+    python bench/burst.py --kinds gateway,split --split 2   # what a gateway process per CPU could reach
 
 Each run gets a fresh directory (``--root``, default a new temp dir on the repo's filesystem). The files
 are written first under ``stage/`` (not timed), then renamed into ``<spool>/k6666/<tc>/in/`` as fast as
@@ -13,6 +14,10 @@ the fair figure):
   (the route's ``hand_off``: a durable copy, or with ``--hand-off link`` a hard link).
 - inotifywait: ``inotifywait -m -e moved_to ... | while read f; do mv "$f" core/; done`` (inotify-tools).
 - watchdog: a minimal Python ``watchdog`` observer that ``os.rename``\\ s each file it hears about.
+
+- split (only when asked for, with ``--kinds``): ``--split`` independent gateways, each with its own spool,
+  ledger and history and every ``--split``-th transfer code, the files renamed into them interleaved. Not
+  a product configuration: an upper bound for a gateway that ran a process per CPU (nothing shared).
 
 A baseline is done when everything is moved, or when nothing moved for ``--idle`` seconds: what is left
 in ``in/`` is what it never moved (lost inotify events: the queue holds 16,384 by default). Neither
@@ -54,6 +59,7 @@ STATION = "k6666"
 CODES = 100
 ZONE = "Asia/Shanghai"
 KINDS = ("inotifywait", "watchdog", "gateway")
+GATEWAYS = ("gateway", "split")
 
 
 # -- the files ------------------------------------------------------------------------------------------
@@ -302,6 +308,48 @@ def run_gateway(
     }
 
 
+def run_split(
+    root: Path, files: list[tuple[str, str, str]], daemons: int, timeout: float, hand_off: str = "copy"
+) -> dict[str, Any]:
+    """``daemons`` independent gateways, the transfer codes dealt out between them round-robin."""
+    parts = []
+    for index in range(daemons):
+        part_root = root / f"part{index}"
+        part_root.mkdir()
+        part = [f for f in files if (int(f[1]) - 43000000) % daemons == index]
+        parts.append((part_root, part, stage(part_root, part)))
+    processes = [
+        start_gateway(part_root, gateway_config(part_root, hand_off=hand_off)) for part_root, *_ in parts
+    ]
+    try:
+        wall = time.time()
+        interleaved = [pair for group in zip(*(pairs for *_, pairs in parts), strict=False) for pair in group]
+        interleaved += [pair for *_, pairs in parts for pair in pairs[len(interleaved) // daemons :]]
+        start, renamed = rename_all(interleaved)
+        end = max(wait_for_outcomes(part_root, len(part), start + timeout) for part_root, part, _ in parts)
+    finally:
+        for process in processes:
+            stop_gateway(process)
+    bad: dict[str, int] = {}
+    times: list[float] = []
+    for part_root, part, _ in parts:
+        for key, value in verify_gateway(part_root, part).items():
+            bad[key] = bad.get(key, 0) + value
+        times.extend(forwarded_times(part_root).values())
+    seconds = end - start
+    moved = len(files) - bad["not_forwarded"]
+    return {
+        "seconds": seconds,
+        "rename_seconds": renamed - start,
+        "moved": moved,
+        "missed": len(files) - moved,
+        "files_per_s": moved / seconds,
+        "daemons": daemons,
+        **bad,
+        "per_second": per_second(times, wall),
+    }
+
+
 # -- the baselines --------------------------------------------------------------------------------------
 
 WATCHDOG_MOVER = r"""
@@ -458,6 +506,7 @@ def main() -> None:
     parser.add_argument(
         "--hand-off", default="copy", choices=("copy", "link"), help="the core route's hand_off"
     )
+    parser.add_argument("--split", type=int, default=2, help="how many gateways the split run starts")
     parser.add_argument("--root", type=Path, default=None, help="where the run directories go (fresh ones)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
     parser.add_argument("--profile", action="store_true", help="run the daemon under cProfile")
@@ -476,9 +525,12 @@ def main() -> None:
             for kind in kinds:
                 root = base / f"{rnd}-{kind}"
                 root.mkdir()
-                if kind == "gateway":
-                    profile = root / "daemon.prof" if args.profile else None
-                    result = run_gateway(root, files, profile, args.timeout, args.hand_off)
+                if kind in GATEWAYS:
+                    profile = root / "daemon.prof" if args.profile and kind == "gateway" else None
+                    if kind == "gateway":
+                        result = run_gateway(root, files, profile, args.timeout, args.hand_off)
+                    else:
+                        result = run_split(root, files, args.split, args.timeout, args.hand_off)
                     notes = " ".join(
                         f"{k}={result[k]}"
                         for k in (
@@ -511,14 +563,14 @@ def main() -> None:
     ratios = []
     for rnd in range(1, args.rounds + 1):
         by = {r["kind"]: r for r in runs if r["round"] == rnd}
-        if "gateway" in by:
+        for gateway in (g for g in GATEWAYS if g in by):
             ratio = {
-                f"vs_{k}": by["gateway"]["files_per_s"] / by[k]["files_per_s"]
+                f"vs_{k}": by[gateway]["files_per_s"] / by[k]["files_per_s"]
                 for k in by
-                if k != "gateway" and by[k]["files_per_s"]
+                if k != gateway and by[k]["files_per_s"]
             }
-            ratios.append({"round": rnd, **ratio})
-            print(f"round {rnd}: gateway " + ", ".join(f"{v:.2f}x {k[3:]}" for k, v in ratio.items()))
+            ratios.append({"round": rnd, "run": gateway, **ratio})
+            print(f"round {rnd}: {gateway} " + ", ".join(f"{v:.2f}x {k[3:]}" for k, v in ratio.items()))
     report = {
         "files": args.files,
         "codes": CODES,
