@@ -1,6 +1,6 @@
 """Burst: N valid 1 KiB D2001 files renamed into 100 k6666 mailboxes at once, gateway vs two naive movers.
 
-    python bench/burst.py --files 20000 [--rounds 2] [--hand-off copy|link] [--profile]
+    python bench/burst.py --files 20000 [--rounds 2] [--hand-off copy|link] [--processes 2] [--profile]
     python bench/burst.py --kinds gateway,split --split 2   # what a gateway process per CPU could reach
 
 Each run gets a fresh directory (``--root``, default a new temp dir on the repo's filesystem). The files
@@ -284,8 +284,9 @@ def run_gateway(
     profile: Path | None,
     timeout: float,
     hand_off: str = "copy",
+    processes: int = 1,
 ) -> dict[str, Any]:
-    config = gateway_config(root, hand_off=hand_off)
+    config = gateway_config(root, hand_off=hand_off, processes=processes)
     pairs = stage(root, files)
     process = start_gateway(root, config, profile)
     try:
@@ -506,6 +507,7 @@ def main() -> None:
     parser.add_argument(
         "--hand-off", default="copy", choices=("copy", "link"), help="the core route's hand_off"
     )
+    parser.add_argument("--processes", type=int, default=1, help="the gateway's processes (config key)")
     parser.add_argument("--split", type=int, default=2, help="how many gateways the split run starts")
     parser.add_argument("--root", type=Path, default=None, help="where the run directories go (fresh ones)")
     parser.add_argument("--keep", action="store_true", help="keep the run directories")
@@ -528,7 +530,9 @@ def main() -> None:
                 if kind in GATEWAYS:
                     profile = root / "daemon.prof" if args.profile and kind == "gateway" else None
                     if kind == "gateway":
-                        result = run_gateway(root, files, profile, args.timeout, args.hand_off)
+                        result = run_gateway(
+                            root, files, profile, args.timeout, args.hand_off, args.processes
+                        )
                     else:
                         result = run_split(root, files, args.split, args.timeout, args.hand_off)
                     notes = " ".join(
@@ -576,12 +580,14 @@ def main() -> None:
         "codes": CODES,
         "station": STATION,
         "hand_off": args.hand_off,
+        "processes": args.processes,
         "runs": runs,
         "ratios": ratios,
     }
-    save_result(f"burst-{args.files}", report)
+    stem = f"burst-{args.files}" + (f"-p{args.processes}" if args.processes > 1 else "")
+    save_result(stem, report)
     if args.plot and runs:
-        plot(runs, args.files, RESULTS / f"burst-{args.files}.png")
+        plot(runs, args.files, RESULTS / f"{stem}.png")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Latency at a steady rate: rename into in/ -> the core's copy appearing, p50/p99/max.
 
-    python bench/latency.py --rate 200 --seconds 60
+    python bench/latency.py --rate 200 --seconds 60 [--processes 2]
 
 Same set-up as ``bench/burst.py`` (k6666, windows off, 100 transfer codes, valid 1 KiB D2001 files, a
 fresh directory). All files are written under ``stage/`` first; then one thread renames them into the
@@ -116,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=200)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--processes", type=int, default=1, help="the gateway's processes (config key)")
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--plot", action="store_true", help="also write a PNG of the latency distribution")
@@ -124,7 +125,7 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="latency-", dir=args.root or REPO.parent))
     try:
         files = names(count)
-        config = gateway_config(root)
+        config = gateway_config(root, processes=args.processes)
         pairs = stage(root, files)
         (root / "core").mkdir(exist_ok=True)
         watch = CoreWatch(root / "core")
@@ -158,6 +159,7 @@ def main() -> None:
         result = {
             "rate": args.rate,
             "seconds": args.seconds,
+            "processes": args.processes,
             "files": count,
             "sent_seconds": sent,
             "max_sender_lag_ms": late * 1000,
@@ -183,9 +185,10 @@ def main() -> None:
         f"{result['mean_ms']:8.1f}"
     )
     print(" ".join(f"{k}={bad[k]}" for k in bad))
-    save_result(f"latency-{args.rate:g}", result)
+    stem = f"latency-{args.rate:g}" + (f"-p{args.processes}" if args.processes > 1 else "")
+    save_result(stem, result)
     if args.plot:
-        plot(latencies, args.rate, RESULTS / f"latency-{args.rate:g}.png")
+        plot(latencies, args.rate, RESULTS / f"{stem}.png")
 
 
 if __name__ == "__main__":

@@ -50,9 +50,22 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if config.processes > 1:
+        from gateway.workers import run_supervised
+
+        return run_supervised(config, Path(args.config))
     from gateway.service import run_service
 
-    return run_service(_config(args), config_path=Path(args.config), drain=False)
+    return run_service(config, config_path=Path(args.config), drain=False)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from gateway.shard import Shard
+    from gateway.workers import run_worker
+
+    number, count = (int(part) for part in args.shard.split("/"))
+    return run_worker(_config(args), Path(args.config), Shard(number - 1, count))
 
 
 def _cmd_drain(args: argparse.Namespace) -> int:
@@ -96,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
 
     config_arg(add("run", _cmd_run, "run the daemon in the foreground (what systemd runs)"))
     config_arg(add("drain", _cmd_drain, "process everything in the spool until idle, then exit"))
+    worker = add("worker", _cmd_worker, "one of several gateway processes (run starts them; not by hand)")
+    config_arg(worker)
+    worker.add_argument("--shard", required=True, metavar="K/N", help="serve the K-th of N shares")
 
     check = add("check", _cmd_check, "validate files or directories offline with the daemon's rules")
     config_arg(check, required=False)

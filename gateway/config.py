@@ -105,6 +105,7 @@ class GatewayConfig(_Strict):
     pair_timeout_seconds: float = Field(default=600, gt=0)
     shutdown_timeout_seconds: float = Field(default=30, gt=0)
     workers: int = Field(default=0, ge=0)  # validation processes; 0 = one per core
+    processes: int = Field(default=1, ge=1, le=16)  # gateway processes sharing out the mailboxes
     systems: tuple[str, ...] = ("CISP",)
     stations: dict[Annotated[str, Field(pattern=STATION_PATTERN)], StationConfig]
     routes: dict[str, Route]
@@ -152,6 +153,8 @@ class GatewayConfig(_Strict):
                     problems.append(f"{where}.tables: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
         problems.extend(self._feedback_problems())
+        if self.processes > 1 and self.metrics is not None:
+            problems.append("metrics: not available with processes > 1 (each process would need a port)")
         both = sorted(set(self.holidays) & set(self.workdays))
         if both:
             problems.append(f"holidays: {', '.join(map(str, both))} also listed in workdays")

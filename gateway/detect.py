@@ -51,8 +51,10 @@ class Detector:
         now_id: Callable[[], str],
         on_claimed: Callable[[str, Claimed], Awaitable[None]],
         metrics: MetricsSink = NULL_METRICS,
+        owns: Callable[[str], bool] = lambda transfer_code: True,
     ) -> None:
         self.layout = layout
+        self._owns = owns  # this process's share of the mailboxes
         self.stations = list(stations)
         self.rescan_seconds = rescan_seconds
         self.tracker: SettleTracker[Key] = SettleTracker(settle_seconds)
@@ -150,8 +152,14 @@ class Detector:
     # -- reconcile scan -------------------------------------------------------------------------------
 
     def mailboxes(self) -> list[Mailbox]:
-        """Every mailbox on disk, registered or not (an unregistered one is served to reject its files)."""
-        boxes = [Mailbox(s, tc) for s in self.stations for tc in self.layout.station(s).mailboxes()]
+        """Every mailbox on disk that this process serves, registered or not (an unregistered one is
+        served to reject its files)."""
+        boxes = [
+            Mailbox(s, tc)
+            for s in self.stations
+            for tc in self.layout.station(s).mailboxes()
+            if self._owns(tc)
+        ]
         for box in boxes:
             if box not in self._known:
                 self.layout.station(box.station).ensure([box.transfer_code])

@@ -18,6 +18,7 @@ from gateway.history import HistoryWriter, Logged
 from gateway.item import Item
 from gateway.ledger import FileRow, Ledger
 from gateway.ledger import State as FileState
+from gateway.shard import WHOLE, Shard
 from spool.entries import classify
 from spool.layout import SpoolLayout, State
 from spool.recovery import inbox_duplicates_after_link, remove_temp_files, scan_states
@@ -34,16 +35,36 @@ class Recovered:
     finished: int  # ledger rows completed for files that had already reached their outcome
 
 
-def recover(layout: SpoolLayout, stations: list[str], ledger: Ledger, history: HistoryWriter) -> Recovered:
-    """Blocking: run in a thread before the watcher starts (an inbox duplicate must not be claimed)."""
-    items: list[Item] = []
+def clean_up(layout: SpoolLayout, stations: list[str]) -> None:
+    """What a crash left in the spool: temp files, and inbox names of files already claimed by link.
+    Spool-wide: with several processes, their supervisor does it before any of them starts."""
     for name in stations:
         station = layout.station(name)
         removed = remove_temp_files(station)
         duplicates = inbox_duplicates_after_link(station)
         if removed or duplicates:
             log.info("recovery.cleaned", station=name, temp_files=removed, inbox_links=len(duplicates))
+
+
+def recover(
+    layout: SpoolLayout,
+    stations: list[str],
+    ledger: Ledger,
+    history: HistoryWriter,
+    *,
+    shard: Shard = WHOLE,
+) -> Recovered:
+    """Blocking: run in a thread before the watcher starts (an inbox duplicate must not be claimed).
+    Only the files of ``shard``'s transfer codes (the process's share); the whole spool is cleaned up
+    first when it is the only process."""
+    if shard.whole:
+        clean_up(layout, stations)
+    items: list[Item] = []
+    for name in stations:
+        station = layout.station(name)
         for entry in scan_states(station, states=(State.WORK, State.DEFERRED, State.HELD)):
+            if not shard.owns(entry.tc):
+                continue
             row = ledger.get(entry.file_id)
             items.append(
                 Item(
@@ -58,7 +79,10 @@ def recover(layout: SpoolLayout, stations: list[str], ledger: Ledger, history: H
             )
     in_flight = {item.file_id for item in items}
     open_rows = [
-        row for state in _OPEN for row in ledger.by_state(state.value) if row.file_id not in in_flight
+        row
+        for state in _OPEN
+        for row in ledger.by_state(state.value)
+        if row.file_id not in in_flight and shard.owns(row.transfer_code or "")
     ]
     ended = _ended(layout, stations, open_rows)
     finished = 0

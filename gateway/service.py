@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
 from gateway.retention import next_sweep, sweep
+from gateway.shard import WHOLE, Shard
 from gateway.signals import on_signals
 from gateway.validate import Rules
 from gateway.windows import Calendar
@@ -82,6 +84,13 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
+async def clean_up_cores(forwarders: Iterable[Forwarder]) -> None:
+    """Temp copies a crash left in the core directories."""
+    for forwarder in forwarders:
+        if isinstance(forwarder, DirectoryForwarder):
+            await forwarder.cleanup()
+
+
 def ledger_path(config: GatewayConfig) -> Path:
     return config.spool_root / ".gateway-ledger.sqlite"
 
@@ -101,12 +110,13 @@ def prepare_spool(config: GatewayConfig) -> SpoolLayout:
     return layout
 
 
-def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
+def run_locked(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:
+    """Prepare the spool and run ``main`` holding its lock: one gateway (or supervisor) per spool."""
     configure_logging()
     try:
         layout = prepare_spool(config)
         with SpoolLock(config.spool_root):
-            return asyncio.run(Service(config, config_path, layout).serve(drain=drain))
+            return main(layout)
     except SpoolLocked as exc:
         log.error("spool.locked", error=str(exc), hint="another fdep-gateway serves this spool")
         return EXIT_FAILED
@@ -115,9 +125,18 @@ def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int
         return EXIT_FAILED
 
 
+def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
+    return run_locked(
+        config, lambda layout: asyncio.run(Service(config, config_path, layout).serve(drain=drain))
+    )
+
+
 class Service:
-    def __init__(self, config: GatewayConfig, config_path: Path, layout: SpoolLayout) -> None:
+    def __init__(
+        self, config: GatewayConfig, config_path: Path, layout: SpoolLayout, shard: Shard = WHOLE
+    ) -> None:
         self.config = config
+        self.shard = shard  # the mailboxes this process serves
         self.config_path = config_path
         self.layout = layout
         self.stopping = asyncio.Event()
@@ -127,6 +146,7 @@ class Service:
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
         self._restore_signals: Callable[[], None] = lambda: None
+        self.on_started: Callable[[], None] = lambda: None  # a supervisor's process hears of it
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -164,13 +184,14 @@ class Service:
         self.dirs = DirectorySync()
         self.dirs.start()
         self.forwarders = self._forwarders(config)
-        for forwarder in self.forwarders.values():
-            if isinstance(forwarder, DirectoryForwarder):
-                await forwarder.cleanup()  # temp copies a crash left in a core directory
+        if self.shard.whole:  # with several processes their supervisor cleans up before they start
+            await clean_up_cores(self.forwarders.values())
         workers = config.workers or None
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         stations = list(config.stations)
-        recovered = await asyncio.to_thread(recover, self.layout, stations, self.ledger, self.writer)
+        recovered = await asyncio.to_thread(
+            functools.partial(recover, self.layout, stations, self.ledger, self.writer, shard=self.shard)
+        )
         self.metrics = metrics_for(
             config.metrics, stations=config.stations, routes=config.routes, depths=self._depths
         )
@@ -209,6 +230,7 @@ class Service:
             now_id=self.new_id,
             on_claimed=self.on_claimed,
             metrics=self.metrics,
+            owns=self.shard.owns,
         )
         self._on_stop.append(self.detector.wake)
         await self.metrics.start()
@@ -220,16 +242,17 @@ class Service:
         _freeze_startup_objects()
         log.info(
             "gateway.started",
+            process=str(self.shard),
             stations=stations,
             resumed=len(recovered.items),
             drain=drain,
             spool=str(config.spool_root),
         )
-        housekeeping = {
-            asyncio.create_task(self._every_day(self._sweep), name="retention"),
-            asyncio.create_task(self._feedback_loop(), name="feedback"),
-            asyncio.create_task(self._retry_stranded(), name="stranded"),
-        }
+        housekeeping = {asyncio.create_task(self._retry_stranded(), name="stranded")}
+        if self.shard.first:  # spool-wide jobs: one process does them
+            housekeeping.add(asyncio.create_task(self._every_day(self._sweep), name="retention"))
+            housekeeping.add(asyncio.create_task(self._feedback_loop(), name="feedback"))
+        self.on_started()
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
         self.detecting = detecting
         try:
@@ -443,8 +466,14 @@ class Service:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("config.reload_rejected", problems=problems, note="keeping the running config")
             return
-        if config.spool_root != self.config.spool_root or config.history.dir != self.config.history.dir:
-            log.error("config.reload_rejected", problems=["spool_root and history.dir need a restart"])
+        if (config.spool_root, config.history.dir, config.processes) != (
+            self.config.spool_root,
+            self.config.history.dir,
+            self.config.processes,
+        ):
+            log.error(
+                "config.reload_rejected", problems=["spool_root, history.dir and processes need a restart"]
+            )
             return
         old = self.forwarders
         self.forwarders = self._forwarders(config)

@@ -19,6 +19,7 @@ _MAX_SUFFIX = 0xFFFF
 _lock = threading.Lock()
 _last_time = ""
 _last_id = ""
+_first_fresh, _fresh_count = 0, _FRESH_SUFFIXES
 
 
 def _format_time(moment: datetime) -> str:
@@ -30,7 +31,19 @@ def _format_time(moment: datetime) -> str:
 
 
 def _fresh(time_part: str) -> str:
-    return f"{time_part}-{secrets.randbelow(_FRESH_SUFFIXES):04x}"
+    return f"{time_part}-{_first_fresh + secrets.randbelow(_fresh_count):04x}"
+
+
+def share_suffixes(index: int, count: int) -> None:
+    """Processes that make ids at once (a gateway's ``processes``) each start fresh suffixes in their
+    own part of the lower half, so two of them never make the same id in the same microsecond (a
+    process would have to make a part's worth of ids, 32768 / count, within one microsecond)."""
+    global _first_fresh, _fresh_count
+    if not 0 <= index < count <= _FRESH_SUFFIXES:
+        raise ValueError(f"share {index} of {count}")
+    with _lock:
+        _fresh_count = _FRESH_SUFFIXES // count
+        _first_fresh = index * _fresh_count
 
 
 def _successor(file_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
@@ -70,3 +71,33 @@ class SpoolLock:
 def _read_pid(fd: int) -> int | None:
     text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
     return int(text) if text.isdigit() else None
+
+
+WORKERS_LOCK_NAME = ".gateway-workers.lock"
+
+
+def hold_shared(root: Path) -> int:
+    """A gateway process takes ``<root>/.gateway-workers.lock`` shared for as long as it lives (the
+    kernel drops it when the process dies): its supervisor's successor waits for it to be free."""
+    fd = os.open(root / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _held.add(fd)
+    return fd
+
+
+def wait_until_free(root: Path, timeout: float) -> bool:
+    """Wait until no process holds the workers' lock (those of a supervisor that was killed are
+    dying with it); False if some still do after ``timeout`` seconds."""
+    fd = os.open(root / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.05)
+    finally:
+        os.close(fd)

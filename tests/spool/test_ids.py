@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from spool.ids import FILE_ID_LENGTH, file_id_time, is_file_id, new_file_id, next_file_id
+from spool.ids import FILE_ID_LENGTH, file_id_time, is_file_id, new_file_id, next_file_id, share_suffixes
 
 SHANGHAI = timezone(timedelta(hours=8))
 
@@ -101,3 +101,20 @@ def test_is_file_id_rejects(text: str) -> None:
 
 def test_is_file_id_accepts() -> None:
     assert is_file_id("20240401-093005-000007-00a1")
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_processes_sharing_suffixes_start_fresh_ones_in_their_own_part(index: int) -> None:
+    share_suffixes(index, 4)
+    try:
+        start = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=index)  # later than any id made so far
+        ids = [new_file_id(start + timedelta(microseconds=n)) for n in range(500)]
+    finally:
+        share_suffixes(0, 1)
+    suffixes = {int(i[-4:], 16) for i in ids}
+    assert min(suffixes) >= index * 0x2000 and max(suffixes) < (index + 1) * 0x2000
+
+
+def test_a_share_must_be_one_of_its_count() -> None:
+    with pytest.raises(ValueError, match="share 2 of 2"):
+        share_suffixes(2, 2)

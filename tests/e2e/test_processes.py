@@ -1,0 +1,118 @@
+"""``processes: 2``: a supervisor and two gateway processes, each serving its share of the mailboxes.
+
+Asserted from outside: the processes (their parent, their inotify watches), the history, the receipts,
+the core directory, and what a SIGTERM, a killed supervisor and a killed worker leave behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from gateway.shard import Shard
+from tests.e2e.harness import Gateway, d1001_body, d1001_name, day, drop, launch, wait_for
+
+ORGS = {"TC41210000": "41210000", "TC41220000": "41220000"}  # base_config's codes: one a process
+MAILBOXES = {("k1237", "TC41210000"), ("k6666", "TC41210000"), ("k1237", "TC41220000")}
+
+
+def children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches ``pid`` holds (every inotify fd's ``inotify wd:`` lines)."""
+    count = 0
+    for fdinfo in (Path("/proc") / str(pid) / "fdinfo").iterdir():
+        try:
+            count += fdinfo.read_text().count("inotify wd:")
+        except OSError:
+            continue
+    return count
+
+
+def start_two(gateway: Gateway) -> set[int]:
+    gateway.write_config(processes=2)
+    offset = launch(gateway)
+    assert gateway.process is not None
+    wait_for(lambda: gateway.log()[offset:].count('"gateway.started"') == 2, what="both processes to start")
+    workers = children(gateway.process.pid)
+    assert len(workers) == 2
+    return workers
+
+
+def drop_files(gateway: Gateway, per_code: int) -> list[str]:
+    names = []
+    for tc, org in ORGS.items():
+        for back in range(1, per_code + 1):
+            name = d1001_name(day(back), org=org)
+            drop(gateway.inbox("k1237", tc), name, d1001_body(day(back), org=org))
+            names.append(name)
+    return names
+
+
+def assert_forwarded_once(gateway: Gateway, names: list[str]) -> None:
+    wait_for(lambda: all(n in gateway.outcomes() for n in names), timeout=60, what="every outcome")
+    outcomes = gateway.outcomes()
+    assert {n: outcomes[n] for n in names} == {n: ["forwarded"] for n in names}
+    for name in names:
+        assert (gateway.core("k1237") / name).is_file()
+
+
+def test_two_processes_share_the_mailboxes_and_stop_together(gateway: Gateway) -> None:
+    workers = start_two(gateway)
+    log = gateway.log()
+    assert '"process": "1/2"' in log and '"process": "2/2"' in log
+    # each watches exactly its own inboxes: together every mailbox, none twice
+    owned = [sum(Shard(i, 2).owns(tc) for _, tc in MAILBOXES) for i in range(2)]
+    assert sorted(inotify_watches(pid) for pid in workers) == sorted(owned)
+    assert sorted(owned) == [1, 2]
+
+    names = drop_files(gateway, per_code=5)
+    assert_forwarded_once(gateway, names)
+    for tc in ORGS:
+        assert len(list(gateway.outbox("k1237", tc).glob("*_OK.TXT"))) == 5
+
+    assert gateway.stop() == 0
+    assert not any(alive(pid) for pid in workers)
+    assert '"exit_codes": [0, 0]' in gateway.log()
+
+
+def test_a_killed_supervisor_takes_its_processes_with_it(gateway: Gateway) -> None:
+    workers = start_two(gateway)
+    gateway.kill(signal.SIGKILL)
+    wait_for(lambda: not any(alive(pid) for pid in workers), timeout=5, what="the workers to die")
+
+    names = drop_files(gateway, per_code=3)
+    start_two(gateway)  # the next start serves the files dropped meanwhile
+    assert_forwarded_once(gateway, names)
+    assert gateway.stop() == 0
+
+
+def test_a_process_that_dies_stops_the_gateway(gateway: Gateway) -> None:
+    workers = start_two(gateway)
+    victim, other = sorted(workers)
+    os.kill(victim, signal.SIGKILL)
+    assert gateway.process is not None
+    gateway.process.wait(timeout=60)
+    assert gateway.kill() == 1  # (already ended) systemd restarts the whole service
+    assert not alive(other)
+    assert '"worker.ended"' in gateway.log()
