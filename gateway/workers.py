@@ -69,6 +69,7 @@ class Supervisor:
     layout: SpoolLayout
     workers: list[_Worker] = field(default_factory=list)
     stopping: bool = False
+    reloading: bool = False  # a SIGHUP was passed on: tell systemd
     failed: bool = False
 
     def run(self) -> int:
@@ -80,18 +81,26 @@ class Supervisor:
         self._clean_up()
         previous = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
         try:
-            self.workers = [
-                self._start(Shard(i, self.config.processes)) for i in range(self.config.processes)
-            ]
+            for index in range(self.config.processes):
+                self.workers.append(self._start(Shard(index, self.config.processes)))
+            if self.stopping:  # a SIGTERM while they were starting reached only some of them
+                self._forward(signal.SIGTERM, None)
             log.info(
                 "workers.started", processes=len(self.workers), pids=[w.process.pid for w in self.workers]
             )
             heartbeat = Heartbeat(notifier, self._status)
+            announced = False
             while not self._all_ended():
                 self._check()
                 heartbeat.beat(started=all(w.ready for w in self.workers))
+                if self.reloading:  # each process reloads on its own; a rejected config is kept by each
+                    self.reloading = False
+                    notifier.reloading("the gateway processes reload the configuration")
+                    heartbeat.ready()
+                if self.stopping and not announced:
+                    notifier.stopping("stopping: the gateway processes finish their files")
+                    announced = True
                 time.sleep(_POLL)
-            notifier.stopping("stopped")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -131,7 +140,9 @@ class Supervisor:
         return _Worker(shard, process, ready_read)
 
     def _forward(self, signum: int, _frame: FrameType | None) -> None:
-        if signum != signal.SIGHUP:
+        if signum == signal.SIGHUP:
+            self.reloading = True
+        else:
             self.stopping = True
         for worker in self.workers:
             if worker.process.poll() is None:

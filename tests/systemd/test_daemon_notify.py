@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,10 +28,13 @@ def _has(key: str, value: str = "1") -> Callable[[Message], bool]:
 
 
 class Daemon:
-    def __init__(self, root: Path, notify_socket: NotifySocket, watchdog_usec: int | None) -> None:
+    def __init__(
+        self, root: Path, notify_socket: NotifySocket, watchdog_usec: int | None, **config: Any
+    ) -> None:
         self.root = root
         self.config = root / "gateway.yaml"
-        self.config.write_text(yaml.safe_dump(base_config(root), allow_unicode=True), encoding="utf-8")
+        data = {**base_config(root), **config}
+        self.config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
         self.notify = notify_socket
         env = {k: v for k, v in os.environ.items() if k not in ("WATCHDOG_USEC", "WATCHDOG_PID")}
         env.update(PYTHONPATH=str(REPO), NOTIFY_SOCKET=notify_socket.env_value)
@@ -64,11 +68,11 @@ class Daemon:
 
 
 @pytest.fixture
-def start(tmp_path: Path, notify_socket: NotifySocket) -> Iterator[Callable[[int | None], Daemon]]:
+def start(tmp_path: Path, notify_socket: NotifySocket) -> Iterator[Callable[..., Daemon]]:
     started: list[Daemon] = []
 
-    def make(watchdog_usec: int | None) -> Daemon:
-        daemon = Daemon(tmp_path, notify_socket, watchdog_usec)
+    def make(watchdog_usec: int | None, **config: Any) -> Daemon:
+        daemon = Daemon(tmp_path, notify_socket, watchdog_usec, **config)
         started.append(daemon)
         return daemon
 
@@ -116,3 +120,25 @@ def test_no_watchdog_pings_when_the_unit_has_no_watchdog(start: Callable[[int | 
     daemon.process.send_signal(signal.SIGTERM)
     daemon.wait("STOPPING", timeout=10)
     assert daemon.process.wait(timeout=60) == 0
+
+
+def test_with_two_processes_the_supervisor_speaks_for_both(start: Callable[..., Daemon]) -> None:
+    """processes: 2: READY once both have started, watchdog pings, reload and stop, all from the
+    supervisor (the unit's main process); the processes themselves never notify."""
+    daemon = start(1_000_000, processes=2)
+    daemon.wait("READY", timeout=60)
+    assert daemon.log_text().count('"gateway.started"') == 2
+    daemon.wait("WATCHDOG", timeout=5)
+
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait("RELOADING", timeout=10)
+    daemon.wait("READY", timeout=10)
+    deadline = time.monotonic() + 10
+    while daemon.log_text().count('"config.reloaded"') < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert daemon.log_text().count('"config.reloaded"') == 2  # the SIGHUP reached both
+
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.wait("STOPPING", timeout=10)
+    assert daemon.process.wait(timeout=60) == 0
+    assert all(m.pid == daemon.process.pid for m in daemon.notify.received)
