@@ -11,7 +11,17 @@ import signal
 from pathlib import Path
 
 from gateway.shard import Shard
-from tests.e2e.harness import Gateway, d1001_body, d1001_name, day, drop, launch, wait_for
+from tests.e2e.harness import (
+    Gateway,
+    d1001_body,
+    d1001_name,
+    day,
+    drop,
+    kill_when,
+    launch,
+    outcome_count,
+    wait_for,
+)
 
 ORGS = {"TC41210000": "41210000", "TC41220000": "41220000"}  # base_config's codes: one a process
 MAILBOXES = {("k1237", "TC41210000"), ("k6666", "TC41210000"), ("k1237", "TC41220000")}
@@ -104,6 +114,21 @@ def test_a_killed_supervisor_takes_its_processes_with_it(gateway: Gateway) -> No
     names = drop_files(gateway, per_code=3)
     start_two(gateway)  # the next start serves the files dropped meanwhile
     assert_forwarded_once(gateway, names)
+    assert gateway.stop() == 0
+
+
+def test_a_supervisor_killed_mid_burst_loses_nothing_and_forwards_nothing_twice(gateway: Gateway) -> None:
+    start_two(gateway)
+    names = drop_files(gateway, per_code=30)
+    kill_when(gateway, lambda: outcome_count(gateway) >= 15)
+    assert outcome_count(gateway) < len(names)  # killed with files in flight
+    start_two(gateway)
+    assert_forwarded_once(gateway, names)  # one forwarded event each, and a copy at the core
+    assert sorted(p.name for p in gateway.core("k1237").iterdir() if not p.name.startswith(".")) == sorted(
+        names
+    )
+    for tc in ORGS:
+        assert len(list(gateway.outbox("k1237", tc).glob("*_OK.TXT"))) == 30
     assert gateway.stop() == 0
 
 
