@@ -1,6 +1,6 @@
 """Crash soak: real writers drop a mix of files on both stations while the daemon is SIGKILLed at random.
 
-    python bench/soak.py --kills 200 --seed 42
+    python bench/soak.py --kills 200 --seed 42 [--processes 2]
 
 A load generator (a thread) drops valid, invalid, duplicate, re-reported and TXT+ZIP files on k1237 and
 k6666 (production windows stay off) through three kinds of writers: rename-in (hidden temp name, then
@@ -349,8 +349,9 @@ class Figures:
             self.problems.append(f"{counter}: {text}")
 
 
-def soak_config(root: Path) -> dict[str, Any]:
+def soak_config(root: Path, processes: int = 1) -> dict[str, Any]:
     data = base_config(root)
+    data["processes"] = processes  # with 2, TC and TC_B are served by different processes
     data["transfer_codes"][TC_B] = {"institution": ORG, "stations": list(STATIONS)}
     data["pair_timeout_seconds"] = 60  # pairs are dropped together; a restart must not time them out
     # k6666 keeps windows off (the default of the test config): forwarding is not held by the clock
@@ -359,13 +360,19 @@ def soak_config(root: Path) -> dict[str, Any]:
 
 
 def run_soak(
-    kills: int, seed: int, root: Path, pause: float = 0.15, max_up: float = 1.2, log=print
+    kills: int,
+    seed: int,
+    root: Path,
+    pause: float = 0.15,
+    max_up: float = 1.2,
+    log=print,
+    processes: int = 1,
 ) -> Figures:
     rng = random.Random(seed)
     fig = Figures(seed=seed, kills_requested=kills)
     started = time.monotonic()
     gw = Gateway(root=root, config_path=root / "gateway.yaml")
-    gw.config_path.write_text(json.dumps(soak_config(root), ensure_ascii=False), encoding="utf-8")
+    gw.config_path.write_text(json.dumps(soak_config(root, processes), ensure_ascii=False), encoding="utf-8")
     for station in STATIONS:
         for tc in (TC, TC_B):
             gw.inbox(station, tc)
@@ -665,12 +672,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--pause", type=float, default=0.15, help="mean seconds between generated items")
     parser.add_argument("--keep", action="store_true", help="keep the soak's spool (printed)")
+    parser.add_argument("--processes", type=int, default=1, help="the gateway's processes (config key)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     print(f"soak: seed {seed}, {args.kills} kills", flush=True)
     root = Path(tempfile.mkdtemp(prefix="fdep-soak-"))
     try:
-        fig = run_soak(args.kills, seed, root, pause=args.pause, log=lambda s: print(s, flush=True))
+        fig = run_soak(
+            args.kills,
+            seed,
+            root,
+            pause=args.pause,
+            log=lambda s: print(s, flush=True),
+            processes=args.processes,
+        )
     finally:
         if args.keep:
             print(f"spool kept in {root}")

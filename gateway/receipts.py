@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
 import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from gateway.text import visible
 from spool.fsio import fsync_dir, makedirs_durable, write_atomic
+from spool.layout import GATEWAY_DIR
 from validators.findings import Finding
 
 _MAX_NAME_BYTES = 255
@@ -70,15 +76,42 @@ OWN_RECEIPT = re.compile(
 
 
 _STRIPES = tuple(threading.Lock() for _ in range(64))
+_LOCK_FILE = "receipts.lock"
+_lock_files: dict[Path, int] = {}  # per station, open for the life of the process (see receipt_lock)
+_lock_files_guard = threading.Lock()
 
 
-def receipt_lock(outbox: Path, name: str) -> threading.Lock:
+@contextmanager
+def receipt_lock(outbox: Path, name: str) -> Iterator[None]:
     """The lock every writer of ``outbox/name`` takes, ``name`` being a receipt's or the core's feedback
     file name: the OK and BAD files of one stem share it, so the gateway's receipts and the core's
     feedback of that stem never interleave a check and a replace. Other stems (almost always) take
-    another, so one outbox's fsyncs never wait for another's."""
+    another, so one outbox's fsyncs never wait for another's.
+
+    It holds across processes too (``processes`` > 1, where one process delivers the core's feedback
+    into every mailbox): besides a thread lock, one byte of the station's ``.gateway/receipts.lock``,
+    chosen by a stable hash of the stem. POSIX record locks belong to the process and all of them go
+    when it closes any descriptor of the file, so each process keeps one descriptor open and the
+    thread lock of the same stripe keeps its own threads apart."""
     ok_name = name[: -len("_BAD.TXT")] + "_OK.TXT" if name.endswith("_BAD.TXT") else name
-    return _STRIPES[hash((outbox, ok_name)) % len(_STRIPES)]
+    stripe = zlib.crc32(f"{outbox}/{ok_name}".encode("utf-8", "surrogateescape")) % len(_STRIPES)
+    with _STRIPES[stripe]:
+        fd = _lock_file(outbox.parent.parent / GATEWAY_DIR)
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, stripe)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe)
+
+
+def _lock_file(directory: Path) -> int:
+    with _lock_files_guard:
+        fd = _lock_files.get(directory)
+        if fd is None:
+            directory.mkdir(parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = _lock_files[directory] = os.open(directory / _LOCK_FILE, flags, 0o600)
+        return fd
 
 
 def _own_file_id(path: Path) -> str | None:

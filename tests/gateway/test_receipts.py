@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.receipts import Receipt, receipt_name, render, write_receipt
+from gateway.receipts import Receipt, receipt_lock, receipt_name, render, write_receipt
+from tests.conftest import REPO
 from validators import findings
 
 AT = datetime(2026, 11, 25, 9, 30, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
@@ -57,3 +61,34 @@ def test_receipt_name_of_odd_names_fits_a_file_system() -> None:
 def test_control_characters_in_names_are_escaped() -> None:
     receipt = Receipt("A\nB.TXT", False, 0, [], 0, AT, "x", "rejected")
     assert render(receipt).decode().count("\n") == 1
+
+
+HOLD_IN_ANOTHER_PROCESS = """
+import sys, time
+from pathlib import Path
+from gateway.receipts import receipt_lock
+with receipt_lock(Path(sys.argv[1]), sys.argv[2]):
+    print("held", flush=True)
+    time.sleep(1.0)
+"""
+
+
+def test_the_stems_lock_holds_across_processes(tmp_path: Path) -> None:
+    """With several gateway processes, the one delivering the core's feedback and the one writing the
+    receipt of the same stem are different processes: the lock must keep them apart too."""
+    outbox = tmp_path / "k1237" / "TC41210000" / "out"
+    outbox.mkdir(parents=True)
+    name = "CISP-41210000_D1001_V01_1_20261130_01_Q"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_IN_ANOTHER_PROCESS, str(outbox), f"{name}_BAD.TXT"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        asked = time.monotonic()
+        with receipt_lock(outbox, f"{name}_OK.TXT"):  # the same stem: waits for the other process
+            waited = time.monotonic() - asked
+    finally:
+        holder.communicate(timeout=10)
+    assert waited > 0.5
