@@ -189,16 +189,22 @@ class Ledger:
     def transaction(self) -> Iterator[None]:
         """Group several updates in one durable commit; rolled back if the block raises.
 
-        Nested blocks are savepoints: an inner one that raises undoes only its own updates.
+        Nested blocks are savepoints: an inner one that raises undoes only its own updates. Some errors
+        (a full disk, an interrupt) make SQLite roll back the whole transaction: the error is raised
+        as it is, and every later nested block fails instead of writing outside any transaction.
         """
         with self._lock:
             depth = self._depth
+            if depth and not self._conn.in_transaction:
+                raise LedgerError("the enclosing transaction was rolled back by an earlier error")
             self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT s{depth}")
             self._depth += 1
             try:
                 yield
             except BaseException:
                 self._depth = depth
+                if not self._conn.in_transaction:
+                    raise  # SQLite rolled it all back already: nothing left to undo
                 if depth == 0:
                     self._conn.execute("ROLLBACK")
                 else:
@@ -364,9 +370,13 @@ class Ledger:
                     "WHERE reports.file_id = excluded.file_id OR reports.batch < excluded.batch",
                     (*key, batch, sha256, file_id, now),
                 ).rowcount
-            except sqlite3.IntegrityError as exc:  # the foreign key: no such file
+            except sqlite3.IntegrityError as exc:
+                if "FOREIGN KEY" not in str(exc):
+                    raise
                 raise LedgerError(f"accept: file {file_id} was never recorded") from exc
-            if not taken:
+            if not taken:  # the key is held at a batch as high: a file never recorded is still that
+                if self._conn.execute("SELECT 1 FROM files WHERE file_id = ?", (file_id,)).fetchone() is None:
+                    raise LedgerError(f"accept: file {file_id} was never recorded")
                 held = self._conn.execute(
                     "SELECT batch FROM reports WHERE station = ? AND institution = ? "
                     "AND table_code = ? AND data_date = ? AND part = ?",

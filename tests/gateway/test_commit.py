@@ -190,3 +190,32 @@ async def test_ledger_steps_inside_a_piece_are_undone_with_it(tmp_path: Path) ->
     assert row is not None and row.state.value == "accepted"
     assert ledger.decide(**key, batch=2, mode="Q", sha256="f" * 64, name="n2", incremental=False) == Accept()
     ledger.close()
+
+
+async def test_a_batch_that_sqlite_rolled_back_whole_commits_none_of_its_pieces(tmp_path: Path) -> None:
+    """An interrupted (or disk-full) statement can make SQLite roll back the whole transaction: later
+    pieces of the batch must fail, not write outside any transaction while their callers hear of an
+    error."""
+    ledger = Ledger.open(tmp_path / "ledger.sqlite")
+    group = GroupTransaction(ledger.transaction)
+    group.start()
+
+    def interrupted() -> None:
+        ledger._conn.set_progress_handler(lambda: 1, 1)  # the next statement is interrupted
+        try:
+            ledger.record("f2", station="k6666")
+        finally:
+            ledger._conn.set_progress_handler(None, 1)
+
+    try:
+        results = await asyncio.gather(
+            group.run(lambda: ledger.record("f1", station="k6666")),
+            group.run(interrupted),
+            group.run(lambda: ledger.record("f3", station="k6666")),
+            return_exceptions=True,
+        )
+    finally:
+        await group.stop()
+    assert all(isinstance(r, Exception) for r in results)
+    assert [ledger.get(f) for f in ("f1", "f2", "f3")] == [None, None, None]
+    ledger.close()

@@ -138,6 +138,8 @@ def test_accept_is_write_ahead_and_refuses_a_lost_race(ledger: Ledger) -> None:
     assert row is not None and row.state is State.ACCEPTED and row.batch == 1 and row.table_code == "D1001"
     with pytest.raises(LedgerError, match="never recorded"):
         ledger.accept("nope", **KEY, batch=3, sha256="x")
+    with pytest.raises(LedgerError, match="never recorded"):  # not KeyTakenError: the key is held higher
+        ledger.accept("nope", **KEY, batch=1, sha256="x")
 
 
 def test_rows_and_decisions_survive_close_and_reopen(tmp_path: Path) -> None:
