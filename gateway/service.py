@@ -146,7 +146,7 @@ class Service:
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
         self._restore_signals: Callable[[], None] = lambda: None
-        self.on_started: Callable[[], None] = lambda: None  # a supervisor's process hears of it
+        self.on_beat: Callable[[], None] = lambda: None  # every main-loop beat: a supervisor listens
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
@@ -252,7 +252,6 @@ class Service:
         if self.shard.first:  # spool-wide jobs: one process does them
             housekeeping.add(asyncio.create_task(self._every_day(self._sweep), name="retention"))
             housekeeping.add(asyncio.create_task(self._feedback_loop(), name="feedback"))
-        self.on_started()
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
         self.detecting = detecting
         try:
@@ -338,6 +337,7 @@ class Service:
         heartbeat = Heartbeat(self.notifier, self._status_text)
         while not self.stopping.is_set() and not self._detecting_failed():
             heartbeat.beat(started=self.detector.scans > 0)  # READY once recovery and a scan are done
+            self.on_beat()
             await asyncio.sleep(0.5)
             if self.reload_requested:
                 self.reload_requested = False

@@ -6,8 +6,10 @@ wait for each other. Two gateways sharing out the transfer codes forward about t
 a second on two CPUs as one (``bench/burst.py --kinds gateway,split``).
 
 ``fdep-gateway run`` is then their supervisor. It holds the spool lock, cleans up what a crash left,
-and starts the processes (``fdep-gateway worker``). It tells systemd when all of them are ready and
-passes SIGTERM, SIGINT and SIGHUP on. When one of them ends on its own, it stops the others and
+and starts the processes (``fdep-gateway worker``). It passes SIGTERM, SIGINT and SIGHUP on, and it
+alone speaks to systemd: READY once every process has started, and a watchdog ping only while every
+process's main loop beats (a byte on a pipe every 0.5 s), so a hung one gets the service restarted
+as a hung single process would. When one of them ends on its own, it stops the others and
 fails: systemd restarts the service, and start-up recovery finishes every file. A worker dies with
 its supervisor (PR_SET_PDEATHSIG) and holds a shared lock while it lives, so a restarted supervisor
 waits for the old workers to be gone before it starts new ones.
@@ -43,9 +45,12 @@ from spool.lock import hold_shared, wait_until_free
 
 log = structlog.get_logger("gateway.workers")
 
-READY_FD = "FDEP_GATEWAY_READY_FD"
+BEATS_FD = "FDEP_GATEWAY_BEATS_FD"
 SUPERVISOR_PID = "FDEP_GATEWAY_SUPERVISOR"
 _POLL = 0.2
+_SILENT = 5.0
+"""Seconds without a beat (a process's main loop beats every 0.5 s) after which the supervisor stops
+pinging systemd's watchdog: a process whose loop hangs gets the service restarted."""
 _PR_SET_PDEATHSIG = 1
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
@@ -58,8 +63,13 @@ def run_supervised(config: GatewayConfig, config_path: Path) -> int:
 class _Worker:
     shard: Shard
     process: subprocess.Popen[bytes]
-    ready_fd: int
-    ready: bool = False
+    beats: int  # the read end of the pipe it writes a byte to on every beat of its main loop
+    last_beat: float | None = None  # monotonic; None until it has started
+
+    def listen(self, now: float) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.beats, 4096):
+                self.last_beat = now
 
 
 @dataclass
@@ -68,8 +78,8 @@ class Supervisor:
     config_path: Path
     layout: SpoolLayout
     workers: list[_Worker] = field(default_factory=list)
+    signals: list[int] = field(default_factory=list)  # received, not passed on yet
     stopping: bool = False
-    reloading: bool = False  # a SIGHUP was passed on: tell systemd
     failed: bool = False
 
     def run(self) -> int:
@@ -79,36 +89,42 @@ class Supervisor:
             log.error("workers.still_running", note="processes of an earlier gateway hold the spool")
             return EXIT_FAILED
         self._clean_up()
-        previous = {sig: signal.signal(sig, self._forward) for sig in _FORWARDED}
+        previous = {sig: signal.signal(sig, self._received) for sig in _FORWARDED}
         try:
             for index in range(self.config.processes):
                 self.workers.append(self._start(Shard(index, self.config.processes)))
-            if self.stopping:  # a SIGTERM while they were starting reached only some of them
-                self._forward(signal.SIGTERM, None)
             log.info(
                 "workers.started", processes=len(self.workers), pids=[w.process.pid for w in self.workers]
             )
             heartbeat = Heartbeat(notifier, self._status)
-            announced = False
+            reloading = False
             while not self._all_ended():
+                now = time.monotonic()
+                for worker in self.workers:
+                    worker.listen(now)
                 self._check()
-                heartbeat.beat(started=all(w.ready for w in self.workers))
-                if self.reloading:  # each process reloads on its own; a rejected config is kept by each
-                    self.reloading = False
-                    notifier.reloading("the gateway processes reload the configuration")
-                    heartbeat.ready()
-                if self.stopping and not announced:
-                    notifier.stopping("stopping: the gateway processes finish their files")
-                    announced = True
+                for signum in self._take_signals():
+                    self._pass_on(signum)
+                    if signum == signal.SIGHUP:  # each reloads on its own; a bad config is kept by each
+                        notifier.reloading("the gateway processes reload the configuration")
+                        reloading = True
+                    else:
+                        notifier.stopping("stopping: the gateway processes finish their files")
+                if self._all_beating(now):  # a hung process gets no watchdog ping: systemd restarts us
+                    heartbeat.beat(started=True)
+                    if reloading:
+                        heartbeat.ready()
+                        reloading = False
                 time.sleep(_POLL)
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             for worker in self.workers:
-                os.close(worker.ready_fd)
+                os.close(worker.beats)
         codes = [w.process.returncode for w in self.workers]
         log.info("workers.stopped", exit_codes=codes)
-        return EXIT_FAILED if self.failed or any(codes) else EXIT_OK
+        stopped = (0, -signal.SIGTERM, -signal.SIGINT) if self.stopping else (0,)  # stopped before serving
+        return EXIT_FAILED if self.failed or any(c not in stopped for c in codes) else EXIT_OK
 
     def _clean_up(self) -> None:
         """The spool-wide clean-up a lone gateway does at start, before any worker takes a file; and the
@@ -120,8 +136,8 @@ class Supervisor:
         asyncio.run(clean_up_cores(cores))
 
     def _start(self, shard: Shard) -> _Worker:
-        ready_read, ready_write = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(ready_read, False)
+        beats, ready_write = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(beats, False)
         command = [
             sys.executable,
             "-m",
@@ -132,17 +148,23 @@ class Supervisor:
             "--shard",
             str(shard),
         ]
-        env = {**os.environ, READY_FD: str(ready_write), SUPERVISOR_PID: str(os.getpid())}
+        env = {**os.environ, BEATS_FD: str(ready_write), SUPERVISOR_PID: str(os.getpid())}
         try:
             process = subprocess.Popen(command, pass_fds=(ready_write,), env=env)  # noqa: S603 - our own interpreter and arguments
         finally:
             os.close(ready_write)
-        return _Worker(shard, process, ready_read)
+        return _Worker(shard, process, beats)
 
-    def _forward(self, signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            self.reloading = True
-        else:
+    def _received(self, signum: int, _frame: FrameType | None) -> None:
+        """A signal handler only takes note; the loop passes the signal on (Popen is not reentrant)."""
+        self.signals.append(signum)
+
+    def _take_signals(self) -> list[int]:
+        taken, self.signals[:] = list(self.signals), []
+        return taken
+
+    def _pass_on(self, signum: int) -> None:
+        if signum != signal.SIGHUP:
             self.stopping = True
         for worker in self.workers:
             if worker.process.poll() is None:
@@ -150,15 +172,17 @@ class Supervisor:
 
     def _check(self) -> None:
         for worker in self.workers:
-            with contextlib.suppress(BlockingIOError):
-                worker.ready = worker.ready or bool(os.read(worker.ready_fd, 1))
             code = worker.process.poll()
             if code is not None and not self.stopping:
                 log.error(
                     "worker.ended", process=str(worker.shard), exit_code=code, note="stopping the others"
                 )
                 self.failed = True
-                self._forward(signal.SIGTERM, None)
+                self._pass_on(signal.SIGTERM)
+
+    def _all_beating(self, now: float) -> bool:
+        """Every process has started and its main loop beat lately."""
+        return all(w.last_beat is not None and now - w.last_beat < _SILENT for w in self.workers)
 
     def _all_ended(self) -> bool:
         return all(w.process.poll() is not None for w in self.workers)
@@ -171,13 +195,16 @@ class Supervisor:
 def run_worker(config: GatewayConfig, config_path: Path, shard: Shard) -> int:
     """One of a supervisor's processes: its share of the mailboxes, until SIGTERM or its supervisor dies."""
     configure_logging()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the service listens: it just read it
     _die_with_supervisor()
     hold_shared(config.spool_root)
     share_suffixes(shard.index, shard.count)
     service = Service(config, config_path, SpoolLayout(config.spool_root), shard)
-    ready = os.environ.pop(READY_FD, None)
-    if ready is not None:
-        service.on_started = lambda: _say_ready(int(ready))
+    beats = os.environ.pop(BEATS_FD, None)
+    if beats is not None:
+        fd = int(beats)
+        os.set_blocking(fd, False)
+        service.on_beat = lambda: _beat(fd)
     return asyncio.run(service.serve(drain=False))
 
 
@@ -191,6 +218,7 @@ def _die_with_supervisor() -> None:
         os._exit(EXIT_FAILED)
 
 
-def _say_ready(fd: int) -> None:
-    os.write(fd, b"r")
-    os.close(fd)
+def _beat(fd: int) -> None:
+    """One byte a beat; a full pipe means the supervisor has beats enough to read."""
+    with contextlib.suppress(BlockingIOError):
+        os.write(fd, b".")

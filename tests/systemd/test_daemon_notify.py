@@ -142,3 +142,36 @@ def test_with_two_processes_the_supervisor_speaks_for_both(start: Callable[..., 
     daemon.wait("STOPPING", timeout=10)
     assert daemon.process.wait(timeout=60) == 0
     assert all(m.pid == daemon.process.pid for m in daemon.notify.received)
+
+
+def test_a_hung_process_stops_the_watchdog_pings(start: Callable[..., Daemon]) -> None:
+    """A process whose loop hangs (SIGSTOP here) stops beating: the supervisor stops pinging, so
+    systemd's watchdog restarts the service, as it would restart a hung single process."""
+    daemon = start(1_000_000, processes=2)
+    daemon.wait("READY", timeout=60)
+    daemon.wait("WATCHDOG", timeout=5)
+    worker = next(
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == daemon.process.pid
+    )
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        time.sleep(6)  # the supervisor's 5 s of patience
+        while not daemon.notify.nothing_pending():
+            pass  # what was sent before it ran out
+        daemon.notify.received.clear()
+        time.sleep(2)  # a 1 s watchdog would have been pinged about four times by now
+        while not daemon.notify.nothing_pending():
+            pass
+        assert not any("WATCHDOG" in m.fields for m in daemon.notify.received)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+    daemon.wait("WATCHDOG", timeout=5)  # beating again: pinging again
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=60) == 0
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
