@@ -145,7 +145,6 @@ class Service:
         self.failed = False
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
-        self._restore_signals: Callable[[], None] = lambda: None
         self.on_beat: Callable[[], None] = lambda: None  # every main-loop beat: a supervisor listens
         self.clock_offset = clock_offset(config)
 
@@ -170,8 +169,14 @@ class Service:
         return next_file_id(self.now)
 
     async def serve(self, *, drain: bool) -> int:
-        config = self.config
         self._install_signals()  # a stop during a long recovery is a clean stop, not a kill
+        try:
+            return await self._serve(drain=drain)
+        finally:  # also after a failed start: no handler may outlive the loop it calls
+            self._restore_signals()
+
+    async def _serve(self, *, drain: bool) -> int:
+        config = self.config
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="gateway-io")
         )
@@ -441,11 +446,10 @@ class Service:
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.writer.close()
-        self._restore_signals()
         log.info("gateway.stopped")
 
     def _install_signals(self) -> None:
-        self._restore_signals = on_signals(
+        self._restore_signals: Callable[[], None] = on_signals(
             asyncio.get_running_loop(),
             {signal.SIGTERM: self._stop, signal.SIGINT: self._stop, signal.SIGHUP: self._request_reload},
         )
