@@ -296,16 +296,24 @@ def run_gateway(
     finally:
         stop_gateway(process)
     bad = verify_gateway(root, files)
-    seconds = end - start
-    moved = len(files) - bad["not_forwarded"]
+    return figures(len(files), (wall, start, renamed, end), bad, forwarded_times(root).values())
+
+
+def figures(
+    total: int, clock: tuple[float, float, float, float], bad: dict[str, int], forwarded: Iterable[float]
+) -> dict[str, Any]:
+    """A gateway run's figures; ``clock``: wall time at the start, then monotonic start, end of the
+    renames, last outcome."""
+    wall, start, renamed, end = clock
+    moved = total - bad["not_forwarded"]
     return {
-        "seconds": seconds,
+        "seconds": end - start,
         "rename_seconds": renamed - start,
         "moved": moved,
-        "missed": len(files) - moved,
-        "files_per_s": moved / seconds,
+        "missed": total - moved,
+        "files_per_s": moved / (end - start),
         **bad,
-        "per_second": per_second(forwarded_times(root).values(), wall),
+        "per_second": per_second(forwarded, wall),
     }
 
 
@@ -337,18 +345,7 @@ def run_split(
         for key, value in verify_gateway(part_root, part).items():
             bad[key] = bad.get(key, 0) + value
         times.extend(forwarded_times(part_root).values())
-    seconds = end - start
-    moved = len(files) - bad["not_forwarded"]
-    return {
-        "seconds": seconds,
-        "rename_seconds": renamed - start,
-        "moved": moved,
-        "missed": len(files) - moved,
-        "files_per_s": moved / seconds,
-        "daemons": daemons,
-        **bad,
-        "per_second": per_second(times, wall),
-    }
+    return {**figures(len(files), (wall, start, renamed, end), bad, times), "daemons": daemons}
 
 
 # -- the baselines --------------------------------------------------------------------------------------
