@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import re
 import threading
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,8 +76,8 @@ OWN_RECEIPT = re.compile(
 
 
 _STRIPES = tuple(threading.Lock() for _ in range(64))
-_LOCK_FILE = "receipts.lock"
-_lock_files: dict[Path, int] = {}  # per station, open for the life of the process (see receipt_lock)
+_LOCK_DIR = "receipt-locks"
+_lock_files: dict[tuple[Path, int], int] = {}  # (station's .gateway, stripe): open for the process's life
 _lock_files_guard = threading.Lock()
 
 
@@ -89,28 +89,38 @@ def receipt_lock(outbox: Path, name: str) -> Iterator[None]:
     another, so one outbox's fsyncs never wait for another's.
 
     It holds across processes too (``processes`` > 1, where one process delivers the core's feedback
-    into every mailbox): besides a thread lock, one byte of the station's ``.gateway/receipts.lock``,
-    chosen by a stable hash of the stem. POSIX record locks belong to the process and all of them go
-    when it closes any descriptor of the file, so each process keeps one descriptor open and the
-    thread lock of the same stripe keeps its own threads apart."""
-    ok_name = name[: -len("_BAD.TXT")] + "_OK.TXT" if name.endswith("_BAD.TXT") else name
-    stripe = zlib.crc32(f"{outbox}/{ok_name}".encode("utf-8", "surrogateescape")) % len(_STRIPES)
+    into every mailbox): besides the thread lock, an flock on the stripe's file in the station's
+    ``.gateway/receipt-locks/``, the stripe chosen by a stable hash of the stem. Not byte-range
+    (POSIX) locks on one file: the kernel checks those for deadlocks process by process, and two
+    processes whose threads each hold one stripe and wait for the other's got EDEADLK (bench/burst.py
+    with two processes). Each process keeps its descriptors open; the thread lock keeps its own
+    threads off a descriptor that another of them holds locked."""
+    stripe = lock_stripe(outbox, name)
     with _STRIPES[stripe]:
-        fd = _lock_file(outbox.parent.parent / GATEWAY_DIR)
-        fcntl.lockf(fd, fcntl.LOCK_EX, 1, stripe)
+        fd = _lock_file(outbox.parent.parent / GATEWAY_DIR, stripe)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.lockf(fd, fcntl.LOCK_UN, 1, stripe)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _lock_file(directory: Path) -> int:
+def lock_stripe(outbox: Path, name: str) -> int:
+    """Which of the locks ``outbox/name`` takes: the same for the OK and BAD names of a stem, and the
+    same in every process."""
+    ok_name = name[: -len("_BAD.TXT")] + "_OK.TXT" if name.endswith("_BAD.TXT") else name
+    key = f"{outbox}/{ok_name}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "big") % len(_STRIPES)
+
+
+def _lock_file(gateway_dir: Path, stripe: int) -> int:
     with _lock_files_guard:
-        fd = _lock_files.get(directory)
+        fd = _lock_files.get((gateway_dir, stripe))
         if fd is None:
+            directory = gateway_dir / _LOCK_DIR
             directory.mkdir(parents=True, exist_ok=True)
             flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = _lock_files[directory] = os.open(directory / _LOCK_FILE, flags, 0o600)
+            fd = _lock_files[gateway_dir, stripe] = os.open(directory / f"{stripe:02d}", flags, 0o600)
         return fd
 
 

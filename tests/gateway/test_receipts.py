@@ -2,12 +2,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.receipts import Receipt, receipt_lock, receipt_name, render, write_receipt
+from gateway.receipts import Receipt, lock_stripe, receipt_lock, receipt_name, render, write_receipt
 from tests.conftest import REPO
 from validators import findings
 
@@ -92,3 +93,58 @@ def test_the_stems_lock_holds_across_processes(tmp_path: Path) -> None:
     finally:
         holder.communicate(timeout=10)
     assert waited > 0.5
+
+
+CROSSING_IN_ANOTHER_PROCESS = """
+import sys, threading, time
+from pathlib import Path
+from gateway.receipts import receipt_lock
+outbox, first, second = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+def hold_first():
+    with receipt_lock(outbox, first):
+        print("held", flush=True)
+        time.sleep(1.5)
+holder = threading.Thread(target=hold_first)
+holder.start()
+time.sleep(0.7)
+with receipt_lock(outbox, second):  # held by the other process until it gets ``first``
+    pass
+holder.join()
+"""
+
+
+def test_threads_of_two_processes_waiting_crosswise_are_not_a_deadlock(tmp_path: Path) -> None:
+    """Process 1 holds stem A and (another thread) waits for stem B; process 2 holds B and waits for A.
+    No thread waits while holding, so both go through once the holders let go. POSIX byte-range locks
+    called this a deadlock (EDEADLK: the kernel sees only the processes)."""
+    outbox = tmp_path / "k1237" / "TC41210000" / "out"
+    outbox.mkdir(parents=True)
+    stems = (f"CISP-41210000_D1001_V01_{part}_20261130_01_Q_OK.TXT" for part in range(1, 10))
+    first = next(stems)
+    second = next(s for s in stems if lock_stripe(outbox, s) != lock_stripe(outbox, first))
+    child = subprocess.Popen(
+        [sys.executable, "-c", CROSSING_IN_ANOTHER_PROCESS, str(outbox), first, second],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    errors: list[BaseException] = []
+
+    def hold_second() -> None:
+        with receipt_lock(outbox, second):
+            time.sleep(1.5)
+
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"held\n"
+        holder = threading.Thread(target=hold_second)
+        holder.start()
+        time.sleep(0.5)
+        try:
+            with receipt_lock(outbox, first):
+                pass
+        except OSError as exc:
+            errors.append(exc)
+        holder.join()
+    finally:
+        _out, err = child.communicate(timeout=20)
+    assert errors == [] and child.returncode == 0, err.decode()[-2000:]
