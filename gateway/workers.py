@@ -136,7 +136,7 @@ class Supervisor:
         asyncio.run(clean_up_cores(cores))
 
     def _start(self, shard: Shard) -> _Worker:
-        beats, ready_write = os.pipe2(os.O_CLOEXEC)
+        beats, beats_write = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(beats, False)
         command = [
             sys.executable,
@@ -148,11 +148,11 @@ class Supervisor:
             "--shard",
             str(shard),
         ]
-        env = {**os.environ, BEATS_FD: str(ready_write), SUPERVISOR_PID: str(os.getpid())}
+        env = {**os.environ, BEATS_FD: str(beats_write), SUPERVISOR_PID: str(os.getpid())}
         try:
-            process = subprocess.Popen(command, pass_fds=(ready_write,), env=env)  # noqa: S603 - our own interpreter and arguments
+            process = subprocess.Popen(command, pass_fds=(beats_write,), env=env)  # noqa: S603 - our own interpreter and arguments
         finally:
-            os.close(ready_write)
+            os.close(beats_write)
         return _Worker(shard, process, beats)
 
     def _received(self, signum: int, _frame: FrameType | None) -> None:
@@ -160,7 +160,9 @@ class Supervisor:
         self.signals.append(signum)
 
     def _take_signals(self) -> list[int]:
-        taken, self.signals[:] = list(self.signals), []
+        taken = []
+        while self.signals:  # one pop at a time: a signal may land between any two bytecodes
+            taken.append(self.signals.pop(0))
         return taken
 
     def _pass_on(self, signum: int) -> None:
