@@ -198,7 +198,13 @@ def run_worker(config: GatewayConfig, config_path: Path, shard: Shard) -> int:
     """One of a supervisor's processes: its share of the mailboxes, until SIGTERM or its supervisor dies."""
     configure_logging()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the service listens: it just read it
-    _die_with_supervisor()
+    if not _die_with_supervisor():
+        log.error(
+            "worker.unsupervised",
+            hint="start the gateway with 'fdep-gateway run': with processes > 1 it starts its processes",
+            note="a process run by hand would serve mailboxes that a supervised one serves too",
+        )
+        return EXIT_FAILED
     hold_shared(config.spool_root)
     share_suffixes(shard.index, shard.count)
     service = Service(config, config_path, SpoolLayout(config.spool_root), shard)
@@ -210,14 +216,19 @@ def run_worker(config: GatewayConfig, config_path: Path, shard: Shard) -> int:
     return asyncio.run(service.serve(drain=False))
 
 
-def _die_with_supervisor() -> None:
-    """SIGKILL when the supervisor dies, however it dies; exit at once if it is already gone."""
+def _die_with_supervisor() -> bool:
+    """SIGKILL when the supervisor dies, however it dies; exit at once if it is already gone. False
+    when no supervisor started this process (the spool lock is the supervisor's: nothing else would
+    keep two processes off the same mailboxes)."""
+    expected = os.environ.pop(SUPERVISOR_PID, None)
+    if expected is None:
+        return False
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
-    expected = os.environ.pop(SUPERVISOR_PID, None)
-    if expected is not None and os.getppid() != int(expected):
+    if os.getppid() != int(expected):
         os._exit(EXIT_FAILED)
+    return True
 
 
 def _beat(fd: int) -> None:

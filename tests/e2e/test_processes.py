@@ -141,3 +141,13 @@ def test_a_process_that_dies_stops_the_gateway(gateway: Gateway) -> None:
     assert gateway.kill() == 1  # (already ended) systemd restarts the whole service
     assert not alive(other)
     assert '"worker.ended"' in gateway.log()
+
+
+def test_a_process_started_by_hand_refuses_to_serve(gateway: Gateway) -> None:
+    """Only the supervisor holds the spool lock: a worker run by hand beside it would serve mailboxes a
+    supervised process serves too."""
+    gateway.write_config(processes=2)
+    result = gateway.command("worker", "-c", str(gateway.config_path), "--shard", "1/2", timeout=30)
+    assert result.returncode == 1
+    assert "worker.unsupervised" in result.stdout + result.stderr
+    assert not (gateway.spool / ".gateway-workers.lock").exists()  # it took nothing
