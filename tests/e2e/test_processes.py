@@ -79,6 +79,15 @@ def drop_files(gateway: Gateway, per_code: int) -> list[str]:
     return names
 
 
+def receipts(gateway: Gateway, tc: str) -> int:
+    return len(list(gateway.outbox("k1237", tc).glob("*_OK.TXT")))
+
+
+def wait_for_receipts(gateway: Gateway, per_code: int) -> None:
+    """A receipt follows its forwarded event (history first, then the receipt, then the move)."""
+    wait_for(lambda: all(receipts(gateway, tc) >= per_code for tc in ORGS), what="every receipt")
+
+
 def assert_forwarded_once(gateway: Gateway, names: list[str]) -> None:
     wait_for(lambda: all(n in gateway.outcomes() for n in names), timeout=60, what="every outcome")
     outcomes = gateway.outcomes()
@@ -98,8 +107,9 @@ def test_two_processes_share_the_mailboxes_and_stop_together(gateway: Gateway) -
 
     names = drop_files(gateway, per_code=5)
     assert_forwarded_once(gateway, names)
+    wait_for_receipts(gateway, 5)
     for tc in ORGS:
-        assert len(list(gateway.outbox("k1237", tc).glob("*_OK.TXT"))) == 5
+        assert receipts(gateway, tc) == 5
 
     assert gateway.stop() == 0
     assert not any(alive(pid) for pid in workers)
@@ -127,8 +137,9 @@ def test_a_supervisor_killed_mid_burst_loses_nothing_and_forwards_nothing_twice(
     assert sorted(p.name for p in gateway.core("k1237").iterdir() if not p.name.startswith(".")) == sorted(
         names
     )
+    wait_for_receipts(gateway, 30)
     for tc in ORGS:
-        assert len(list(gateway.outbox("k1237", tc).glob("*_OK.TXT"))) == 30
+        assert receipts(gateway, tc) == 30
     assert gateway.stop() == 0
 
 
