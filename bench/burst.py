@@ -225,9 +225,8 @@ def wait_for_outcomes(root: Path, total: int, until: float) -> float:
 def history_events(root: Path) -> Iterator[dict[str, Any]]:
     """Every event of the sync history: the daemon's own record of what happened to each file."""
     for path in (root / "history").glob("history-*.jsonl"):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                yield json.loads(line)
+        whole, _, _ = path.read_bytes().rpartition(b"\n")  # a torn last line is a write in progress
+        yield from (json.loads(line) for line in whole.splitlines() if line.strip())
 
 
 def forwarded_times(root: Path) -> dict[str, float]:

@@ -116,12 +116,12 @@ class Gateway:
         return self.kill(signal.SIGTERM)
 
     def events(self) -> list[dict[str, Any]]:
+        """Every whole event line so far; a last line without its newline is a write in progress."""
         found: list[dict[str, Any]] = []
         history = self.root / "history"
         for path in sorted(history.glob("history-*.jsonl")) if history.is_dir() else []:
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    found.append(json.loads(line))
+            whole, _, _ = path.read_bytes().rpartition(b"\n")
+            found.extend(json.loads(line) for line in whole.splitlines() if line.strip())
         return found
 
     def outcomes(self) -> dict[str, list[str]]:
