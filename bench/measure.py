@@ -9,6 +9,7 @@ inotify watches from the kernel, start-up from the daemon's own log line, and ma
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from datetime import datetime
@@ -52,6 +53,20 @@ def descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` and its descendants (the gateway's processes)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0
+    for each in [pid, *descendants(pid)]:
+        try:
+            fields = (PROC / str(each) / "stat").read_text().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        user += int(fields[11])  # utime, then stime: fields 14 and 15 of proc(5), counted after the name
+        system += int(fields[12])
+    return user / tick, system / tick
 
 
 class TreeMemory(threading.Thread):
