@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from gateway import offload
 from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
 from gateway.history import EVENTS, EventKind, HistoryEvent
 from gateway.item import Item
@@ -73,7 +74,7 @@ class Recorder:
         if not state.dated and item.path.parent.parent.name == state.value:
             return
         source = item.path.parent
-        item.path = await asyncio.to_thread(
+        item.path = await offload.to_thread(
             functools.partial(
                 move,
                 self.layout.station(item.station),
@@ -220,7 +221,7 @@ class Recorder:
             file_id=first.file_id,
             status=status,
         )
-        await asyncio.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
+        await offload.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
         await self.dirs.sync(outbox)
 
     def _day(self) -> str:

@@ -18,6 +18,7 @@ from datetime import datetime
 import structlog
 
 from codes.tables import Frequency
+from gateway import offload
 from gateway.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
@@ -135,7 +136,7 @@ class Pipeline:
 
     async def validate(self, item: Item) -> None:
         # the sender's bytes are on disk before any outcome is acknowledged for them
-        size = await asyncio.to_thread(datasync_file, item.path)
+        size = await offload.to_thread(datasync_file, item.path)
         check = functools.partial(
             validate_file, item.path, item.name, self.rules, today=self.now().date(), pool=self.pool
         )

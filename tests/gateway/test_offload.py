@@ -1,0 +1,94 @@
+"""offload.to_thread: each caller gets its own result or error; one turn's calls share few thread jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from gateway import offload
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting the thread jobs it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=64)
+        self.jobs = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.jobs += 1
+        return super().submit(fn, *args, **kwargs)
+
+
+@pytest.fixture
+async def executor() -> AsyncIterator[CountingExecutor]:
+    pool = CountingExecutor()
+    asyncio.get_running_loop().set_default_executor(pool)
+    yield pool
+    pool.shutdown()
+
+
+async def test_each_caller_gets_its_own_result(executor: CountingExecutor) -> None:
+    results = await asyncio.gather(*(offload.to_thread(lambda n=n: n * n) for n in range(200)))
+    assert results == [n * n for n in range(200)]
+
+
+async def test_calls_of_one_turn_share_at_most_parallel_thread_jobs(executor: CountingExecutor) -> None:
+    workers: set[int] = set()
+
+    def work() -> None:
+        workers.add(threading.get_ident())
+
+    await asyncio.gather(*(offload.to_thread(work) for _ in range(200)))
+    assert executor.jobs <= offload.PARALLEL  # asyncio.to_thread would have taken 200
+    assert 1 < len(workers) <= offload.PARALLEL  # shared out: the disk still sees several at once
+
+
+async def test_an_error_goes_to_its_caller_only(executor: CountingExecutor) -> None:
+
+    def fail() -> None:
+        raise OSError(28, "No space left on device")
+
+    results = await asyncio.gather(
+        offload.to_thread(lambda: "first"),
+        offload.to_thread(fail),
+        offload.to_thread(lambda: "last"),
+        return_exceptions=True,
+    )
+    assert results[0] == "first"
+    assert isinstance(results[1], OSError)
+    assert results[1].errno == 28
+    assert results[2] == "last"
+
+
+async def test_a_cancelled_caller_leaves_the_others_their_results(executor: CountingExecutor) -> None:
+    release = threading.Event()
+
+    def slow(value: int) -> int:
+        release.wait(5)
+        return value
+
+    calls = [asyncio.ensure_future(offload.to_thread(slow, n)) for n in range(2 * offload.PARALLEL)]
+    await asyncio.sleep(0.05)  # handed to their thread jobs, two calls each
+    for gone in calls[::2]:
+        gone.cancel()
+    release.set()
+    kept = await asyncio.wait_for(asyncio.gather(*calls[1::2]), timeout=5)
+    assert kept == list(range(1, 2 * offload.PARALLEL, 2))
+    assert all(gone.cancelled() for gone in calls[::2])
+
+
+async def test_the_callers_context_variables_are_seen_in_the_thread(executor: CountingExecutor) -> None:
+    request = contextvars.ContextVar[str]("request")
+
+    async def call(value: str) -> str:
+        request.set(value)
+        return await offload.to_thread(request.get)
+
+    assert await asyncio.gather(call("a"), call("b")) == ["a", "b"]
