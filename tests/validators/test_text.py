@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from codes.tables import TableSpec, bundled_tables
+from validators import text
 from validators.findings import MAX_REPORTED, Finding
 from validators.text import TextReport, TextValidator, merge_reports, validate_text
 
@@ -287,6 +288,22 @@ def test_institution_and_date_must_match_the_file_name() -> None:
     assert "expected 41210000" in report.findings[0].message_en
     assert "expected 20240115" in report.findings[1].message_en
     assert run(d2001(**{"1": "41220000", "12": "20240116"}), org="", date="").total == 0
+
+
+@pytest.mark.parametrize("small_bytes", [0, 1 << 30], ids=["own regex", "generic regex"])
+def test_an_optional_file_name_field_may_be_empty_on_any_line(
+    small_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table (a configured one may) whose JGBH is optional: empty passes, another institution not."""
+    monkeypatch.setattr(text, "_SMALL_BYTES", small_bytes)
+    table = TableSpec(
+        code="T9001",
+        title="optional JGBH",
+        frequency=D2001.frequency,
+        fields=({"name": "JGBH", "type": "C(8)"}, {"name": "BZ", "type": "V(10)", "required": True}),
+    )
+    data = b"41210000|a\n|b\n41220000|c\n|d\n"
+    assert codes(feed(data, table, None, ORG, DATE)) == [("FIELD_MISMATCH", 3, 1)]  # line 1: slow path
 
 
 def test_a_file_name_date_that_is_not_a_date_fails_every_line_once() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from codes.fieldtypes import Kind
 from codes.tables import FieldSpec, TableSpec, bundled_tables
+from validators import text
 from validators.text import TextValidator
 from validators.text_rules import table_rules
 
@@ -170,10 +171,14 @@ def oracle(table: TableSpec, rows: list[list[str]]) -> list[tuple[str, int, int]
     return found
 
 
+OTHER_NAME_VALUES = {"JGBH": ["41210001", ""], "SJRQ": ["20240116", ""]}
+"""Valid values of the fields the file name dictates, other than the name's, in otherwise valid lines."""
+
+
 @SETTINGS
-@given(st.data(), TABLE, CUTS)
+@given(st.data(), TABLE, st.sampled_from(["\n", "\r\n"]), CUTS)
 def test_fast_path_agrees_with_the_field_rules_on_arbitrary_lines(
-    data: st.DataObject, code: str, cuts: list[int]
+    data: st.DataObject, code: str, ending: str, cuts: list[int]
 ) -> None:
     table = TABLES[code]
     rows = data.draw(records(table))
@@ -185,7 +190,32 @@ def test_fast_path_agrees_with_the_field_rules_on_arbitrary_lines(
             row.append(data.draw(NASTY))
     # a CR at the very end of a value would read as a CRLF ending; keep that case to the unit tests
     rows = [[v.replace("\r", "\rx") for v in row] for row in rows]
-    assert validate(encode(rows, "\n", True), table, cuts) == (len(rows), oracle(table, rows))
+    assert_both_paths(encode(rows, ending, True), table, cuts, (len(rows), oracle(table, rows)))
+
+
+@SETTINGS
+@given(st.data(), TABLE, st.sampled_from(["\n", "\r\n"]), CUTS)
+def test_file_name_fields_are_compared_on_every_line(
+    data: st.DataObject, code: str, ending: str, cuts: list[int]
+) -> None:
+    table = TABLES[code]
+    rows = data.draw(records(table, min_size=2))
+    for row in rows:
+        for column, spec in enumerate(table.fields):
+            if spec.name in OTHER_NAME_VALUES and data.draw(st.booleans()):
+                row[column] = data.draw(st.sampled_from(OTHER_NAME_VALUES[spec.name]))
+    assert_both_paths(encode(rows, ending, True), table, cuts, (len(rows), oracle(table, rows)))
+
+
+def assert_both_paths(data: bytes, table: TableSpec, cuts: list[int], expected: tuple[int, object]) -> None:
+    """The regex of the file's (institution, date), and for small chunks the table's generic regex with
+    the file-name fields compared apart, find the same."""
+    small = text._SMALL_BYTES
+    try:
+        for text._SMALL_BYTES in (0, 1 << 30):
+            assert validate(data, table, cuts) == expected
+    finally:
+        text._SMALL_BYTES = small
 
 
 def is_decimal(value: str, precision: int, scale: int) -> bool:
