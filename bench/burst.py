@@ -202,22 +202,36 @@ def stop_gateway(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=120)
 
 
-def outcome_count(root: Path) -> int:
-    count = 0
-    for path in (root / "history").glob("history-*.jsonl"):
-        try:
-            data = path.read_bytes()
-            count += sum(
-                data.count(b'"event":"%s"' % kind) for kind in (b"forwarded", b"rejected", b"duplicate")
-            )
-        except FileNotFoundError:
-            pass
-    return count
+class OutcomeCounter:
+    """Outcome events in the history so far, reading only what was appended since the last call: a
+    poller that re-read the whole history (24 MB after a 20,000-file burst) every 20 ms took a tenth of
+    the CPU the gateway was measured on."""
+
+    KINDS = (b"forwarded", b"rejected", b"duplicate")
+
+    def __init__(self, root: Path) -> None:
+        self.history = root / "history"
+        self.read: dict[Path, int] = {}  # bytes of whole lines counted, per daily file
+        self.count = 0
+
+    def __call__(self) -> int:
+        for path in self.history.glob("history-*.jsonl"):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.read.get(path, 0))
+                    fresh = f.read()
+            except FileNotFoundError:
+                continue
+            whole = fresh[: fresh.rfind(b"\n") + 1]  # a torn last line is a write in progress
+            self.read[path] = self.read.get(path, 0) + len(whole)
+            self.count += sum(whole.count(b'"event":"%s"' % kind) for kind in self.KINDS)
+        return self.count
 
 
 def wait_for_outcomes(root: Path, total: int, until: float) -> float:
     """Poll the history until ``total`` files have an outcome or ``until`` (monotonic) passed; when."""
-    while time.monotonic() < until and outcome_count(root) < total:
+    outcomes = OutcomeCounter(root)
+    while time.monotonic() < until and outcomes() < total:
         time.sleep(0.02)
     return time.monotonic()
 

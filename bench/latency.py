@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import (
     REPO,
     RESULTS,
+    OutcomeCounter,
     gateway_config,
     names,
-    outcome_count,
     save_result,
     stage,
     start_gateway,
@@ -147,7 +147,8 @@ def main() -> None:
                 renamed[dst.name] = time.monotonic()
             sent = time.monotonic() - t0
             deadline = time.monotonic() + 60
-            while outcome_count(root) < count and time.monotonic() < deadline:
+            outcomes = OutcomeCounter(root)
+            while outcomes() < count and time.monotonic() < deadline:
                 time.sleep(0.05)
             time.sleep(0.2)
         finally:
