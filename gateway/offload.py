@@ -7,7 +7,8 @@ a third of the daemon's CPU samples (``perf``) were futex waits and wake-ups. He
 turn of the loop are shared out into at most ``PARALLEL`` thread jobs, each running its share one after
 another and completing all of its callers with one wake-up of the loop (5,000-file bursts, two
 processes: 8 % less CPU a file, 10 % more files a second). The disk still sees several fsyncs at a
-time, and a call made alone still starts at once.
+time, and a call made alone still starts at once. Calls sharing a job wait for each other, so only
+short ones belong here: a step on a large file goes through ``to_thread_sized``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from typing import Any, TypeVar
 
 R = TypeVar("R")
 
+SHORT_BYTES = 64 * 1024
+"""A file step on more bytes than this (a large file's copy or fdatasync) may take seconds: it gets a
+thread job of its own (``to_thread_sized``), so that it never holds up the calls sharing a job."""
 PARALLEL = 8
 """Thread jobs per turn of the loop: the disk takes several fsyncs at once (4, 8 and 16 measured alike)."""
 
@@ -81,3 +85,10 @@ async def to_thread(func: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
     context = contextvars.copy_context()
     result: R = await batcher.add(functools.partial(context.run, func, *args, **kwargs))
     return result
+
+
+async def to_thread_sized(nbytes: int, func: Callable[..., R], /, *args: Any) -> R:
+    """``to_thread`` for a step on a file of ``nbytes``; ``asyncio.to_thread`` beyond ``SHORT_BYTES``."""
+    if nbytes > SHORT_BYTES:
+        return await asyncio.to_thread(func, *args)
+    return await to_thread(func, *args)

@@ -50,7 +50,7 @@ class DirectoryForwarder:
         self._warned = False  # about files copied because they could not be linked
 
     async def send(self, item: Outbound) -> str:
-        where = await offload.to_thread(self._send, item)
+        where = await offload.to_thread_sized(item.size, self._send, item)
         try:
             await self._dirs.sync(self.root)  # also when it was there already: that try may have died
         except OSError as exc:

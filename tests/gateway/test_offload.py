@@ -92,3 +92,18 @@ async def test_the_callers_context_variables_are_seen_in_the_thread(executor: Co
         return await offload.to_thread(request.get)
 
     assert await asyncio.gather(call("a"), call("b")) == ["a", "b"]
+
+
+async def test_a_step_on_a_large_file_holds_up_no_other_call(executor: CountingExecutor) -> None:
+    copied = threading.Event()
+
+    def copy_large_file() -> str:
+        copied.wait(5)  # a 2 GB copy to the core
+        return "copied"
+
+    large = asyncio.ensure_future(offload.to_thread_sized(offload.SHORT_BYTES + 1, copy_large_file))
+    small = [offload.to_thread_sized(1024, lambda n=n: n) for n in range(4 * offload.PARALLEL)]
+    assert await asyncio.wait_for(asyncio.gather(*small), timeout=2) == list(range(4 * offload.PARALLEL))
+    assert not large.done()
+    copied.set()
+    assert await large == "copied"
