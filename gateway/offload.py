@@ -2,18 +2,21 @@
 
 ``asyncio.to_thread`` costs one executor job per call: a worker thread woken, the GIL taken and given
 back, a future completed across threads. In a burst hundreds of files reach the same step (fsync the
-claimed file, copy it to the core, write its receipt, archive it) in the same turn of the event loop;
-a third of the daemon's CPU samples (``perf``) were futex waits and wake-ups. Here the calls made in one
-turn of the loop are shared out into at most ``PARALLEL`` thread jobs, each running its share one after
-another and completing all of its callers with one wake-up of the loop (5,000-file bursts, two
-processes: 8 % less CPU a file, 10 % more files a second). The disk still sees several fsyncs at a
-time, and a call made alone still starts at once. Calls sharing a job wait for each other, so only
-short ones belong here: a step on a large file goes through ``to_thread_sized``.
+claimed file, write its receipt, archive it) in the same turn of the event loop; a third of the
+daemon's CPU samples (``perf``) were futex waits and wake-ups. Here the calls made in one turn of the
+loop are shared out into at most ``PARALLEL`` thread jobs, each running its share one after another
+and completing all of its callers with one wake-up of the loop. The disk still sees several fsyncs at
+a time, and a call made alone still starts at once.
+
+Calls sharing a job wait for each other, so only short steps on the spool's own filesystem belong
+here: a step on a large file goes through ``to_thread_sized``, and a core's I/O (another filesystem,
+perhaps a mount that hangs) through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import weakref
@@ -29,62 +32,59 @@ PARALLEL = 8
 """Thread jobs per turn of the loop: the disk takes several fsyncs at once (4, 8 and 16 measured alike)."""
 
 _Call = tuple[Callable[[], Any], "asyncio.Future[Any]"]
+_Done = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+_queued: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Call]] = weakref.WeakKeyDictionary()
+"""Per event loop, the calls made in this turn; sent to its default executor at the turn's end."""
 
 
-class _Batcher:
-    """The calls queued in this turn of one event loop; sent to its default executor at the turn's end."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._queued: list[_Call] = []
-
-    def add(self, call: Callable[[], Any]) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        if not self._queued:
-            self._loop.call_soon(self._dispatch)
-        self._queued.append((call, future))
-        return future
-
-    def _dispatch(self) -> None:
-        calls, self._queued = self._queued, []
-        share = -(-len(calls) // PARALLEL)
-        for start in range(0, len(calls), share):
-            self._loop.run_in_executor(None, self._run, calls[start : start + share])
-
-    def _run(self, calls: list[_Call]) -> None:
-        """In a worker thread: every call of the share, then one hand-back that completes them all."""
-        done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
-        for call, future in calls:
-            try:
-                done.append((future, call(), None))
-            except BaseException as exc:  # handed to its caller, as asyncio.to_thread would
-                done.append((future, None, exc))
-        self._loop.call_soon_threadsafe(_complete, done)
+async def to_thread(func: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
+    """Like ``asyncio.to_thread`` (the caller's context variables included, and a call whose caller is
+    cancelled before it started never runs), sharing a thread job with the other calls of the turn."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[R] = loop.create_future()
+    queued = _queued.get(loop)
+    if queued is None:
+        queued = _queued[loop] = []
+        loop.call_soon(_dispatch, loop)
+    queued.append((functools.partial(contextvars.copy_context().run, func, *args, **kwargs), future))
+    return await future
 
 
-def _complete(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+def _dispatch(loop: asyncio.AbstractEventLoop) -> None:
+    calls = _queued.pop(loop)
+    share = -(-len(calls) // PARALLEL)
+    for start in range(0, len(calls), share):
+        loop.run_in_executor(None, _run, loop, calls[start : start + share])
+
+
+def _run(loop: asyncio.AbstractEventLoop, calls: list[_Call]) -> None:
+    """In a worker thread: every call of the share, then one hand-back that completes them all."""
+    done: list[_Done] = []
+    for call, future in calls:
+        if future.cancelled():  # a plain state read (as asyncio's own executor chaining does)
+            continue
+        try:
+            done.append((future, call(), None))
+        except StopIteration as exc:  # an asyncio future refuses it (asyncio.to_thread's caller hangs)
+            error = RuntimeError(f"{call!r} raised StopIteration")
+            error.__cause__ = exc
+            done.append((future, None, error))
+        except BaseException as exc:  # handed to its caller, as asyncio.to_thread would
+            done.append((future, None, exc))
+    if done:
+        with contextlib.suppress(RuntimeError):  # the loop was closed: nobody waits for these any more
+            loop.call_soon_threadsafe(_complete, done)
+
+
+def _complete(done: list[_Done]) -> None:
     for future, result, error in done:
-        if future.cancelled():
+        if future.done():  # its caller was cancelled while the call ran
             continue
         if error is None:
             future.set_result(result)
         else:
             future.set_exception(error)
-
-
-_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher] = weakref.WeakKeyDictionary()
-
-
-async def to_thread(func: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
-    """Like ``asyncio.to_thread`` (the caller's context variables included), sharing a thread job with
-    the other calls made in the same turn of the loop."""
-    loop = asyncio.get_running_loop()
-    batcher = _batchers.get(loop)
-    if batcher is None:
-        batcher = _batchers[loop] = _Batcher(loop)
-    context = contextvars.copy_context()
-    result: R = await batcher.add(functools.partial(context.run, func, *args, **kwargs))
-    return result
 
 
 async def to_thread_sized(nbytes: int, func: Callable[..., R], /, *args: Any) -> R:

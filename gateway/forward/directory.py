@@ -25,7 +25,6 @@ from pathlib import Path
 
 import structlog
 
-from gateway import offload
 from gateway.commit import DirectorySync
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
@@ -50,7 +49,9 @@ class DirectoryForwarder:
         self._warned = False  # about files copied because they could not be linked
 
     async def send(self, item: Outbound) -> str:
-        where = await offload.to_thread_sized(item.size, self._send, item)
+        # a thread of its own: the core may be another filesystem (a mount) that hangs, and one core's
+        # trouble must not hold up other files' steps, as a shared offload job would
+        where = await asyncio.to_thread(self._send, item)
         try:
             await self._dirs.sync(self.root)  # also when it was there already: that try may have died
         except OSError as exc:

@@ -46,25 +46,31 @@ async def test_calls_of_one_turn_share_at_most_parallel_thread_jobs(executor: Co
         workers.add(threading.get_ident())
 
     await asyncio.gather(*(offload.to_thread(work) for _ in range(200)))
-    assert executor.jobs <= offload.PARALLEL  # asyncio.to_thread would have taken 200
-    assert 1 < len(workers) <= offload.PARALLEL  # shared out: the disk still sees several at once
+    assert 1 < executor.jobs <= offload.PARALLEL  # shared out; asyncio.to_thread would have taken 200
+    assert len(workers) <= offload.PARALLEL
 
 
 async def test_an_error_goes_to_its_caller_only(executor: CountingExecutor) -> None:
+    def step(n: int) -> int:
+        if n % 3 == 0:
+            raise OSError(28, f"No space left on device ({n})")
+        if n % 3 == 1:
+            raise StopIteration  # an asyncio future refuses this one: it must not strand the others
+        return n
 
-    def fail() -> None:
-        raise OSError(28, "No space left on device")
-
-    results = await asyncio.gather(
-        offload.to_thread(lambda: "first"),
-        offload.to_thread(fail),
-        offload.to_thread(lambda: "last"),
-        return_exceptions=True,
+    calls = 4 * offload.PARALLEL  # several calls a job: each fails or succeeds for its own caller
+    results = await asyncio.wait_for(
+        asyncio.gather(*(offload.to_thread(step, n) for n in range(calls)), return_exceptions=True), timeout=5
     )
-    assert results[0] == "first"
-    assert isinstance(results[1], OSError)
-    assert results[1].errno == 28
-    assert results[2] == "last"
+    for n, result in enumerate(results):
+        if n % 3 == 0:
+            assert isinstance(result, OSError)
+            assert str(n) in str(result)
+        elif n % 3 == 1:
+            assert isinstance(result, RuntimeError)
+        else:
+            assert result == n
+    assert executor.jobs == offload.PARALLEL
 
 
 async def test_a_cancelled_caller_leaves_the_others_their_results(executor: CountingExecutor) -> None:
@@ -85,13 +91,37 @@ async def test_a_cancelled_caller_leaves_the_others_their_results(executor: Coun
 
 
 async def test_the_callers_context_variables_are_seen_in_the_thread(executor: CountingExecutor) -> None:
-    request = contextvars.ContextVar[str]("request")
+    request = contextvars.ContextVar[int]("request")
 
-    async def call(value: str) -> str:
+    async def call(value: int) -> int:
         request.set(value)
         return await offload.to_thread(request.get)
 
-    assert await asyncio.gather(call("a"), call("b")) == ["a", "b"]
+    calls = 4 * offload.PARALLEL  # several calls a job, each in its own caller's context
+    assert await asyncio.gather(*(call(n) for n in range(calls))) == list(range(calls))
+
+
+async def test_a_call_whose_caller_was_cancelled_before_it_started_never_runs(
+    executor: CountingExecutor,
+) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    ran: list[str] = []
+
+    def first() -> None:
+        started.set()
+        release.wait(5)
+
+    running = asyncio.ensure_future(offload.to_thread(first))
+    queued = asyncio.ensure_future(offload.to_thread(ran.append, "queued"))  # in the same job, behind it
+    others = [asyncio.ensure_future(offload.to_thread(int)) for _ in range(offload.PARALLEL)]  # 2 a job
+    await asyncio.to_thread(started.wait, 5)
+    queued.cancel()
+    release.set()
+    await asyncio.gather(running, *others)
+    await asyncio.sleep(0.05)
+    assert ran == []
+    assert queued.cancelled()
 
 
 async def test_a_step_on_a_large_file_holds_up_no_other_call(executor: CountingExecutor) -> None:
