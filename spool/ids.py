@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, tzinfo
 
 FILE_ID_LENGTH = 27
 _TIME_LENGTH = 22
-_FILE_ID = re.compile(r"[0-9]{8}-[0-9]{6}-[0-9]{6}-[0-9a-f]{4}")
+# Hours 00-23 only: Pythons after 3.11 read ISO's 24:00 as the next midnight.
+_FILE_ID = re.compile(r"[0-9]{8}-(?:[01][0-9]|2[0-3])[0-9]{4}-[0-9]{6}-[0-9a-f]{4}")
 # A fresh suffix starts in the lower half, so the same microsecond has room for 32768 more ids.
 _FRESH_SUFFIXES = 0x8000
 _MAX_SUFFIX = 0xFFFF
