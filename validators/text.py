@@ -160,6 +160,7 @@ class TextValidator:
         if line_ending not in (None, *_ENDING_NAMES):
             raise ValueError(f"line_ending is '\\n', '\\r\\n' or None, not {line_ending!r}")
         self._g = _grammar(table, org, date)
+        self._generic = _grammar(table, None, None)  # for small chunks: see _SMALL_BYTES
         self._log = FindingLog(limit)
         self._line = first_line  # number of the next line to begin
         self._offset = offset  # file offset of the next byte fed
@@ -316,7 +317,7 @@ class TextValidator:
             stops.update(_line_starts(buf, start, end, _positions(buf, b"\r", start, end)))
         ordered = sorted(stops)
         small = end - start <= _SMALL_BYTES and bool(g.dictated)
-        grammar = _grammar(g.table, None, None) if small else g  # the same records, file-name fields apart
+        grammar = self._generic if small else g  # the same records, the file-name fields compared apart
         bad = _refused(buf, start, end, grammar.regex(style or "\n", strict=False), ordered)
         if g.width > 1:
             lines = newlines - len(bad)

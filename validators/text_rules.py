@@ -138,10 +138,14 @@ def _decimal_piece(ftype: FieldType, end: bytes) -> bytes:
 
 def _type_piece(ftype: FieldType, *, last: bool, strict: bool, hot_date: str | None, required: bool) -> bytes:
     kind = ftype.kind
-    if kind in (Kind.CODE, Kind.TEXT):
+    if kind is Kind.CODE:
+        # ASCII only: lengths are in characters and the regex counts bytes, so a code of n bytes with a
+        # multibyte character in it (fewer than n characters) must go to the slow path, which counts
+        char = rb"[^|\r\n\x80-\xff]" if last or strict else rb"[^|\x80-\xff]"
+        return char + b"{%d,%d}+" % (ftype.length, ftype.length)
+    if kind is Kind.TEXT:  # a byte count above the limit sends the line to the slow path, which counts
         char = rb"[^|\r\n]" if last or strict else rb"[^|]"
-        low = ftype.length if kind is Kind.CODE else int(required)
-        return char + b"{%d,%d}+" % (low, ftype.length)
+        return char + b"{%d,%d}+" % (int(required), ftype.length)
     if kind is Kind.DECIMAL:  # whole numbers only: see _decimal_piece for the others
         return b"-?+" + (b"[0-9]{1,%d}+" % ftype.precision)
     if kind is Kind.DATE:

@@ -203,6 +203,7 @@ def test_a_missing_field_cannot_hide_by_joining_the_next_line() -> None:
         ("412100000", False),
         ("机构编号机构编号", True),
         ("机构编号机构编", False),
+        ("中中12", False),  # 8 bytes, 4 characters: fast and slow path must both count characters
     ],
 )
 def test_code_fields_have_exactly_n_characters(value: str, ok: bool) -> None:
@@ -304,6 +305,19 @@ def test_an_optional_file_name_field_may_be_empty_on_any_line(
     )
     data = b"41210000|a\n|b\n41220000|c\n|d\n"
     assert codes(feed(data, table, None, ORG, DATE)) == [("FIELD_MISMATCH", 3, 1)]  # line 1: slow path
+
+
+def test_small_chunks_compile_no_regex_of_their_own_institution_and_date() -> None:
+    """A burst of small files from many institutions and dates compiles one record regex per table; a
+    large chunk compiles the one of its (institution, date), which holds their values."""
+    org, date = "41299999", "20240301"
+    record = d2001(**{"1": org, "12": date}) + b"\n"
+    small = record * 10
+    assert feed(small, D2001, None, org, date).total == 0
+    assert text._grammar(D2001, org, date)._regexes == {}
+    large = record * (2 * text._SMALL_BYTES // len(record))
+    assert feed(large, D2001, None, org, date).total == 0
+    assert text._grammar(D2001, org, date)._regexes != {}
 
 
 def test_a_file_name_date_that_is_not_a_date_fails_every_line_once() -> None:
