@@ -53,9 +53,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 2048
 _IO_THREADS = 64
-"""Threads for blocking file-system steps (asyncio.to_thread). Most of a file's time is fsyncs, which
-wait on the disk, not the CPU, and the disk takes several at once (here one thread fsyncs ~3,400 small
-files a second, 64 threads ~6,200)."""
+"""Threads for blocking file-system steps (asyncio.to_thread, gateway/offload.py). The disk takes
+several fsyncs at once (here one thread makes ~3,400 small durable files a second, eight ~10,800); the
+rest is headroom for steps that block long, each on a thread of its own: a large file's copy or
+fdatasync, a slow core directory (12 or 16 threads measured no faster in bursts)."""
 _DRAIN_POLL = 0.2
 _RESUMABLE = {State.WORK.value, State.DEFERRED.value, State.HELD.value}
 
