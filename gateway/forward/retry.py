@@ -103,8 +103,13 @@ class _Delivery:
         self.not_ready_seconds = 0.0  # time the core has been answering 409
         self.last_not_ready: float | None = None  # when the latest answer was a 409; None otherwise
         self.on_retry: Callable[[], None] | None = None  # counts each retry (metrics)
+        self.first_failure: Transient | TaskNotReady | None = None
 
     async def run(self) -> str:
+        try:  # the usual case, the core takes the file at once: without tenacity's ~45 us of set-up
+            return await self._attempt()
+        except (Transient, TaskNotReady) as exc:
+            self.first_failure = exc  # tenacity's first attempt raises it: the retries run as they would
         task_not_ready = AsyncRetrying(
             retry=retry_if_exception_type(TaskNotReady),
             wait=wait_fixed(self.policy.task_retry_seconds),
@@ -126,8 +131,15 @@ class _Delivery:
             sleep=self._sleep,
             before_sleep=self._before_sleep,
         )
-        result: str = await transient(self._attempt)
+        result: str = await transient(self._retried)
         return result
+
+    async def _retried(self) -> str:
+        """Tenacity's attempt: first the failure of the attempt made before tenacity, then real ones."""
+        if self.first_failure is not None:
+            failure, self.first_failure = self.first_failure, None
+            raise failure
+        return await self._attempt()
 
     async def _attempt(self) -> str:
         try:
