@@ -136,7 +136,8 @@ class Pipeline:
 
     async def validate(self, item: Item) -> None:
         # the sender's bytes are on disk before any outcome is acknowledged for them
-        size = await offload.to_thread_sized(item.path.lstat().st_size, datasync_file, item.path)
+        size = item.path.lstat().st_size
+        await offload.to_thread_sized(size, datasync_file, item.path)
         check = functools.partial(
             validate_file, item.path, item.name, self.rules, today=self.now().date(), pool=self.pool
         )

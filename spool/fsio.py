@@ -29,13 +29,12 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def datasync_file(path: Path) -> int:
+def datasync_file(path: Path) -> None:
     """Make a file's bytes durable (and what reading them back needs: its size and blocks), not its
-    timestamps: a file already on disk and merely renamed costs no write. Returns its size."""
+    timestamps: a file already on disk and merely renamed costs no write."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         os.fdatasync(fd)
-        return os.fstat(fd).st_size
     finally:
         os.close(fd)
 
