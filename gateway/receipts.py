@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 from gateway.text import visible
 from spool.fsio import fsync_dir, makedirs_durable, write_atomic
 from spool.layout import GATEWAY_DIR
+from spool.lock import open_lock_file
 from validators.findings import Finding
 
 _MAX_NAME_BYTES = 255
@@ -119,8 +119,7 @@ def _lock_file(gateway_dir: Path, stripe: int) -> int:
         if fd is None:
             directory = gateway_dir / _LOCK_DIR
             directory.mkdir(parents=True, exist_ok=True)
-            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = _lock_files[gateway_dir, stripe] = os.open(directory / f"{stripe:02d}", flags, 0o600)
+            fd = _lock_files[gateway_dir, stripe] = open_lock_file(directory / f"{stripe:02d}", 0o600)
         return fd
 
 

@@ -34,7 +34,7 @@ class SpoolLock:
 
     def __enter__(self) -> SpoolLock:
         try:
-            fd = _open_lock_file(self.path)
+            fd = open_lock_file(self.path)
         except FileNotFoundError:
             raise SpoolError(f"spool root {self.path.parent} does not exist") from None
         try:
@@ -68,8 +68,9 @@ class SpoolLock:
             os.close(fd)  # releases the lock
 
 
-def _open_lock_file(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+def open_lock_file(path: Path, mode: int = 0o644) -> int:
+    """A lock file's descriptor, the file made if missing; never through a symlink, never inherited."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
 
 
 def _read_pid(fd: int) -> int | None:
@@ -83,7 +84,7 @@ WORKERS_LOCK_NAME = ".gateway-workers.lock"
 def hold_shared(root: Path) -> int:
     """A gateway process takes ``<root>/.gateway-workers.lock`` shared for as long as it lives (the
     kernel drops it when the process dies): its supervisor's successor waits for it to be free."""
-    fd = _open_lock_file(root / WORKERS_LOCK_NAME)
+    fd = open_lock_file(root / WORKERS_LOCK_NAME)
     fcntl.flock(fd, fcntl.LOCK_SH)
     _held.add(fd)
     return fd
@@ -92,7 +93,7 @@ def hold_shared(root: Path) -> int:
 def wait_until_free(root: Path, timeout: float) -> bool:
     """Wait until no process holds the workers' lock (those of a supervisor that was killed are
     dying with it); False if some still do after ``timeout`` seconds."""
-    fd = _open_lock_file(root / WORKERS_LOCK_NAME)
+    fd = open_lock_file(root / WORKERS_LOCK_NAME)
     try:
         deadline = time.monotonic() + timeout
         while True:
