@@ -36,6 +36,7 @@ from burst import (
     gateway_config,
     names,
     rename_all,
+    result_stem,
     save_result,
     stage,
     start_gateway,
@@ -102,7 +103,7 @@ def main() -> None:
         f"{result['seconds']:9.2f} {result['exit_seconds']:7.2f}  {memory_text(result)}"
     )
     print(" ".join(f"{k}={v}" for k, v in bad.items()))
-    save_result(f"backlog-{args.files}" + (f"-p{args.processes}" if args.processes > 1 else ""), result)
+    save_result(result_stem(f"backlog-{args.files}", args.processes), result)
 
 
 if __name__ == "__main__":

@@ -477,6 +477,11 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "python": sys.version.split()[0]}
 
 
+def result_stem(stem: str, processes: int) -> str:
+    """A run's results name: ``-p<N>`` added when the gateway ran with several processes."""
+    return stem + (f"-p{processes}" if processes > 1 else "")
+
+
 def save_result(name: str, report: dict[str, Any]) -> Path:
     """Write ``bench/results/<name>.json`` with the machine and the time added; returns its path."""
     report = {**report, "machine": machine(), "at": datetime.now().isoformat(timespec="seconds")}
@@ -607,7 +612,7 @@ def main() -> None:
         "runs": runs,
         "ratios": ratios,
     }
-    stem = f"burst-{args.files}" + (f"-p{args.processes}" if args.processes > 1 else "")
+    stem = result_stem(f"burst-{args.files}", args.processes)
     save_result(stem, report)
     if args.plot and runs:
         plot(runs, args.files, RESULTS / f"{stem}.png")

@@ -31,14 +31,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from burst import (
     REPO,
     RESULTS,
-    OutcomeCounter,
     gateway_config,
     names,
+    result_stem,
     save_result,
     stage,
     start_gateway,
     stop_gateway,
     verify_gateway,
+    wait_for_outcomes,
 )
 from measure import pyplot
 
@@ -146,10 +147,7 @@ def main() -> None:
                 os.rename(src, dst)  # noqa: PTH104 - the plain syscall, stamped right after
                 renamed[dst.name] = time.monotonic()
             sent = time.monotonic() - t0
-            deadline = time.monotonic() + 60
-            outcomes = OutcomeCounter(root)
-            while outcomes() < count and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_for_outcomes(root, count, time.monotonic() + 60)
             time.sleep(0.2)
         finally:
             stop_gateway(process)
@@ -186,7 +184,7 @@ def main() -> None:
         f"{result['mean_ms']:8.1f}"
     )
     print(" ".join(f"{k}={bad[k]}" for k in bad))
-    stem = f"latency-{args.rate:g}" + (f"-p{args.processes}" if args.processes > 1 else "")
+    stem = result_stem(f"latency-{args.rate:g}", args.processes)
     save_result(stem, result)
     if args.plot:
         plot(latencies, args.rate, RESULTS / f"{stem}.png")
