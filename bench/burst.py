@@ -54,11 +54,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from measure import pyplot, tree_cpu
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "bench" / "results"
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
 STATION = "k6666"
 CODES = 100
 ZONE = "Asia/Shanghai"
-KINDS = ("inotifywait", "watchdog", "gateway")
+KINDS = ("inotifywait", "watchdog", "durable", "gateway")
+DURABLE_THREADS = 16
 GATEWAYS = ("gateway", "split")
 
 
@@ -319,6 +321,11 @@ def cpu_used(before: tuple[float, float], after: tuple[float, float]) -> dict[st
     return {"cpu_user_s": user, "cpu_system_s": system}
 
 
+def cpu_note(result: dict[str, Any], files: int) -> str:
+    cpu_ms = 1000 * (result["cpu_user_s"] + result["cpu_system_s"]) / files
+    return f"cpu={cpu_ms:.2f}ms/file ({result['cpu_system_s']:.1f}s system)"
+
+
 def figures(
     total: int, clock: tuple[float, float, float, float], bad: dict[str, int], forwarded: Iterable[float]
 ) -> dict[str, Any]:
@@ -413,7 +420,7 @@ INOTIFY_MOVER = (
 
 
 def run_baseline(
-    kind: str, root: Path, files: list[tuple[str, str, str]], idle: float, timeout: float
+    kind: str, root: Path, files: list[tuple[str, str, str]], idle: float, timeout: float, hand_off: str
 ) -> dict[str, Any]:
     pairs = stage(root, files)
     dest = root / "core"
@@ -429,6 +436,24 @@ def run_baseline(
             if time.monotonic() > deadline:
                 raise SystemExit("inotifywait did not start")
             time.sleep(0.02)
+    elif kind == "durable":
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                str(BENCH / "durable_mover.py"),
+                str(dest),
+                hand_off,
+                str(DURABLE_THREADS),
+                *inboxes,
+            ],
+            start_new_session=True,
+        )
+        ready = Path(f"{dest}.ready")
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the durable mover did not start")
+            time.sleep(0.02)
     else:
         process = subprocess.Popen(
             [sys.executable, "-c", WATCHDOG_MOVER, str(dest), *inboxes],
@@ -438,12 +463,12 @@ def run_baseline(
         assert process.stdout is not None
         process.stdout.readline()
     try:
-        wall = time.time()
+        wall, before = time.time(), tree_cpu(process.pid)
         start, renamed = rename_all(pairs)
         total, moved, last_change, last_count = len(files), 0, time.monotonic(), -1
         done_at = start
         while time.monotonic() < start + timeout:
-            moved = len(os.listdir(dest))  # noqa: PTH208 - no Path object per entry while polling
+            moved = sum(not name.startswith(".") for name in os.listdir(dest))  # noqa: PTH208 - cheap poll
             now = time.monotonic()
             if moved != last_count:
                 last_count, last_change = moved, now
@@ -451,17 +476,20 @@ def run_baseline(
             if moved >= total or now - last_change > idle:
                 break
             time.sleep(0.02)
+        cpu = cpu_used(before, tree_cpu(process.pid))
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     seconds = done_at - start
+    moved_at = (entry.stat().st_ctime for entry in os.scandir(dest) if not entry.name.startswith("."))
     return {
         "seconds": seconds,
         "rename_seconds": renamed - start,
         "moved": moved,
         "missed": total - moved,
         "files_per_s": moved / seconds if seconds > 0 else 0.0,
-        "per_second": per_second((entry.stat().st_ctime for entry in os.scandir(dest)), wall),
+        "per_second": per_second(moved_at, wall),
+        **(cpu if kind != "inotifywait" else {}),  # its mv processes have exited: their CPU is not seen
     }
 
 
@@ -571,12 +599,11 @@ def main() -> None:
                             "extra_outcomes",
                         )
                     )
-                    cpu_ms = 1000 * (result["cpu_user_s"] + result["cpu_system_s"]) / len(files)
-                    notes += f" cpu={cpu_ms:.2f}ms/file ({result['cpu_system_s']:.1f}s system)"
+                    notes += " " + cpu_note(result, len(files))
                 else:
                     profile = None
-                    result = run_baseline(kind, root, files, args.idle, args.timeout)
-                    notes = ""
+                    result = run_baseline(kind, root, files, args.idle, args.timeout, args.hand_off)
+                    notes = cpu_note(result, len(files)) if "cpu_user_s" in result else ""
                 result.update(kind=kind, round=rnd)
                 runs.append(result)
                 print(

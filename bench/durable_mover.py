@@ -1,0 +1,99 @@
+"""The burst's third baseline: the gateway's durable file steps, and nothing else.
+
+    python bench/durable_mover.py CORE copy|link THREADS INBOX...
+
+For every file that appears in an inbox, the same system calls the gateway makes to take it durably:
+claim (rename into ``work/``), fdatasync the claimed file and read it, hand it to the core (a copy
+written, fsynced and renamed into place, or a hard link), write a receipt (written, fsynced, renamed)
+into ``out/``, and rename the file into ``archive/``; every directory those renames touched is fsynced
+once a batch, as the gateway's group commit does. ``THREADS`` threads share each batch (the gateway's
+offloaded steps run in up to 8 thread jobs plus a thread per core copy; 16 was this mover's best on the
+benchmark machine).
+
+No inotify (it lists the inboxes again as soon as a batch is done), no validation, no history, no ledger,
+no event loop: what is left is what durability costs on this disk and these CPUs, so the gateway's files
+a second against this mover's is how close it comes to the bound its guarantees set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+RECEIPT = b"OK " * 35
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Write, fsync and rename into place, the way the gateway writes a core copy or a receipt."""
+    folder, _, name = path.rpartition("/")
+    temp = f"{folder}/.{name}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(temp, path)  # noqa: PTH104
+
+
+class Mover:
+    def __init__(self, core: str, link: bool, inboxes: list[str]) -> None:
+        self.core = core
+        self.link = link
+        self.boxes = [os.path.dirname(inbox) for inbox in inboxes]  # noqa: PTH120
+        for box in self.boxes:
+            for state in ("work", "out", "archive"):
+                os.makedirs(os.path.join(box, state), exist_ok=True)  # noqa: PTH103, PTH118
+
+    def take(self, box: str, name: str) -> None:
+        work = f"{box}/work/{name}"
+        os.rename(f"{box}/in/{name}", work)  # noqa: PTH104
+        fd = os.open(work, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)
+            data = os.read(fd, 1 << 20)
+        finally:
+            os.close(fd)
+        if self.link:
+            os.link(work, f"{self.core}/{name}")
+        else:
+            write_durably(f"{self.core}/{name}", data)
+        write_durably(f"{box}/out/{name}.OK", RECEIPT)
+        os.rename(work, f"{box}/archive/{name}")  # noqa: PTH104
+
+    def batch(self, pool: ThreadPoolExecutor, threads: int) -> int:
+        found = [(box, name) for box in self.boxes for name in os.listdir(f"{box}/in")]  # noqa: PTH208
+        if not found:
+            return 0
+        share = -(-len(found) // threads)
+        shares = [found[i : i + share] for i in range(0, len(found), share)]
+        list(pool.map(lambda part: [self.take(*each) for each in part], shares))
+        states = ("in", "work", "out", "archive")
+        touched = {self.core} | {f"{box}/{state}" for box, _ in found for state in states}
+        list(pool.map(fsync_dir, touched))
+        return len(found)
+
+
+def main() -> None:
+    core, hand_off, threads, inboxes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+    mover = Mover(core, hand_off == "link", inboxes)
+    Path(f"{core}.ready").touch()
+    with ThreadPoolExecutor(threads) as pool:
+        while True:  # until the benchmark stops it
+            if not mover.batch(pool, threads):
+                time.sleep(0.002)
+
+
+if __name__ == "__main__":
+    main()

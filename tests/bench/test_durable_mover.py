@@ -1,0 +1,42 @@
+"""The burst's durable baseline takes every file through every step it claims to make (bench/burst.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+MOVER = Path(__file__).resolve().parents[2] / "bench" / "durable_mover.py"
+
+
+@pytest.mark.parametrize("hand_off", ["copy", "link"])
+def test_every_file_reaches_core_receipt_and_archive(tmp_path: Path, hand_off: str) -> None:
+    core = tmp_path / "core"
+    core.mkdir()
+    inboxes = [tmp_path / f"TC{n}" / "in" for n in range(3)]
+    for inbox in inboxes:
+        inbox.mkdir(parents=True)
+    mover = subprocess.Popen([sys.executable, str(MOVER), str(core), hand_off, "4", *map(str, inboxes)])
+    try:
+        deadline = time.monotonic() + 30
+        while not Path(f"{core}.ready").exists():
+            assert mover.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        for n in range(30):
+            (inboxes[n % 3] / f"f{n}.TXT").write_bytes(b"row %d\n" % n)
+        while sum(len(list((inbox.parent / "archive").iterdir())) for inbox in inboxes) < 30:  # the last step
+            assert mover.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        mover.kill()
+        mover.wait()
+    for n in range(30):
+        box = inboxes[n % 3].parent
+        assert (core / f"f{n}.TXT").read_bytes() == b"row %d\n" % n
+        assert (box / "out" / f"f{n}.TXT.OK").exists()
+        assert (box / "archive" / f"f{n}.TXT").read_bytes() == b"row %d\n" % n
+        assert not (box / "in" / f"f{n}.TXT").exists() and not (box / "work" / f"f{n}.TXT").exists()
+    assert ((core / "f0.TXT").stat().st_nlink == 2) == (hand_off == "link")
