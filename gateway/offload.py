@@ -9,8 +9,8 @@ and completing all of its callers with one wake-up of the loop. The disk still s
 a time, and a call made alone still starts at once.
 
 Calls sharing a job wait for each other, so only short steps on the spool's own filesystem belong
-here: a step on a large file goes through ``to_thread_sized``, and a core's I/O (another filesystem,
-perhaps a mount that hangs) through ``asyncio.to_thread``.
+here: a step on a large file (its fdatasync may take seconds) and a core's I/O (another filesystem,
+perhaps a mount that hangs) go through ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -25,9 +25,6 @@ from typing import Any, TypeVar
 
 R = TypeVar("R")
 
-SHORT_BYTES = 64 * 1024
-"""A file step on more bytes than this (a large file's copy or fdatasync) may take seconds: it gets a
-thread job of its own (``to_thread_sized``), so that it never holds up the calls sharing a job."""
 PARALLEL = 8
 """Thread jobs per turn of the loop: the disk takes several fsyncs at once (4, 8 and 16 measured alike)."""
 
@@ -86,9 +83,3 @@ def _complete(done: list[_Done]) -> None:
         else:
             future.set_exception(error)
 
-
-async def to_thread_sized(nbytes: int, func: Callable[..., R], /, *args: Any) -> R:
-    """``to_thread`` for a step on a file of ``nbytes``; ``asyncio.to_thread`` beyond ``SHORT_BYTES``."""
-    if nbytes > SHORT_BYTES:
-        return await asyncio.to_thread(func, *args)
-    return await to_thread(func, *args)

@@ -28,10 +28,10 @@ from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink
 from gateway.outcome import Recorder
 from gateway.route import route
-from gateway.validate import Rules, check_partners, partner_missing, validate_file
+from gateway.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.entries import EntryKind
-from spool.fsio import datasync_file
+from spool.fsio import datasync_file, read_durable
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from validators import findings
@@ -40,9 +40,11 @@ from validators.findings import Finding
 log = structlog.get_logger("gateway.pipeline")
 
 _INLINE_BYTES = 64 * 1024
-"""A TXT this small is validated on the event loop (well under a millisecond): under load, handing it
+"""A TXT this small is read by the thread step that makes it durable (sharing a thread job with other
+files' short steps) and validated on the event loop (well under a millisecond): under load, handing it
 to a thread and back costs more than the work, because each hand-off waits for the GIL (bench/burst.py:
-+9% files/s). A ZIP always goes to a thread: 64 KiB of ZIP may expand to many MB."""
++9% files/s). A larger file's sync may take seconds: it gets a thread of its own, and so does its
+validation. A ZIP always goes to a thread: 64 KiB of ZIP may expand to many MB."""
 
 _KIND_NAMES = {
     EntryKind.SYMLINK: "符号链接 symlink",
@@ -135,14 +137,20 @@ class Pipeline:
         await self.decide(unit)
 
     async def validate(self, item: Item) -> None:
-        # the sender's bytes are on disk before any outcome is acknowledged for them
-        size = item.path.lstat().st_size
-        await offload.to_thread_sized(size, datasync_file, item.path)
-        check = functools.partial(
-            validate_file, item.path, item.name, self.rules, today=self.now().date(), pool=self.pool
+        """The sender's bytes are made durable before any outcome is acknowledged for them; a small TXT
+        is read in the same thread step and validated on the loop, anything else in a thread."""
+        today = self.now().date()
+        if not item.name.upper().endswith(".ZIP"):
+            small = await offload.to_thread(read_durable, item.path, _INLINE_BYTES)
+            if small is not None:
+                item.verdict = validate_bytes(
+                    small.data, item.name, self.rules, today=today, mtime_ns=small.mtime_ns
+                )
+                return
+        await asyncio.to_thread(datasync_file, item.path)
+        item.verdict = await asyncio.to_thread(
+            functools.partial(validate_file, item.path, item.name, self.rules, today=today, pool=self.pool)
         )
-        inline = size <= _INLINE_BYTES and not item.name.upper().endswith(".ZIP")
-        item.verdict = check() if inline else await asyncio.to_thread(check)
 
     def route(self, item: Item) -> None:
         parsed = item.verdict.parsed if item.verdict else None

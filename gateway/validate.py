@@ -7,6 +7,7 @@ gets exactly the verdict the gateway will give.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from concurrent.futures import Executor
@@ -18,11 +19,12 @@ from codes.tables import TableSpec
 from gateway.config import GatewayConfig
 from gateway.scan import Progress, scan_text_file
 from validators import findings
-from validators.archive import ZipLimits, inspect_zip
+from validators.archive import ArchiveReport, ZipLimits, inspect_zip
 from validators.attachments import AttachmentRow, Member
 from validators.findings import Finding, FindingLog
 from validators.names import ReportName, check_name, diagnose_name, parse_name
 from validators.pair import check_pair, missing_partner
+from validators.text import TextReport, TextValidator
 
 _HASH_CHUNK = 1024 * 1024
 
@@ -108,14 +110,8 @@ def validate_file(
 ) -> Verdict:
     """Check one file's name and content; blocking, run it off the event loop. ``progress`` is told
     the bytes of a TXT as they are read."""
-    checked = check_name(name, tables=rules.tables, systems=rules.systems, today=today)
-    parsed = checked.name
-    # A near-miss name with a derivable correction still gets its content checked (as the corrected
-    # name): the sender learns every problem in one round instead of one per attempt.
-    content_name = parsed or _corrected(name)
-    table = rules.tables.get(content_name.table) if content_name else None
-    verdict = Verdict(name=name, parsed=parsed, table=table)
-    verdict.findings.extend(checked.findings)
+    verdict, content_name = _named(name, rules, today)
+    table = verdict.table
     before = path.stat()
     size, verdict.mtime_ns = before.st_size, before.st_mtime_ns
     if size > rules.max_file_bytes:
@@ -127,18 +123,57 @@ def validate_file(
             path, table, org=content_name.org, date=content_name.date, pool=pool, progress=progress
         )
         verdict.sha256, verdict.size = scanned.sha256, scanned.size
-        verdict.records = scanned.report.records
-        verdict.attachment_rows = scanned.report.attachment_rows
-        verdict.findings.absorb(scanned.report.findings, scanned.report.total)
+        _take_report(verdict, scanned.report)
         return verdict
     verdict.sha256, verdict.size = _sha256_of(path)
     if content_name is not None and table is not None and content_name.is_zip:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as stream:
-            archive = inspect_zip(stream, limits=rules.zip_limits)
-        verdict.members = archive.members
-        verdict.findings.extend(archive.findings)
+            _take_archive(verdict, inspect_zip(stream, limits=rules.zip_limits))
     return verdict
+
+
+def validate_bytes(data: bytes, name: str, rules: Rules, *, today: date, mtime_ns: int = 0) -> Verdict:
+    """``validate_file`` for a file already read (the daemon reads a small TXT while making it durable):
+    the same verdict, without I/O, so the event loop can run it without waiting for the GIL at a
+    system call."""
+    verdict, content_name = _named(name, rules, today)
+    table = verdict.table
+    verdict.mtime_ns, verdict.size = mtime_ns, len(data)
+    if len(data) > rules.max_file_bytes:
+        verdict.findings.add(findings.make("FILE_TOO_LARGE", size=len(data), max=rules.max_file_bytes))
+        return verdict
+    verdict.sha256 = hashlib.sha256(data).hexdigest()
+    if content_name is not None and table is not None and not content_name.is_zip:
+        validator = TextValidator(table, org=content_name.org, date=content_name.date)
+        validator.feed(data)
+        _take_report(verdict, validator.finish())
+    elif content_name is not None and table is not None:
+        _take_archive(verdict, inspect_zip(io.BytesIO(data), limits=rules.zip_limits))
+    return verdict
+
+
+def _named(name: str, rules: Rules, today: date) -> tuple[Verdict, ReportName | None]:
+    """The name's findings, and the name the content is checked as."""
+    checked = check_name(name, tables=rules.tables, systems=rules.systems, today=today)
+    # A near-miss name with a derivable correction still gets its content checked (as the corrected
+    # name): the sender learns every problem in one round instead of one per attempt.
+    content_name = checked.name or _corrected(name)
+    table = rules.tables.get(content_name.table) if content_name else None
+    verdict = Verdict(name=name, parsed=checked.name, table=table)
+    verdict.findings.extend(checked.findings)
+    return verdict, content_name
+
+
+def _take_report(verdict: Verdict, report: TextReport) -> None:
+    verdict.records = report.records
+    verdict.attachment_rows = report.attachment_rows
+    verdict.findings.absorb(report.findings, report.total)
+
+
+def _take_archive(verdict: Verdict, archive: ArchiveReport) -> None:
+    verdict.members = archive.members
+    verdict.findings.extend(archive.findings)
 
 
 def _corrected(name: str) -> ReportName | None:

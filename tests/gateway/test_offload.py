@@ -123,17 +123,3 @@ async def test_a_call_whose_caller_was_cancelled_before_it_started_never_runs(
     assert ran == []
     assert queued.cancelled()
 
-
-async def test_a_step_on_a_large_file_holds_up_no_other_call(executor: CountingExecutor) -> None:
-    copied = threading.Event()
-
-    def copy_large_file() -> str:
-        copied.wait(5)  # a 2 GB copy to the core
-        return "copied"
-
-    large = asyncio.ensure_future(offload.to_thread_sized(offload.SHORT_BYTES + 1, copy_large_file))
-    small = [offload.to_thread_sized(1024, lambda n=n: n) for n in range(4 * offload.PARALLEL)]
-    assert await asyncio.wait_for(asyncio.gather(*small), timeout=2) == list(range(4 * offload.PARALLEL))
-    assert not large.done()
-    copied.set()
-    assert await large == "copied"

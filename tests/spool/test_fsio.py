@@ -1,0 +1,46 @@
+"""read_durable: a small claimed file made durable and read in one open; anything else left to the caller."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from spool.fsio import read_durable
+
+
+def test_a_small_file_is_read_whole_with_its_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "f.TXT"
+    path.write_bytes(b"a|b\n" * 1000)
+    os.utime(path, ns=(1, 1_700_000_000_123_456_789))
+    contents = read_durable(path, limit=4000)
+    assert contents is not None
+    assert contents.data == b"a|b\n" * 1000
+    assert contents.mtime_ns == 1_700_000_000_123_456_789
+
+
+def test_an_empty_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_bytes(b"")
+    contents = read_durable(tmp_path / "empty", limit=10)
+    assert contents is not None and contents.data == b""
+
+
+def test_a_file_over_the_limit_is_left_to_the_slow_path(tmp_path: Path) -> None:
+    path = tmp_path / "big"
+    path.write_bytes(b"x" * 4001)
+    assert read_durable(path, limit=4000) is None
+    assert read_durable(path, limit=4001) is not None
+
+
+def test_a_fifo_is_not_waited_for(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert read_durable(fifo, limit=4000) is None  # no writer: a blocking open would hang here
+
+
+def test_a_symlink_is_not_followed(tmp_path: Path) -> None:
+    (tmp_path / "target").write_bytes(b"secret")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    with pytest.raises(OSError):
+        read_durable(tmp_path / "link", limit=4000)
