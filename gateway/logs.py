@@ -48,7 +48,7 @@ def configure_logging(*, json_output: bool | None = None, level: int = logging.I
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),  # one write a line; print makes two
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
