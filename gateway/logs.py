@@ -10,6 +10,7 @@ import logging
 import sys
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
 
 from gateway.text import visible
@@ -29,6 +30,14 @@ def _escape_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     return event
 
 
+_TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+"""Exceptions as structured frames, without the frames' local variables (structlog's default shows
+them). A local is repr'd whole before it is cut to length: a frame holding the service repr'd all of its
+state, every file in flight included, for minutes on the event loop, which under a burst held up that
+process's files and, through its ledger transactions, every other process's too (bench/burst.py with
+eight processes). And a frame's locals may hold a file's records, which a log line must never carry."""
+
+
 def configure_logging(*, json_output: bool | None = None, level: int = logging.INFO) -> None:
     """structlog for the gateway's own lines; the standard library's (watchdog, the history writer's
     repairs) go through the same processors, so journald gets one format whoever logs."""
@@ -43,7 +52,7 @@ def configure_logging(*, json_output: bool | None = None, level: int = logging.I
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso"),
         _escape_text,
-        structlog.processors.dict_tracebacks if json_output else structlog.dev.set_exc_info,
+        _TRACEBACKS if json_output else structlog.dev.set_exc_info,
     ]
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
