@@ -23,15 +23,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from spool.fsio import fsync_dir  # the gateway's own primitive
+
 RECEIPT = b"OK " * 35
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_durably(path: str, data: bytes) -> None:
@@ -81,7 +75,7 @@ class Mover:
         list(pool.map(lambda part: [self.take(*each) for each in part], shares))
         states = ("in", "work", "out", "archive")
         touched = {self.core} | {f"{box}/{state}" for box, _ in found for state in states}
-        list(pool.map(fsync_dir, touched))
+        list(pool.map(fsync_dir, map(Path, touched)))
         return len(found)
 
 
