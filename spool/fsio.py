@@ -52,17 +52,23 @@ class Contents:
 def read_durable(path: Path, limit: int) -> Contents | None:
     """``datasync_file`` and reading the bytes back, in one open, for a regular file of at most ``limit``
     bytes. A claimed file is read anyway (to validate it); doing both where it is opened once saves the
-    event loop an open, three stats, two reads and a close. ``None``, with nothing synced, for a larger
-    file or one that is not regular: such a file gets the slow path (its sync may take seconds)."""
+    event loop an open, three stats, two reads and a close. ``None`` for a larger file, one that is not
+    regular, or one whose size changed after it was synced (someone still writes it: bytes beyond those
+    synced must not be acknowledged, nor read without bound): such a file gets the slow path, which
+    syncs it in a thread of its own (that may take seconds) and reads it in bounded chunks."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             return None
         os.fdatasync(fd)
-        chunks = []
-        while chunk := os.read(fd, info.st_size + 1):  # to the end, as a scan would, even if it grew
+        wanted = info.st_size + 1  # one byte more shows a file that grew
+        chunks, got = [], 0
+        while got < wanted and (chunk := os.read(fd, wanted - got)):
             chunks.append(chunk)
+            got += len(chunk)
+        if got != info.st_size:
+            return None
         return Contents(b"".join(chunks), info.st_mtime_ns)
     finally:
         os.close(fd)

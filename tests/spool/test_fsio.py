@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spool.fsio import read_durable
+from spool.fsio import Contents, read_durable
 
 
 def test_a_small_file_is_read_whole_with_its_mtime(tmp_path: Path) -> None:
@@ -44,3 +44,26 @@ def test_a_symlink_is_not_followed(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "target")
     with pytest.raises(OSError):
         read_durable(tmp_path / "link", limit=4000)
+
+
+
+def test_a_file_that_grew_after_its_stat_is_left_to_the_slow_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer still holding the file appends right after read_durable stated (and so synced) it: the
+    bytes beyond those synced must not come back as the file's content."""
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 100)
+    real_fstat = os.fstat
+    with path.open("ab") as writer:
+
+        def fstat_then_append(fd: int) -> os.stat_result:
+            info = real_fstat(fd)
+            writer.write(b"y" * 50)
+            writer.flush()
+            return info
+
+        monkeypatch.setattr(os, "fstat", fstat_then_append)
+        assert read_durable(path, limit=4000) is None
+        monkeypatch.setattr(os, "fstat", real_fstat)
+    assert read_durable(path, limit=4000) == Contents(b"x" * 100 + b"y" * 50, path.stat().st_mtime_ns)
