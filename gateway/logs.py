@@ -32,10 +32,11 @@ def _escape_text(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
 
 _TRACEBACKS = structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
 """Exceptions as structured frames, without the frames' local variables (structlog's default shows
-them). A local is repr'd whole before it is cut to length: a frame holding the service repr'd all of its
-state, every file in flight included, for minutes on the event loop, which under a burst held up that
-process's files and, through its ledger transactions, every other process's too (bench/burst.py with
-eight processes). And a frame's locals may hold a file's records, which a log line must never carry."""
+them; on a terminal the plain traceback, never rich's, which would show them too). A local is repr'd
+whole before it is cut to length: a frame holding the service repr'd all of its state, every file in
+flight included, for minutes on the event loop, which under a burst held up that process's files and,
+through its ledger transactions, every other process's too (bench/burst.py with eight processes).
+And a frame's locals may hold a file's records, which a log line must never carry."""
 
 
 def configure_logging(*, json_output: bool | None = None, level: int = logging.INFO) -> None:
@@ -46,7 +47,7 @@ def configure_logging(*, json_output: bool | None = None, level: int = logging.I
     renderer: structlog.typing.Processor = (
         structlog.processors.JSONRenderer(ensure_ascii=False)
         if json_output
-        else structlog.dev.ConsoleRenderer(colors=True)
+        else structlog.dev.ConsoleRenderer(colors=True, exception_formatter=structlog.dev.plain_traceback)
     )
     shared: list[structlog.typing.Processor] = [
         structlog.processors.add_log_level,

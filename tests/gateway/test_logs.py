@@ -27,6 +27,10 @@ def _restore_logging() -> Iterator[None]:
     structlog.reset_defaults()
 
 
+RECORD = "41210000|" + "".join(reversed("elbat detcirtser"))
+"""A record of a restricted table, built at run time: a traceback's source lines must not show it."""
+
+
 def fail(service: Costly, record: str) -> None:
     raise ValueError("database is locked")
 
@@ -34,7 +38,7 @@ def fail(service: Costly, record: str) -> None:
 def test_an_exception_is_logged_without_the_locals_of_its_frames(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(json_output=True)
     try:
-        fail(Costly(), "41210000|a record of a restricted table")
+        fail(Costly(), RECORD)
     except ValueError as exc:
         structlog.get_logger("test").error("file.failed", error=str(exc), exc_info=exc)
     line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
@@ -44,3 +48,16 @@ def test_an_exception_is_logged_without_the_locals_of_its_frames(capsys: pytest.
     assert [frame["name"] for frame in exception["frames"]][-1] == "fail"  # where it happened is kept
     assert Costly.reprs == 0
     assert "restricted table" not in json.dumps(line)
+
+
+def test_on_a_terminal_too_an_exception_is_logged_without_locals(capsys: pytest.CaptureFixture[str]) -> None:
+    Costly.reprs = 0
+    configure_logging(json_output=False)
+    try:
+        fail(Costly(), RECORD)
+    except ValueError as exc:
+        structlog.get_logger("test").error("file.failed", exc_info=exc)
+    err = capsys.readouterr().err
+    assert "ValueError: database is locked" in err and "in fail" in err
+    assert Costly.reprs == 0
+    assert "restricted table" not in err
