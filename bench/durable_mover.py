@@ -17,6 +17,7 @@ a second against this mover's is how close it comes to the bound its guarantees 
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -26,6 +27,8 @@ from pathlib import Path
 from spool.fsio import fsync_dir  # the gateway's own primitive
 
 RECEIPT = b"OK " * 35
+BATCH = 2048
+"""Files taken at once, as many as the gateway keeps in flight a process."""
 
 
 def write_durably(path: str, data: bytes) -> None:
@@ -46,6 +49,7 @@ class Mover:
         self.core = core
         self.link = link
         self.boxes = [os.path.dirname(inbox) for inbox in inboxes]  # noqa: PTH120
+        self.done = 0
         for box in self.boxes:
             for state in ("work", "out", "archive"):
                 os.makedirs(os.path.join(box, state), exist_ok=True)  # noqa: PTH103, PTH118
@@ -59,15 +63,24 @@ class Mover:
             data = os.read(fd, 1 << 20)
         finally:
             os.close(fd)
-        if self.link:
-            os.link(work, f"{self.core}/{name}")
+        if self.link:  # as the gateway links: a temp name, its new link count fsynced, renamed into place
+            temp = f"{self.core}/.{name}.tmp"
+            os.link(work, temp)
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fstat(fd)  # the gateway checks size and mtime against what it validated
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temp, f"{self.core}/{name}")  # noqa: PTH104
         else:
             write_durably(f"{self.core}/{name}", data)
         write_durably(f"{box}/out/{name}.OK", RECEIPT)
         os.rename(work, f"{box}/archive/{name}")  # noqa: PTH104
 
     def batch(self, pool: ThreadPoolExecutor, threads: int) -> int:
-        found = [(box, name) for box in self.boxes for name in os.listdir(f"{box}/in")]  # noqa: PTH208
+        listed = ((box, name) for box in self.boxes for name in os.listdir(f"{box}/in"))  # noqa: PTH208
+        found = list(itertools.islice(listed, BATCH))
         if not found:
             return 0
         share = -(-len(found) // threads)
@@ -76,6 +89,10 @@ class Mover:
         states = ("in", "work", "out", "archive")
         touched = {self.core} | {f"{box}/{state}" for box, _ in found for state in states}
         list(pool.map(fsync_dir, map(Path, touched)))
+        self.done += len(found)
+        progress = Path(f"{self.core}.done")
+        Path(f"{progress}.tmp").write_text(str(self.done))
+        Path(f"{progress}.tmp").replace(progress)  # files done, their directories fsynced: the clock's end
         return len(found)
 
 

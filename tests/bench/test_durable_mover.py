@@ -25,9 +25,13 @@ def test_every_file_reaches_core_receipt_and_archive(tmp_path: Path, hand_off: s
         while not Path(f"{core}.ready").exists():
             assert mover.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
-        for n in range(30):
-            (inboxes[n % 3] / f"f{n}.TXT").write_bytes(b"row %d\n" % n)
-        while sum(len(list((inbox.parent / "archive").iterdir())) for inbox in inboxes) < 30:  # the last step
+        staged = tmp_path / "staged"
+        staged.mkdir()
+        for n in range(30):  # written, then renamed in: the mover never sees a file half written
+            (staged / f"f{n}.TXT").write_bytes(b"row %d\n" % n)
+            (staged / f"f{n}.TXT").rename(inboxes[n % 3] / f"f{n}.TXT")
+        done = Path(f"{core}.done")  # counted once a batch's directories are fsynced: the last step
+        while not done.exists() or int(done.read_text()) < 30:
             assert mover.poll() is None and time.monotonic() < deadline
             time.sleep(0.01)
     finally:
