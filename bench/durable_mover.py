@@ -24,24 +24,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spool.fsio import fsync_dir  # the gateway's own primitive
+from spool.fsio import fsync_dir, write_atomic  # the gateway's own primitives
 
 RECEIPT = b"OK " * 35
 BATCH = 2048
 """Files taken at once, as many as the gateway keeps in flight a process."""
-
-
-def write_durably(path: str, data: bytes) -> None:
-    """Write, fsync and rename into place, the way the gateway writes a core copy or a receipt."""
-    folder, _, name = path.rpartition("/")
-    temp = f"{folder}/.{name}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(temp, path)  # noqa: PTH104
 
 
 class Mover:
@@ -74,8 +61,8 @@ class Mover:
                 os.close(fd)
             os.rename(temp, f"{self.core}/{name}")  # noqa: PTH104
         else:
-            write_durably(f"{self.core}/{name}", data)
-        write_durably(f"{box}/out/{name}.OK", RECEIPT)
+            write_atomic(Path(f"{self.core}/{name}"), data, replace=False, sync_dir=False)  # as a core copy
+        write_atomic(Path(f"{box}/out/{name}.OK"), RECEIPT, sync_dir=False)  # as a receipt
         os.rename(work, f"{box}/archive/{name}")  # noqa: PTH104
 
     def batch(self, pool: ThreadPoolExecutor, threads: int) -> int:
