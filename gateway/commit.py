@@ -1,4 +1,5 @@
-"""Group commit: many concurrent files share one fsync (history) or one SQLite commit (ledger).
+"""Group commit: many concurrent files share one fsync (history), one SQLite commit (ledger) or one
+syncfs (their own files and directories).
 
 Each caller awaits its own work; a single flusher takes everything queued since the last flush and
 makes it durable in one go, in a worker thread. Nothing is acknowledged before its batch is durable:
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from spool.fsio import fsync_dir
+from spool.fsio import sync_paths
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -151,18 +152,19 @@ class GroupTransaction:
 
 @dataclass(slots=True)
 class _Sync:
-    directories: tuple[Path, ...]
+    paths: tuple[Path, ...]
     error: OSError | None = None
 
 
-class DirectorySync:
-    """The directory fsyncs of many files' renames in one go: each caller awaits its own directories,
-    and a batch fsyncs every distinct directory once (a burst renames hundreds of files into the same
-    few ``out/``, ``archive/`` and core directories). A directory whose fsync fails fails only the
-    callers that asked for it."""
+class GroupSync:
+    """The fsyncs of many files' steps in one go: each caller awaits its own paths (a temp file before
+    it is renamed, the directories of its renames), and a batch makes every distinct path durable once:
+    a burst renames hundreds of files into the same few ``out/``, ``archive/`` and core directories, and
+    from ``spool.fsio.SYNCFS_FROM`` paths on a batch is one syncfs per filesystem (``sync_paths``). A
+    path whose sync fails fails only the callers that asked for it (with syncfs: for its filesystem)."""
 
     def __init__(self) -> None:
-        self._group: GroupCommit[_Sync] = GroupCommit(_fsync_each)
+        self._group: GroupCommit[_Sync] = GroupCommit(_sync_batch)
 
     def start(self) -> None:
         self._group.start()
@@ -170,20 +172,15 @@ class DirectorySync:
     async def stop(self) -> None:
         await self._group.stop()
 
-    async def sync(self, *directories: Path) -> None:
-        """Return once every one of ``directories`` has been fsynced after this call was made."""
-        request = _Sync(directories)
+    async def sync(self, *paths: Path) -> None:
+        """Return once every one of ``paths`` has been made durable after this call was made."""
+        request = _Sync(paths)
         await self._group.submit([request])
         if request.error is not None:
             raise request.error
 
 
-def _fsync_each(requests: Sequence[_Sync]) -> None:
-    failed: dict[Path, OSError] = {}
-    for directory in dict.fromkeys(d for request in requests for d in request.directories):
-        try:
-            fsync_dir(directory)
-        except OSError as exc:
-            failed[directory] = exc
+def _sync_batch(requests: Sequence[_Sync]) -> None:
+    failed = sync_paths(path for request in requests for path in request.paths)
     for request in requests:
-        request.error = next((failed[d] for d in request.directories if d in failed), None)
+        request.error = next((failed[p] for p in request.paths if p in failed), None)

@@ -18,13 +18,13 @@ from typing import Any
 import structlog
 
 from gateway import offload
-from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
+from gateway.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.history import EVENTS, EventKind, HistoryEvent
 from gateway.item import Item
 from gateway.ledger import Facts, Ledger
 from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink, claim_age
-from gateway.receipts import Receipt, write_receipt
+from gateway.receipts import Receipt, publish_receipt, stage_receipt
 from gateway.text import visible
 from gateway.windows import stamp
 from spool.claim import move
@@ -43,7 +43,7 @@ class Recorder:
     ledger: Ledger
     transactions: GroupTransaction  # the ledger's group commit
     history: GroupCommit[HistoryEvent]
-    dirs: DirectorySync  # directory fsyncs of receipts and moves, shared by the files in flight
+    syncs: GroupSync  # the fsyncs of receipts and moves, shared by the files in flight
     now: Callable[[], datetime]
     logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
     metrics: MetricsSink = NULL_METRICS
@@ -87,7 +87,7 @@ class Recorder:
                 sync_dirs=False,
             )
         )
-        await self.dirs.sync(item.path.parent, source)
+        await self.syncs.sync(item.path.parent, source)
 
     async def rejected(self, unit: Sequence[Item]) -> None:
         """Quarantine every file of the unit with its reasons; one BAD receipt for the stem."""
@@ -221,8 +221,10 @@ class Recorder:
             file_id=first.file_id,
             status=status,
         )
-        await offload.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
-        await self.dirs.sync(outbox)
+        staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
+        await self.syncs.sync(staged)  # the bytes before the name: many files' in one go
+        await offload.to_thread(functools.partial(publish_receipt, outbox, receipt, staged, sync_dir=False))
+        await self.syncs.sync(outbox)
 
     def _day(self) -> str:
         return self.now().strftime("%Y%m%d")

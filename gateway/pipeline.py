@@ -31,7 +31,7 @@ from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
 from gateway.windows import Calendar, is_late, stamp, window_hold
 from spool.entries import EntryKind
-from spool.fsio import datasync_file, read_durable
+from spool.fsio import datasync_file, read_small
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from validators import findings
@@ -40,11 +40,12 @@ from validators.findings import Finding
 log = structlog.get_logger("gateway.pipeline")
 
 _INLINE_BYTES = 64 * 1024
-"""A TXT this small is read by the thread step that makes it durable (sharing a thread job with other
-files' short steps) and validated on the event loop (well under a millisecond): under load, handing it
-to a thread and back costs more than the work, because each hand-off waits for the GIL (bench/burst.py:
-+9% files/s). A larger file's sync may take seconds: it gets a thread of its own, and so does its
-validation. A ZIP always goes to a thread: 64 KiB of ZIP may expand to many MB."""
+"""A TXT this small is read in a thread step shared with other files' short steps, made durable with the
+other files in flight (in a burst, one syncfs for hundreds) and validated on the event loop (well under
+a millisecond): under load, handing it to a thread and back costs more than the work, because each
+hand-off waits for the GIL (bench/burst.py: +9% files/s). A larger file's sync may take seconds: it
+gets a thread of its own, and so does its validation. A ZIP always goes to a thread: 64 KiB of ZIP may
+expand to many MB."""
 
 _KIND_NAMES = {
     EntryKind.SYMLINK: "符号链接 symlink",
@@ -138,11 +139,12 @@ class Pipeline:
 
     async def validate(self, item: Item) -> None:
         """The sender's bytes are made durable before any outcome is acknowledged for them; a small TXT
-        is read in the same thread step and validated on the loop, anything else in a thread."""
+        is validated on the loop, anything else in a thread."""
         today = self.now().date()
         if not item.name.upper().endswith(".ZIP"):
-            small = await offload.to_thread(read_durable, item.path, _INLINE_BYTES)
+            small = await offload.to_thread(read_small, item.path, _INLINE_BYTES)
             if small is not None:
+                await self.recorder.syncs.sync(item.path)  # with the other files in flight
                 item.verdict = validate_bytes(
                     small.data, item.name, self.rules, today=today, mtime_ns=small.mtime_ns
                 )

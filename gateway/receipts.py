@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.text import visible
-from spool.fsio import fsync_dir, makedirs_durable, write_atomic
+from spool.fsio import fsync_dir, makedirs_durable, publish, stage
 from spool.layout import GATEWAY_DIR
 from spool.lock import open_lock_file
 from validators.findings import Finding
@@ -144,18 +144,34 @@ def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> P
     core's own feedback file of the same name is never replaced. Returns None when nothing was written.
     An ``out/`` removed by hand is made again: every file dropped gets its receipt. With
     ``sync_dir=False`` the caller fsyncs ``outbox`` before it acknowledges the receipt."""
+    return publish_receipt(outbox, receipt, stage_receipt(outbox, receipt), sync_dir=sync_dir)
+
+
+def stage_receipt(outbox: Path, receipt: Receipt, *, sync: bool = True) -> Path:
+    """The receipt under a temp name in ``outbox``; with ``sync=False`` the caller makes it durable
+    (with others) before ``publish_receipt``."""
     makedirs_durable(outbox)
+    return stage(outbox / receipt_name(receipt.name, receipt.ok), render(receipt), sync=sync)
+
+
+def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: bool = True) -> Path | None:
+    """``write_receipt``'s decision and rename, for a durable ``staged`` receipt (removed if it does not
+    stand)."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
     with receipt_lock(outbox, path.name):
         if path.exists() and not is_own_receipt(path):
+            staged.unlink(missing_ok=True)
             return None
         newer = [
             i for i in (_own_file_id(path), _own_file_id(other)) if i is not None and i > receipt.file_id
         ]
         if newer:  # a later file of this stem already answered: its receipt stands
+            staged.unlink(missing_ok=True)
             return None
-        write_atomic(path, render(receipt), replace=True, sync_dir=sync_dir)
+        publish(staged, path, replace=True)
+        if sync_dir:
+            fsync_dir(outbox)
         if is_own_receipt(other):  # a BAD answered by a later OK (or the other way round)
             other.unlink(missing_ok=True)
             if sync_dir:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
+from gateway.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.detect import Detector
 from gateway.feedback import deliver_all, feedback_sources
@@ -187,8 +187,8 @@ class Service:
         self.history.start()
         self.transactions = GroupTransaction(self.ledger.transaction)
         self.transactions.start()
-        self.dirs = DirectorySync()
-        self.dirs.start()
+        self.syncs = GroupSync()
+        self.syncs.start()
         self.forwarders = self._forwarders(config)
         if self.shard.whole:  # with several processes their supervisor cleans up before they start
             await clean_up_cores(self.forwarders.values())
@@ -206,7 +206,7 @@ class Service:
             self.ledger,
             self.transactions,
             self.history,
-            self.dirs,
+            self.syncs,
             self.now,
             recovered.logged.events,
             metrics=self.metrics,
@@ -441,7 +441,7 @@ class Service:
             await asyncio.gather(*still, return_exceptions=True)
         await self.history.stop()
         await self.transactions.stop()
-        await self.dirs.stop()
+        await self.syncs.stop()
         for forwarder in self.forwarders.values():
             await forwarder.aclose()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -494,7 +494,7 @@ class Service:
             self._retire(forwarder)
 
     def _forwarders(self, config: GatewayConfig) -> dict[str, Forwarder]:
-        return {name: make_forwarder(route, self.dirs) for name, route in config.routes.items()}
+        return {name: make_forwarder(route, self.syncs) for name, route in config.routes.items()}
 
     def _retire(self, forwarder: Forwarder) -> None:
         """Close a replaced forwarder once files already using it are done (they hold a reference)."""

@@ -13,6 +13,8 @@ import errno
 import os
 import secrets
 import stat
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,24 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
+_syncfs = getattr(_libc, "syncfs", None)
+
+SYNCFS_FROM = 32
+"""``sync_paths`` flushes a whole filesystem once, instead of fsyncing each path, from this many paths
+on. A 1 KiB durable file costs ~230 us of kernel time fsynced alone, ~100 us as one of thousands in one
+syncfs; a syncfs for a handful of paths costs as much as their fsyncs (both measured with 8-32 threads)."""
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    numbers = os.uname().release.split("-")[0].split(".")
+    try:
+        return (int(numbers[0]), int(numbers[1])) >= (major, minor)
+    except (IndexError, ValueError):
+        return False
+
+
+SYNCFS_REPORTS_ERRORS = _syncfs is not None and _kernel_at_least(5, 8)
+"""Before Linux 5.8 syncfs returned 0 whatever failed to reach the disk: there only fsync is trusted."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -29,6 +49,65 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_path(path: Path) -> None:
+    """Make a file's bytes and metadata, or a directory's entries, durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_filesystems: dict[int, int] = {}  # st_dev -> a descriptor held open for the process's life
+_filesystems_guard = threading.Lock()
+
+
+def sync_paths(paths: Iterable[Path]) -> dict[Path, OSError]:
+    """Make every path (a file's bytes and metadata, a directory's entries) durable; the failures by path.
+
+    From ``SYNCFS_FROM`` paths on, one syncfs per filesystem instead of an fsync each: it writes what
+    the fsyncs would have (and whatever else is dirty there) with one cache flush. Its error covers every
+    path on that filesystem. syncfs reports a write-back error once per descriptor, for any file of the
+    filesystem, so each filesystem's descriptor is held open: an error since the previous syncfs fails the
+    next one, even one that struck before this call (it may have been one of these paths' bytes).
+    """
+    unique = list(dict.fromkeys(paths))
+    failed: dict[Path, OSError] = {}
+    if len(unique) < SYNCFS_FROM or not SYNCFS_REPORTS_ERRORS:
+        for path in unique:
+            try:
+                fsync_path(path)
+            except OSError as exc:
+                failed[path] = exc
+        return failed
+    by_device: dict[int, list[Path]] = {}
+    for path in unique:
+        try:
+            by_device.setdefault(path.stat().st_dev, []).append(path)
+        except OSError as exc:
+            failed[path] = exc
+    for device, members in by_device.items():
+        try:
+            _syncfs_device(device, members[0])
+        except OSError as exc:
+            failed.update(dict.fromkeys(members, exc))
+    return failed
+
+
+def _syncfs_device(device: int, member: Path) -> None:
+    with _filesystems_guard:
+        fd = _filesystems.get(device)
+        if fd is None:
+            fd = os.open(member, os.O_RDONLY)
+            if os.fstat(fd).st_dev != device:  # replaced since its stat: its own filesystem's turn later
+                os.close(fd)
+                raise OSError(errno.ESTALE, f"{member} changed filesystems while being synced")
+            _filesystems[device] = fd
+    if _syncfs(fd) != 0:  # type: ignore[misc]
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(member))
 
 
 def datasync_file(path: Path) -> None:
@@ -43,25 +122,23 @@ def datasync_file(path: Path) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Contents:
-    """A small file's bytes, read after they were made durable."""
+    """A small file's bytes."""
 
     data: bytes
     mtime_ns: int  # taken before the bytes were read: a later write shows as a newer one
 
 
-def read_durable(path: Path, limit: int) -> Contents | None:
-    """``datasync_file`` and reading the bytes back, in one open, for a regular file of at most ``limit``
-    bytes. A claimed file is read anyway (to validate it); doing both where it is opened once saves the
-    event loop an open, three stats, two reads and a close. ``None`` for a larger file, one that is not
-    regular, or one whose size changed after it was synced (someone still writes it: bytes beyond those
-    synced must not be acknowledged, nor read without bound): such a file gets the slow path, which
+def read_small(path: Path, limit: int) -> Contents | None:
+    """A regular file of at most ``limit`` bytes, read whole in one open (a claimed file is read anyway,
+    to validate it; the caller makes it durable, many files at once, before it acknowledges anything).
+    ``None`` for a larger file, one that is not regular, or one whose size changed after its stat
+    (someone still writes it: it must not be read without bound): such a file gets the slow path, which
     syncs it in a thread of its own (that may take seconds) and reads it in bounded chunks."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             return None
-        os.fdatasync(fd)
         wanted = info.st_size + 1  # one byte more shows a file that grew
         chunks, got = [], 0
         while got < wanted and (chunk := os.read(fd, wanted - got)):
@@ -135,6 +212,15 @@ def write_atomic(
 
     With ``sync_dir=False`` the caller fsyncs the directory (for many files at once) before it
     acknowledges the file."""
+    publish(stage(path, data, mode=mode), path, replace=replace)
+    if sync_dir:
+        fsync_dir(path.parent)
+
+
+def stage(path: Path, data: bytes, *, mode: int = 0o644, sync: bool = True) -> Path:
+    """The first half of ``write_atomic``: ``data`` in a new temp file beside ``path``, returned. With
+    ``sync=False`` the caller makes it durable (with many others, ``sync_paths``) before ``publish``:
+    the name must never reach the disk before the bytes it names."""
     tmp = temp_name(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -142,9 +228,21 @@ def write_atomic(
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if sync:
+                os.fsync(fd)
         finally:
             os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def publish(tmp: Path, path: Path, *, replace: bool = True) -> None:
+    """The second half of ``write_atomic``: rename the durable ``tmp`` to ``path`` (or, with
+    ``replace=False``, raise FileExistsError if ``path`` exists); ``tmp`` is gone either way. The caller
+    fsyncs ``path``'s directory."""
+    try:
         if replace:
             tmp.replace(path)
         else:
@@ -152,8 +250,6 @@ def write_atomic(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if sync_dir:
-        fsync_dir(path.parent)
 
 
 def same_filesystem(*paths: Path) -> bool:

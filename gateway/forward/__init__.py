@@ -6,7 +6,7 @@ spec section 10. See ``base`` for the exceptions that tell the pipeline what hap
 
 from __future__ import annotations
 
-from gateway.commit import DirectorySync
+from gateway.commit import GroupSync
 from gateway.config import DirectoryRoute, HttpRoute
 from gateway.forward.base import (
     Forwarder,
@@ -36,8 +36,8 @@ __all__ = [
 ]
 
 
-def make_forwarder(route: DirectoryRoute | HttpRoute, dirs: DirectorySync | None = None) -> Forwarder:
-    """``dirs``: the daemon's shared directory group sync (a directory core fsyncs through it)."""
+def make_forwarder(route: DirectoryRoute | HttpRoute, syncs: GroupSync | None = None) -> Forwarder:
+    """``syncs``: the daemon's shared group sync (a directory core syncs through it)."""
     if isinstance(route, HttpRoute):
         return HttpForwarder(route)
-    return DirectoryForwarder(route, dirs)
+    return DirectoryForwarder(route, syncs)

@@ -1,6 +1,7 @@
 """The directory core: each file appears there under its own name, complete, and only once.
 
-Copy to a hidden temp name, fsync, rename without replacing, fsync the directory. The name and sha256
+Copy to a hidden temp name, fsync (a small file together with the others in flight), rename without
+replacing, fsync the directory. The name and sha256
 make it idempotent: if the core already holds the name with the same content, an earlier attempt got
 there (perhaps just before a crash) and this one is done; other content under the name is a rejection.
 Failures of the core directory (missing, not a directory, not writable, full, I/O errors) are
@@ -21,11 +22,12 @@ import re
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 
-from gateway.commit import DirectorySync
+from gateway.commit import GroupSync
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
 from spool.fsio import fsync_dir, rename_noreplace, temp_name
@@ -38,25 +40,51 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
-class DirectoryForwarder:
-    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread. The core
-    directory's fsync goes through ``dirs``, shared with the files being published at the same time."""
+_SYNC_APART_BYTES = 64 * 1024
+"""A larger copy is fsynced by its own thread: in a shared batch its write-back would hold up every small
+file's (a 2 GB copy takes seconds to reach the disk)."""
 
-    def __init__(self, route: DirectoryRoute, dirs: DirectorySync | None = None) -> None:
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    tmp: Path
+    how: str  # "linked" or "copied"
+    synced: bool
+
+
+class DirectoryForwarder:
+    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread. A small copy
+    is made durable, and the core directory fsynced, through ``syncs``: many files at once."""
+
+    def __init__(self, route: DirectoryRoute, syncs: GroupSync | None = None) -> None:
         self.root = route.path
-        self._dirs = dirs or DirectorySync()
+        self._syncs = syncs or GroupSync()
         self._link = route.hand_off == "link"
         self._warned = False  # about files copied because they could not be linked
 
     async def send(self, item: Outbound) -> str:
-        # a thread of its own: the core may be another filesystem (a mount) that hangs, and one core's
+        # threads of its own: the core may be another filesystem (a mount) that hangs, and one core's
         # trouble must not hold up other files' steps, as a shared offload job would
-        where = await asyncio.to_thread(self._send, item)
-        try:
-            await self._dirs.sync(self.root)  # also when it was there already: that try may have died
-        except OSError as exc:
-            raise Transient(_explain(self.root, "syncing", exc)) from exc
+        staged = await asyncio.to_thread(self._stage, item)
+        if isinstance(staged, str):
+            where = staged
+        else:
+            try:
+                if not staged.synced:
+                    await self._synced(staged.tmp, "syncing")
+                await asyncio.to_thread(self._publish, staged.tmp, self.root / item.name, item)
+            except Exception:
+                await asyncio.to_thread(_remove, staged.tmp)
+                raise
+            where = f"{staged.how} to {self.root / item.name}"
+        await self._synced(self.root, "syncing")  # also when it was there already: that try may have died
         return where
+
+    async def _synced(self, path: Path, action: str) -> None:
+        try:
+            await self._syncs.sync(path)
+        except OSError as exc:
+            raise Transient(_explain(self.root, action, exc)) from exc
 
     async def aclose(self) -> None:
         """Nothing to release: every send opens and closes its own files."""
@@ -65,33 +93,33 @@ class DirectoryForwarder:
         """Remove temp files a crash left in the core directory; call at start-up, before any send."""
         return await asyncio.to_thread(self._cleanup)
 
-    def _send(self, item: Outbound) -> str:
+    def _stage(self, item: Outbound) -> _Staged | str:
+        """The file under a temp name in the core (durable already if it is large), or where the core
+        has it already."""
         if item.name != Path(item.name).name or item.name.startswith("."):
             raise ForwardError(f"{item.name!r} is not a plain file name; it could land outside the core")
         final = self.root / item.name
         if self._holds(final, item):
             return f"already at the core as {final}"
         tmp = temp_name(final)
+        sync = item.size > _SYNC_APART_BYTES
         try:
-            if self._link and not item.private and self._link_to(tmp, item):
-                how = "linked"
-            else:
-                src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
-                try:
-                    self._copy(src, tmp, item)
-                finally:
-                    os.close(src)
-                how = "copied"
-            self._publish(tmp, final, item)
+            if self._link and not item.private and self._link_to(tmp, item, sync=sync):
+                return _Staged(tmp, "linked", sync)
+            src = os.open(item.path, os.O_RDONLY | os.O_NOFOLLOW)  # our own spool file: errors are ours
+            try:
+                self._copy(src, tmp, item, sync=sync)
+            finally:
+                os.close(src)
         except BaseException:
-            with suppress(OSError):  # a read-only core refuses even this (EROFS)
-                tmp.unlink(missing_ok=True)
+            _remove(tmp)
             raise
-        return f"{how} to {final}"
+        return _Staged(tmp, "copied", sync)
 
-    def _link_to(self, tmp: Path, item: Outbound) -> bool:
-        """Hard-link the spool file to ``tmp`` and make that durable; False when it cannot be linked here
-        (another filesystem, not allowed, too many links) or may have changed since it was validated."""
+    def _link_to(self, tmp: Path, item: Outbound, *, sync: bool) -> bool:
+        """Hard-link the spool file to ``tmp`` (and with ``sync`` make that durable); False when it cannot
+        be linked here (another filesystem, not allowed, too many links) or may have changed since it
+        was validated."""
         if not item.mtime_ns:
             return False  # nothing to check it against: copy, which verifies the bytes
         try:
@@ -110,7 +138,8 @@ class DirectoryForwarder:
                 if (info.st_size, info.st_mtime_ns) != (item.size, item.mtime_ns):
                     tmp.unlink()  # written since it was validated: copy, which verifies the bytes
                     return False
-                os.fsync(fd)  # its new link count (its bytes were made durable before the decision)
+                if sync:
+                    os.fsync(fd)  # its new link count (its bytes were made durable before the decision)
             finally:
                 os.close(fd)
         return True
@@ -122,7 +151,7 @@ class DirectoryForwarder:
             self._warned = True
             log.warning("forward.copying_instead_of_linking", core=str(self.root), reason=exc.strerror)
 
-    def _copy(self, src: int, tmp: Path, item: Outbound) -> None:
+    def _copy(self, src: int, tmp: Path, item: Outbound, *, sync: bool) -> None:
         digest = Digest(item)
         with self._core("creating a file"):
             dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
@@ -134,8 +163,9 @@ class DirectoryForwarder:
                 with self._core("writing"):
                     _write_all(dst, view[:count])
             digest.verify()
-            with self._core("syncing"):
-                os.fsync(dst)
+            if sync:
+                with self._core("syncing"):
+                    os.fsync(dst)
         finally:
             os.close(dst)
 
@@ -209,6 +239,11 @@ def _linked(info: os.stat_result, path: Path) -> bool:
     with suppress(OSError):
         return os.path.samestat(info, os.lstat(path))
     return False
+
+
+def _remove(tmp: Path) -> None:
+    with suppress(OSError):  # a read-only core refuses even this (EROFS); start-up cleans up
+        tmp.unlink(missing_ok=True)
 
 
 def _write_all(fd: int, data: memoryview) -> None:

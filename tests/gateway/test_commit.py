@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.commit import DirectorySync, GroupCommit, GroupTransaction
+from gateway.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.ledger import Accept, Ledger
 
 
@@ -44,12 +44,12 @@ async def test_a_failed_flush_fails_every_caller_in_it_and_only_them() -> None:
     assert [n for n, r in enumerate(results) if isinstance(r, OSError)] == [13]
 
 
-async def test_directory_sync_fails_only_the_callers_of_a_failing_directory(tmp_path: Path) -> None:
+async def test_group_sync_fails_only_the_callers_of_a_failing_path(tmp_path: Path) -> None:
     good = [tmp_path / f"d{n}" for n in range(40)]
     for directory in good:
         directory.mkdir()
     gone = tmp_path / "gone"  # fsync of a directory that is not there fails
-    dirs = DirectorySync()
+    dirs = GroupSync()
     dirs.start()
     try:
         results = await asyncio.gather(
@@ -63,10 +63,10 @@ async def test_directory_sync_fails_only_the_callers_of_a_failing_directory(tmp_
     assert isinstance(results[-1], FileNotFoundError)
 
 
-async def test_directory_sync_works_without_its_flusher_task(tmp_path: Path) -> None:
+async def test_group_sync_works_without_its_flusher_task(tmp_path: Path) -> None:
     """A forwarder used on its own (tools, tests) flushes inline."""
     (tmp_path / "a").mkdir()
-    dirs = DirectorySync()
+    dirs = GroupSync()
     await dirs.sync(tmp_path / "a", tmp_path)
     with pytest.raises(FileNotFoundError):
         await dirs.sync(tmp_path / "missing", tmp_path)

@@ -1,20 +1,31 @@
-"""read_durable: a small claimed file made durable and read in one open; anything else left to the caller."""
+"""read_small: a small claimed file read in one open; anything else left to the caller. sync_paths."""
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from spool.fsio import Contents, read_durable
+from spool.fsio import (
+    SYNCFS_FROM,
+    SYNCFS_REPORTS_ERRORS,
+    Contents,
+    publish,
+    read_small,
+    stage,
+    sync_paths,
+)
 
 
 def test_a_small_file_is_read_whole_with_its_mtime(tmp_path: Path) -> None:
     path = tmp_path / "f.TXT"
     path.write_bytes(b"a|b\n" * 1000)
     os.utime(path, ns=(1, 1_700_000_000_123_456_789))
-    contents = read_durable(path, limit=4000)
+    contents = read_small(path, limit=4000)
     assert contents is not None
     assert contents.data == b"a|b\n" * 1000
     assert contents.mtime_ns == 1_700_000_000_123_456_789
@@ -22,36 +33,35 @@ def test_a_small_file_is_read_whole_with_its_mtime(tmp_path: Path) -> None:
 
 def test_an_empty_file_is_read(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
-    contents = read_durable(tmp_path / "empty", limit=10)
+    contents = read_small(tmp_path / "empty", limit=10)
     assert contents is not None and contents.data == b""
 
 
 def test_a_file_over_the_limit_is_left_to_the_slow_path(tmp_path: Path) -> None:
     path = tmp_path / "big"
     path.write_bytes(b"x" * 4001)
-    assert read_durable(path, limit=4000) is None
-    assert read_durable(path, limit=4001) is not None
+    assert read_small(path, limit=4000) is None
+    assert read_small(path, limit=4001) is not None
 
 
 def test_a_fifo_is_not_waited_for(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert read_durable(fifo, limit=4000) is None  # no writer: a blocking open would hang here
+    assert read_small(fifo, limit=4000) is None  # no writer: a blocking open would hang here
 
 
 def test_a_symlink_is_not_followed(tmp_path: Path) -> None:
     (tmp_path / "target").write_bytes(b"secret")
     (tmp_path / "link").symlink_to(tmp_path / "target")
     with pytest.raises(OSError):
-        read_durable(tmp_path / "link", limit=4000)
-
+        read_small(tmp_path / "link", limit=4000)
 
 
 def test_a_file_that_grew_after_its_stat_is_left_to_the_slow_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A writer still holding the file appends right after read_durable stated (and so synced) it: the
-    bytes beyond those synced must not come back as the file's content."""
+    """A writer still holding the file appends right after read_small stated it: the file is not read
+    beyond its stated size (a file still being written is read in bounded chunks by the slow path)."""
     path = tmp_path / "f"
     path.write_bytes(b"x" * 100)
     real_fstat = os.fstat
@@ -64,6 +74,66 @@ def test_a_file_that_grew_after_its_stat_is_left_to_the_slow_path(
             return info
 
         monkeypatch.setattr(os, "fstat", fstat_then_append)
-        assert read_durable(path, limit=4000) is None
+        assert read_small(path, limit=4000) is None
         monkeypatch.setattr(os, "fstat", real_fstat)
-    assert read_durable(path, limit=4000) == Contents(b"x" * 100 + b"y" * 50, path.stat().st_mtime_ns)
+    assert read_small(path, limit=4000) == Contents(b"x" * 100 + b"y" * 50, path.stat().st_mtime_ns)
+
+
+def _files(directory: Path, count: int) -> list[Path]:
+    paths = [directory / f"f{n}" for n in range(count)]
+    for path in paths:
+        path.write_bytes(b"x" * 1024)
+    return paths
+
+
+@pytest.mark.parametrize("count", [3, SYNCFS_FROM + 8])
+def test_sync_paths_fails_only_a_path_that_cannot_be_synced(tmp_path: Path, count: int) -> None:
+    paths = [*_files(tmp_path, count), tmp_path]
+    gone = tmp_path / "gone"
+    failed = sync_paths([*paths, gone, paths[0]])
+    assert list(failed) == [gone]
+    assert isinstance(failed[gone], FileNotFoundError)
+
+
+_SYNC_CALLS = re.compile(r"^\d+ +(syncfs|fsync|fdatasync)\(", re.MULTILINE)
+
+
+def _traced_sync_calls(tmp_path: Path, count: int) -> list[str]:
+    """The sync system calls of one ``sync_paths`` over ``count`` files and their directory, as the
+    kernel saw them (strace)."""
+    _files(tmp_path, count)
+    trace = tmp_path / "trace"
+    script = (
+        "import sys; from pathlib import Path; from spool.fsio import sync_paths; "
+        "root = Path(sys.argv[1]); "
+        "assert not sync_paths([*sorted(root.glob('f*')), root])"
+    )
+    subprocess.run(
+        ["strace", "-f", "-o", str(trace), "-e", "trace=syncfs,fsync,fdatasync"]
+        + [sys.executable, "-c", script, str(tmp_path)],
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
+    return _SYNC_CALLS.findall(trace.read_text())
+
+
+def test_a_few_paths_are_fsynced_each(tmp_path: Path) -> None:
+    assert _traced_sync_calls(tmp_path, 5) == ["fsync"] * 6
+
+
+@pytest.mark.skipif(not SYNCFS_REPORTS_ERRORS, reason="this kernel's syncfs reports no write errors")
+def test_many_paths_on_one_filesystem_are_one_syncfs(tmp_path: Path) -> None:
+    assert _traced_sync_calls(tmp_path, SYNCFS_FROM + 8) == ["syncfs"]
+
+
+def test_stage_leaves_the_name_alone_until_publish(tmp_path: Path) -> None:
+    final = tmp_path / "r_OK.TXT"
+    final.write_bytes(b"old")
+    tmp = stage(final, b"new", sync=False)
+    assert tmp.parent == tmp_path and tmp.name.startswith(".") and final.read_bytes() == b"old"
+    publish(tmp, final)
+    assert final.read_bytes() == b"new" and not tmp.exists()
+    taken = stage(final, b"newer")
+    with pytest.raises(FileExistsError):
+        publish(taken, final, replace=False)
+    assert final.read_bytes() == b"new" and not taken.exists()
