@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
-from spool.fsio import sync_paths
+from spool.sync import sync_paths
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,7 +34,9 @@ class GroupCommit(Generic[T]):
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="group-commit")
+        """Start the flusher (again after ``stop``); without it each ``submit`` flushes inline."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
         """Flush what is queued, then stop."""
@@ -160,7 +162,7 @@ class GroupSync:
     """The fsyncs of many files' steps in one go: each caller awaits its own paths (a temp file before
     it is renamed, the directories of its renames), and a batch makes every distinct path durable once:
     a burst renames hundreds of files into the same few ``out/``, ``archive/`` and core directories, and
-    from ``spool.fsio.SYNCFS_FROM`` paths on a batch is one syncfs per filesystem (``sync_paths``). A
+    from ``spool.sync.SYNCFS_FROM`` paths on a batch is one syncfs per filesystem (``sync_paths``). A
     path whose sync fails fails only the callers that asked for it (with syncfs: for its filesystem)."""
 
     def __init__(self) -> None:

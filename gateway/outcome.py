@@ -222,8 +222,14 @@ class Recorder:
             status=status,
         )
         staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
-        await self.syncs.sync(staged)  # the bytes before the name: many files' in one go
-        await offload.to_thread(functools.partial(publish_receipt, outbox, receipt, staged, sync_dir=False))
+        try:
+            await self.syncs.sync(staged)  # the bytes before the name: many files' in one go
+            await offload.to_thread(
+                functools.partial(publish_receipt, outbox, receipt, staged, sync_dir=False)
+            )
+        except Exception:
+            await offload.to_thread(staged.unlink, missing_ok=True)  # a retry stages its own
+            raise
         await self.syncs.sync(outbox)
 
     def _day(self) -> str:

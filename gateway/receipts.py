@@ -139,24 +139,19 @@ def is_own_receipt(path: Path) -> bool:
     return _own_file_id(path) is not None
 
 
-def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> Path | None:
-    """Write atomically; the receipt of the newest file (by file_id) of a stem stands, OK or BAD. The
-    core's own feedback file of the same name is never replaced. Returns None when nothing was written.
-    An ``out/`` removed by hand is made again: every file dropped gets its receipt. With
-    ``sync_dir=False`` the caller fsyncs ``outbox`` before it acknowledges the receipt."""
-    return publish_receipt(outbox, receipt, stage_receipt(outbox, receipt), sync_dir=sync_dir)
-
-
 def stage_receipt(outbox: Path, receipt: Receipt, *, sync: bool = True) -> Path:
-    """The receipt under a temp name in ``outbox``; with ``sync=False`` the caller makes it durable
-    (with others) before ``publish_receipt``."""
+    """The receipt under a temp name in ``outbox``, for ``publish_receipt``; with ``sync=False`` the
+    caller makes it durable (with other files' in one go) before it publishes it. An ``out/`` removed
+    by hand is made again: every file dropped gets its receipt."""
     makedirs_durable(outbox)
     return stage(outbox / receipt_name(receipt.name, receipt.ok), render(receipt), sync=sync)
 
 
 def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: bool = True) -> Path | None:
-    """``write_receipt``'s decision and rename, for a durable ``staged`` receipt (removed if it does not
-    stand)."""
+    """Publish a durable ``staged`` receipt: the receipt of the newest file (by file_id) of a stem stands,
+    OK or BAD, and the core's own feedback file of the same name is never replaced. Returns None when
+    nothing was written (``staged`` is removed). With ``sync_dir=False`` the caller fsyncs ``outbox``
+    before it acknowledges the receipt."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
     other = outbox / receipt_name(receipt.name, not receipt.ok)
     with receipt_lock(outbox, path.name):

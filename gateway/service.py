@@ -494,7 +494,7 @@ class Service:
             self._retire(forwarder)
 
     def _forwarders(self, config: GatewayConfig) -> dict[str, Forwarder]:
-        return {name: make_forwarder(route, self.syncs) for name, route in config.routes.items()}
+        return {name: make_forwarder(route) for name, route in config.routes.items()}
 
     def _retire(self, forwarder: Forwarder) -> None:
         """Close a replaced forwarder once files already using it are done (they hold a reference)."""

@@ -13,8 +13,6 @@ import errno
 import os
 import secrets
 import stat
-import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,24 +20,6 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _renameat2 = getattr(_libc, "renameat2", None)
-_syncfs = getattr(_libc, "syncfs", None)
-
-SYNCFS_FROM = 32
-"""``sync_paths`` flushes a whole filesystem once, instead of fsyncing each path, from this many paths
-on. A 1 KiB durable file costs ~230 us of kernel time fsynced alone, ~100 us as one of thousands in one
-syncfs; a syncfs for a handful of paths costs as much as their fsyncs (both measured with 8-32 threads)."""
-
-
-def _kernel_at_least(major: int, minor: int) -> bool:
-    numbers = os.uname().release.split("-")[0].split(".")
-    try:
-        return (int(numbers[0]), int(numbers[1])) >= (major, minor)
-    except (IndexError, ValueError):
-        return False
-
-
-SYNCFS_REPORTS_ERRORS = _syncfs is not None and _kernel_at_least(5, 8)
-"""Before Linux 5.8 syncfs returned 0 whatever failed to reach the disk: there only fsync is trusted."""
 
 
 def fsync_dir(path: Path) -> None:
@@ -49,65 +29,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def fsync_path(path: Path) -> None:
-    """Make a file's bytes and metadata, or a directory's entries, durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_filesystems: dict[int, int] = {}  # st_dev -> a descriptor held open for the process's life
-_filesystems_guard = threading.Lock()
-
-
-def sync_paths(paths: Iterable[Path]) -> dict[Path, OSError]:
-    """Make every path (a file's bytes and metadata, a directory's entries) durable; the failures by path.
-
-    From ``SYNCFS_FROM`` paths on, one syncfs per filesystem instead of an fsync each: it writes what
-    the fsyncs would have (and whatever else is dirty there) with one cache flush. Its error covers every
-    path on that filesystem. syncfs reports a write-back error once per descriptor, for any file of the
-    filesystem, so each filesystem's descriptor is held open: an error since the previous syncfs fails the
-    next one, even one that struck before this call (it may have been one of these paths' bytes).
-    """
-    unique = list(dict.fromkeys(paths))
-    failed: dict[Path, OSError] = {}
-    if len(unique) < SYNCFS_FROM or not SYNCFS_REPORTS_ERRORS:
-        for path in unique:
-            try:
-                fsync_path(path)
-            except OSError as exc:
-                failed[path] = exc
-        return failed
-    by_device: dict[int, list[Path]] = {}
-    for path in unique:
-        try:
-            by_device.setdefault(path.stat().st_dev, []).append(path)
-        except OSError as exc:
-            failed[path] = exc
-    for device, members in by_device.items():
-        try:
-            _syncfs_device(device, members[0])
-        except OSError as exc:
-            failed.update(dict.fromkeys(members, exc))
-    return failed
-
-
-def _syncfs_device(device: int, member: Path) -> None:
-    with _filesystems_guard:
-        fd = _filesystems.get(device)
-        if fd is None:
-            fd = os.open(member, os.O_RDONLY)
-            if os.fstat(fd).st_dev != device:  # replaced since its stat: its own filesystem's turn later
-                os.close(fd)
-                raise OSError(errno.ESTALE, f"{member} changed filesystems while being synced")
-            _filesystems[device] = fd
-    if _syncfs(fd) != 0:  # type: ignore[misc]
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(member))
 
 
 def datasync_file(path: Path) -> None:

@@ -6,7 +6,6 @@ spec section 10. See ``base`` for the exceptions that tell the pipeline what hap
 
 from __future__ import annotations
 
-from gateway.commit import GroupSync
 from gateway.config import DirectoryRoute, HttpRoute
 from gateway.forward.base import (
     Forwarder,
@@ -36,8 +35,7 @@ __all__ = [
 ]
 
 
-def make_forwarder(route: DirectoryRoute | HttpRoute, syncs: GroupSync | None = None) -> Forwarder:
-    """``syncs``: the daemon's shared group sync (a directory core syncs through it)."""
+def make_forwarder(route: DirectoryRoute | HttpRoute) -> Forwarder:
     if isinstance(route, HttpRoute):
         return HttpForwarder(route)
-    return DirectoryForwarder(route, syncs)
+    return DirectoryForwarder(route)

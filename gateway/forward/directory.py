@@ -41,8 +41,9 @@ _CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
 _SYNC_APART_BYTES = 64 * 1024
-"""A larger copy is fsynced by its own thread: in a shared batch its write-back would hold up every small
-file's (a 2 GB copy takes seconds to reach the disk)."""
+"""A larger copy is fsynced by its own thread, never in a batch, so that a batch's wait is not a 2 GB
+copy's write-back (a syncfs of another batch may still write some of it: the disk does that work
+either way)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +54,19 @@ class _Staged:
 
 
 class DirectoryForwarder:
-    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread. A small copy
-    is made durable, and the core directory fsynced, through ``syncs``: many files at once."""
+    """Forwards by durable copy into ``route.path``; blocking I/O runs in a worker thread. Small copies,
+    and the core directory, are synced many files at once by the forwarder's own group (a core may be a
+    mount that hangs: one core's trouble must not hold up other files' steps, as a shared group or a
+    shared offload job would)."""
 
-    def __init__(self, route: DirectoryRoute, syncs: GroupSync | None = None) -> None:
+    def __init__(self, route: DirectoryRoute) -> None:
         self.root = route.path
-        self._syncs = syncs or GroupSync()
+        self._syncs = GroupSync()
         self._link = route.hand_off == "link"
         self._warned = False  # about files copied because they could not be linked
 
     async def send(self, item: Outbound) -> str:
-        # threads of its own: the core may be another filesystem (a mount) that hangs, and one core's
-        # trouble must not hold up other files' steps, as a shared offload job would
+        self._syncs.start()
         staged = await asyncio.to_thread(self._stage, item)
         if isinstance(staged, str):
             where = staged
@@ -87,7 +89,8 @@ class DirectoryForwarder:
             raise Transient(_explain(self.root, action, exc)) from exc
 
     async def aclose(self) -> None:
-        """Nothing to release: every send opens and closes its own files."""
+        """Stop the group sync once what it holds is synced; every send opens and closes its own files."""
+        await self._syncs.stop()
 
     async def cleanup(self) -> list[Path]:
         """Remove temp files a crash left in the core directory; call at start-up, before any send."""

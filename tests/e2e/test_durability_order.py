@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from spool.fsio import SYNCFS_FROM, SYNCFS_REPORTS_ERRORS
+from spool.sync import SYNCFS_FROM, SYNCFS_REPORTS_ERRORS
 from tests.conftest import REPO
 from tests.e2e.harness import Gateway, d1001_body, d1001_name, day, wait_for
 
@@ -122,7 +122,7 @@ def traced(gateway: Gateway, trace: Path) -> Iterator[None]:
     [
         pytest.param(4, id="each-synced-alone"),
         # shared out over eight thread jobs: batches large enough for a syncfs
-        pytest.param(10 * SYNCFS_FROM, id="burst"),
+        pytest.param(20 * SYNCFS_FROM, id="burst"),
     ],
 )
 def test_every_name_reaches_the_disk_after_its_bytes(gateway: Gateway, count: int) -> None:

@@ -1,24 +1,13 @@
-"""read_small: a small claimed file read in one open; anything else left to the caller. sync_paths."""
+"""read_small: a small claimed file read in one open; stage and publish: write_atomic in two halves."""
 
 from __future__ import annotations
 
 import os
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from spool.fsio import (
-    SYNCFS_FROM,
-    SYNCFS_REPORTS_ERRORS,
-    Contents,
-    publish,
-    read_small,
-    stage,
-    sync_paths,
-)
+from spool.fsio import Contents, publish, read_small, stage
 
 
 def test_a_small_file_is_read_whole_with_its_mtime(tmp_path: Path) -> None:
@@ -77,53 +66,6 @@ def test_a_file_that_grew_after_its_stat_is_left_to_the_slow_path(
         assert read_small(path, limit=4000) is None
         monkeypatch.setattr(os, "fstat", real_fstat)
     assert read_small(path, limit=4000) == Contents(b"x" * 100 + b"y" * 50, path.stat().st_mtime_ns)
-
-
-def _files(directory: Path, count: int) -> list[Path]:
-    paths = [directory / f"f{n}" for n in range(count)]
-    for path in paths:
-        path.write_bytes(b"x" * 1024)
-    return paths
-
-
-@pytest.mark.parametrize("count", [3, SYNCFS_FROM + 8])
-def test_sync_paths_fails_only_a_path_that_cannot_be_synced(tmp_path: Path, count: int) -> None:
-    paths = [*_files(tmp_path, count), tmp_path]
-    gone = tmp_path / "gone"
-    failed = sync_paths([*paths, gone, paths[0]])
-    assert list(failed) == [gone]
-    assert isinstance(failed[gone], FileNotFoundError)
-
-
-_SYNC_CALLS = re.compile(r"^\d+ +(syncfs|fsync|fdatasync)\(", re.MULTILINE)
-
-
-def _traced_sync_calls(tmp_path: Path, count: int) -> list[str]:
-    """The sync system calls of one ``sync_paths`` over ``count`` files and their directory, as the
-    kernel saw them (strace)."""
-    _files(tmp_path, count)
-    trace = tmp_path / "trace"
-    script = (
-        "import sys; from pathlib import Path; from spool.fsio import sync_paths; "
-        "root = Path(sys.argv[1]); "
-        "assert not sync_paths([*sorted(root.glob('f*')), root])"
-    )
-    subprocess.run(
-        ["strace", "-f", "-o", str(trace), "-e", "trace=syncfs,fsync,fdatasync"]
-        + [sys.executable, "-c", script, str(tmp_path)],
-        check=True,
-        cwd=Path(__file__).parents[2],
-    )
-    return _SYNC_CALLS.findall(trace.read_text())
-
-
-def test_a_few_paths_are_fsynced_each(tmp_path: Path) -> None:
-    assert _traced_sync_calls(tmp_path, 5) == ["fsync"] * 6
-
-
-@pytest.mark.skipif(not SYNCFS_REPORTS_ERRORS, reason="this kernel's syncfs reports no write errors")
-def test_many_paths_on_one_filesystem_are_one_syncfs(tmp_path: Path) -> None:
-    assert _traced_sync_calls(tmp_path, SYNCFS_FROM + 8) == ["syncfs"]
 
 
 def test_stage_leaves_the_name_alone_until_publish(tmp_path: Path) -> None:
