@@ -142,9 +142,11 @@ class Pipeline:
         is validated on the loop, anything else in a thread."""
         today = self.now().date()
         if not item.name.upper().endswith(".ZIP"):
-            small = await offload.to_thread(read_small, item.path, _INLINE_BYTES)
+            together = self.recorder.in_burst
+            small = await offload.to_thread(read_small, item.path, _INLINE_BYTES, datasync=not together)
             if small is not None:
-                await self.recorder.syncs.sync(item.path)  # with the other files in flight
+                if together:
+                    await self.recorder.syncs.sync(item.path)  # with the other files in flight
                 item.verdict = validate_bytes(
                     small.data, item.name, self.rules, today=today, mtime_ns=small.mtime_ns
                 )
@@ -419,6 +421,7 @@ class Pipeline:
             mode=sound.name.mode,
             mtime_ns=sound.verdict.mtime_ns,
             private=item.restricted,
+            sync_together=self.recorder.in_burst,
         )
 
     async def _deferred(self, item: Item, reason: str) -> Outbound:

@@ -139,6 +139,11 @@ def is_own_receipt(path: Path) -> bool:
     return _own_file_id(path) is not None
 
 
+def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> Path | None:
+    """``stage_receipt`` and ``publish_receipt`` in one step, the receipt synced on its own."""
+    return publish_receipt(outbox, receipt, stage_receipt(outbox, receipt), sync_dir=sync_dir)
+
+
 def stage_receipt(outbox: Path, receipt: Receipt, *, sync: bool = True) -> Path:
     """The receipt under a temp name in ``outbox``, for ``publish_receipt``; with ``sync=False`` the
     caller makes it durable (with other files' in one go) before it publishes it. An ``out/`` removed

@@ -67,20 +67,30 @@ class DirectoryForwarder:
 
     async def send(self, item: Outbound) -> str:
         self._syncs.start()
-        staged = await asyncio.to_thread(self._stage, item)
-        if isinstance(staged, str):
-            where = staged
-        else:
+        done = await asyncio.to_thread(self._deliver, item)
+        if isinstance(done, _Staged):  # a burst: its bytes are synced with other files' first
             try:
-                if not staged.synced:
-                    await self._synced(staged.tmp, "syncing")
-                await asyncio.to_thread(self._publish, staged.tmp, self.root / item.name, item)
+                await self._synced(done.tmp, "syncing")
+                await asyncio.to_thread(self._publish, done.tmp, self.root / item.name, item)
             except Exception:
-                await asyncio.to_thread(_remove, staged.tmp)
+                await asyncio.to_thread(_remove, done.tmp)
                 raise
-            where = f"{staged.how} to {self.root / item.name}"
+            done = f"{done.how} to {self.root / item.name}"
         await self._synced(self.root, "syncing")  # also when it was there already: that try may have died
-        return where
+        return done
+
+    def _deliver(self, item: Outbound) -> _Staged | str:
+        """Where the core has the file now; or, when its bytes are left to be synced with other files',
+        the staged copy to publish once they are."""
+        staged = self._stage(item)
+        if isinstance(staged, str) or not staged.synced:
+            return staged
+        try:
+            self._publish(staged.tmp, self.root / item.name, item)
+        except BaseException:
+            _remove(staged.tmp)
+            raise
+        return f"{staged.how} to {self.root / item.name}"
 
     async def _synced(self, path: Path, action: str) -> None:
         try:
@@ -105,7 +115,7 @@ class DirectoryForwarder:
         if self._holds(final, item):
             return f"already at the core as {final}"
         tmp = temp_name(final)
-        sync = item.size > _SYNC_APART_BYTES
+        sync = not item.sync_together or item.size > _SYNC_APART_BYTES
         try:
             if self._link and not item.private and self._link_to(tmp, item, sync=sync):
                 return _Staged(tmp, "linked", sync)

@@ -35,7 +35,7 @@ from gateway.feedback import (
     scan_feedback_dir,
 )
 from gateway.history import HistoryEvent, HistoryWriter
-from gateway.receipts import Receipt, publish_receipt, receipt_lock, stage_receipt
+from gateway.receipts import Receipt, receipt_lock, write_receipt
 from spool import fsio
 from spool.layout import SpoolLayout, State
 
@@ -395,7 +395,7 @@ def test_a_vanished_or_special_source_is_skipped(layout: SpoolLayout, inbox: Pat
 def test_the_gateways_own_receipt_is_replaced_and_the_event_says_so(layout: SpoolLayout, inbox: Path) -> None:
     outbox = layout.station("k1237").outbox("TC41210000")
     receipt = Receipt(f"{STEM}.TXT", True, 12, [], 0, NOW, "20260310-160000-000000-8000", "forwarded")
-    own = publish_receipt(outbox, receipt, stage_receipt(outbox, receipt))
+    own = write_receipt(outbox, receipt)
     assert own.name == OK_NAME
     before = own.read_bytes()
     result = deliver(drop(inbox, OK_NAME), layout)
@@ -415,7 +415,7 @@ def test_feedback_waits_while_a_receipt_of_its_stem_is_being_written(
     between would be overwritten. Both take the stem's lock, for the OK and the BAD name alike."""
     outbox = layout.station("k1237").outbox("TC41210000")
     done: list[FeedbackResult] = []
-    with receipt_lock(outbox, BAD_NAME):  # as publishing holds it for a BAD receipt of the stem
+    with receipt_lock(outbox, BAD_NAME):  # as write_receipt holds it for a BAD receipt of the stem
         worker = threading.Thread(target=lambda: done.append(deliver(drop(inbox, OK_NAME), layout)))
         worker.start()
         worker.join(0.5)

@@ -8,25 +8,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.receipts import (
-    Receipt,
-    lock_stripe,
-    publish_receipt,
-    receipt_lock,
-    receipt_name,
-    render,
-    stage_receipt,
-)
+from gateway.receipts import Receipt, lock_stripe, receipt_lock, receipt_name, render, write_receipt
 from tests.conftest import REPO
 from validators import findings
 
 AT = datetime(2026, 11, 25, 9, 30, 5, tzinfo=ZoneInfo("Asia/Shanghai"))
 NAME = "CISP-41210000_D1001_V01_1_20220401_01_Q.TXT"
-
-
-def write_receipt(outbox: Path, receipt: Receipt) -> Path | None:
-    """The recorder's two steps at once, each durable on its own."""
-    return publish_receipt(outbox, receipt, stage_receipt(outbox, receipt))
 
 
 def test_bad_receipt_layout_follows_spec_11(tmp_path: Path) -> None:

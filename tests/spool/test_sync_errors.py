@@ -38,7 +38,19 @@ def failing_disk(tmp_path: Path) -> Iterator[Path]:
     try:
         image = backing / "disk.img"
         _run("truncate", "-s", "64M", image)
-        _run("mkfs.ext4", "-q", "-O", "^has_journal", "-N", "2048", "-E", "lazy_itable_init=0", image)
+        _run(
+            "mkfs.ext4",
+            "-q",
+            "-b",
+            "4096",
+            "-O",
+            "^has_journal",
+            "-N",
+            "2048",
+            "-E",
+            "lazy_itable_init=0",
+            image,
+        )
         loop = _run("losetup", "--find", "--show", image).strip()
         try:
             _run("mount", loop, mount)
@@ -72,9 +84,16 @@ others = [disk / f"other{n}" for n in range(SYNCFS_FROM + 8)]
 for path in others:
     path.write_bytes(b"o" * 1024)
 print(json.dumps(failures(others)))
-written_back(disk / "filler", 12 << 20)
+filler = disk / "filler"
+written_back(filler, 12 << 20)
+fd = os.open(filler, os.O_RDONLY)
+try:
+    os.fsync(fd)  # waits until the disk is full: what is written next cannot reach it
+except OSError:
+    pass
+os.close(fd)
 claimed = disk / "claimed"
-written_back(claimed, 8192)
+written_back(claimed, 65536)
 print(json.dumps(failures(others)))
 print(json.dumps(failures([claimed, *others])))
 """
@@ -84,7 +103,8 @@ def test_a_file_whose_write_back_failed_before_its_batch_is_not_reported_durable
     failing_disk: Path,
 ) -> None:
     """Other files are synced (the filesystem's descriptor is opened and held); then more is written
-    than the disk has room for, and a claimed file whose write-back fails before its own batch. The
+    than the disk has room for, and, once it is full, a claimed file whose write-back fails before
+    its own batch. The
     next batch's syncfs reports the failure, which is the filesystem's: every path of it fails,
     though none of them was lost. The lost file's own batch has nothing new for syncfs to report; the
     file's own check must fail it. (In a process of its own: the held descriptor keeps the
