@@ -9,7 +9,6 @@ a caller's await returns only after the batch containing its work was written (o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -23,6 +22,11 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+class StoppedError(OSError):
+    """The group was stopped (cancelled) while it made this caller's batch durable: nothing of the batch
+    may be taken as done. An OSError, so callers handle it as a failed fsync: retried later."""
+
+
 class GroupCommit(Generic[T]):
     """Queue items from any coroutine; ``flush`` (blocking, in a thread) makes a whole batch durable."""
 
@@ -32,20 +36,23 @@ class GroupCommit(Generic[T]):
         self._queue: deque[tuple[Sequence[T], asyncio.Future[None]]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
-        """Start the flusher (again after ``stop``); without it each ``submit`` flushes inline."""
-        if self._task is None:
+        """Start the flusher (once: after ``stop``, and without it, each ``submit`` flushes inline)."""
+        if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._run(), name="group-commit")
 
     async def stop(self) -> None:
-        """Flush what is queued, then stop."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        """Flush what is queued, then stop. Cancelled meanwhile (a flush that hangs), the callers of the
+        batch in flush get ``StoppedError``."""
+        self._stopped = True
+        if self._task is not None:
+            self._wake.set()
+            try:
+                await self._task
+            finally:
+                self._task = None
         while self._queue:
             await self._flush_once()
 
@@ -55,14 +62,14 @@ class GroupCommit(Generic[T]):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((items, future))
-        if self._task is None:
+        if self._task is None or self._task.done():
             await self._flush_once()
         else:
             self._wake.set()
         await future
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
@@ -83,6 +90,11 @@ class GroupCommit(Generic[T]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        except BaseException:  # cancelled: its waiters must not wait for ever
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(StoppedError("stopped before this batch was made durable"))
+            raise
         for _, future in batch:
             if not future.done():
                 future.set_result(None)

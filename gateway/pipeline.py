@@ -105,7 +105,14 @@ class Pipeline:
     _held: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # released when the window ends
 
     async def process(self, item: Item) -> None:
-        """Take one claimed file to its outcome (or to the wait for its partner)."""
+        """Take one claimed file to its outcome (or to the wait for its partner, its window or its core)."""
+        self.recorder.working.add(item.file_id)
+        try:
+            await self._process(item)
+        finally:
+            self.recorder.working.discard(item.file_id)
+
+    async def _process(self, item: Item) -> None:
         self.recorder.active[item.file_id] = item
         await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
         logged = self.rejections.get(item.file_id)
@@ -427,6 +434,7 @@ class Pipeline:
     async def _deferred(self, item: Item, reason: str) -> Outbound:
         """The core cannot take the file now: keep it in deferred/ (durably) and say so."""
         await self.recorder.move_to(item, State.DEFERRED)
+        self.recorder.working.discard(item.file_id)  # waits for its core, retried at its pace
         self.retrying.add(item.file_id)
         self.metrics.deferred(item.station, item.sound().routed.route)
         await asyncio.to_thread(self.ledger.set_state, item.file_id, FileState.DEFERRED.value)

@@ -443,7 +443,8 @@ class Service:
         await self.transactions.stop()
         await self.syncs.stop()
         for forwarder in self.forwarders.values():
-            await forwarder.aclose()
+            with contextlib.suppress(TimeoutError):  # a core that hangs: its files' syncs fail
+                await asyncio.wait_for(forwarder.aclose(), self.config.shutdown_timeout_seconds)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.writer.close()

@@ -53,9 +53,9 @@ def read_small(path: Path, limit: int, *, datasync: bool) -> Contents | None:
     """A regular file of at most ``limit`` bytes, read whole in one open (a claimed file is read anyway,
     to validate it), after ``datasync_file`` if asked (else the caller makes it durable, with other
     files at once, before it acknowledges anything). ``None`` for a larger file, one that is not regular,
-    or one whose size changed after its stat (someone still writes it: bytes beyond those synced must
-    not be acknowledged, nor read without bound): such a file gets the slow path, which syncs it in a
-    thread of its own (that may take seconds) and reads it in bounded chunks."""
+    or one whose size changed after its stat (someone still writes it: bytes beyond those stated, and
+    synced, must not be acknowledged, nor read without bound): such a file gets the slow path, which
+    syncs it in a thread of its own (that may take seconds) and reads it in bounded chunks."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)

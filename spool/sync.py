@@ -2,7 +2,7 @@
 
 A syncfs writes everything dirty on a filesystem with one cache flush: what the fsyncs of hundreds of
 small files would have written, for less than half their kernel time. It is trusted only where it
-reports what failed: Linux 5.8 or later, and a local disk filesystem (on a network or FUSE filesystem
+reports what failed: Linux 5.17 or later, and a local disk filesystem (on a network or FUSE filesystem
 it may not push each file to the server as fsync does).
 
 Write-back errors are counted per open descriptor (errseq): a syncfs reports those of the whole
@@ -30,8 +30,9 @@ SYNCFS_FROM = 32
 durable file costs ~230 us of kernel time fsynced alone, ~100 us as one of thousands in a syncfs; a
 syncfs for a handful of paths costs what their fsyncs do (measured with 8 and 32 threads)."""
 
-SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs"})
-"""Filesystems whose syncfs writes what an fsync of each file would; any other is fsynced path by path."""
+SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "f2fs", "tmpfs"})
+"""Filesystems whose syncfs writes what an fsync of each file would; any other is fsynced path by path
+(btrfs too: its subvolumes' device numbers are not the mount's, so it could not be looked up)."""
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
@@ -47,8 +48,10 @@ def _kernel_at_least(major: int, minor: int) -> bool:
         return False
 
 
-SYNCFS_REPORTS_ERRORS = _syncfs is not None and _sync_file_range is not None and _kernel_at_least(5, 8)
-"""Before Linux 5.8 syncfs returned 0 whatever failed to reach the disk: there only fsync is trusted."""
+SYNCFS_REPORTS_ERRORS = _syncfs is not None and _sync_file_range is not None and _kernel_at_least(5, 17)
+"""Before Linux 5.8 syncfs returned 0 whatever failed to reach the disk, and before 5.17 it dropped the
+filesystem's own failure (a journal commit that failed): there only fsync is trusted."""
+_REFUSED = (errno.ENOSYS, errno.EPERM, errno.EINVAL)  # not allowed here (seccomp) or not implemented
 
 
 def fsync_path(path: Path) -> None:
@@ -95,11 +98,14 @@ def sync_paths(paths: Iterable[Path]) -> dict[Path, OSError]:
         except OSError as exc:
             failed.update(dict.fromkeys((path for path, _ in members), exc))
             continue
-        if filesystem.fd is None:
+        if filesystem.fd is None or not _syncfs_each(filesystem, members, failed):
             _fsync_each([path for path, _ in members], failed)
-        else:
-            _syncfs_each(filesystem.fd, filesystem.lock, members, failed)
     return failed
+
+
+def trusts_syncfs(path: Path) -> bool:
+    """Whether a large batch on ``path``'s filesystem would be one syncfs (else an fsync each)."""
+    return SYNCFS_REPORTS_ERRORS and _mount_type(path.stat().st_dev) in SYNCFS_TYPES
 
 
 def _fsync_each(paths: list[Path], failed: dict[Path, OSError]) -> None:
@@ -111,20 +117,29 @@ def _fsync_each(paths: list[Path], failed: dict[Path, OSError]) -> None:
 
 
 def _syncfs_each(
-    fd: int, lock: threading.Lock, members: list[tuple[Path, os.stat_result]], failed: dict[Path, OSError]
-) -> None:
-    with lock:
-        if _syncfs(fd) != 0:  # type: ignore[misc]
+    filesystem: _Filesystem, members: list[tuple[Path, os.stat_result]], failed: dict[Path, OSError]
+) -> bool:
+    """One syncfs for ``members``, then each file's own check; False if syncfs is refused here (the
+    filesystem is then fsynced path by path from now on)."""
+    with filesystem.lock:
+        if filesystem.fd is None:
+            return False
+        if _syncfs(filesystem.fd) != 0:  # type: ignore[misc]
             err = ctypes.get_errno()
+            if err in _REFUSED:
+                os.close(filesystem.fd)
+                filesystem.fd = None
+                return False
             error = OSError(err, f"syncfs: {os.strerror(err)}", str(members[0][0]))
             failed.update(dict.fromkeys((path for path, _ in members), error))
-            return
+            return True
     for path, info in members:
         if stat.S_ISREG(info.st_mode):
             try:
                 _check_written(path)
             except OSError as exc:
                 failed[path] = exc
+    return True
 
 
 def _check_written(path: Path) -> None:
@@ -139,21 +154,26 @@ def _check_written(path: Path) -> None:
 
 
 def _filesystem(device: int, members: list[tuple[Path, os.stat_result]]) -> _Filesystem:
+    """The filesystem's entry, made on first sight (outside the lock: opening a directory of a core
+    mount that hangs must not hold up the other filesystems' batches)."""
     with _filesystems_guard:
         known = _filesystems.get(device)
-        if known is not None:
-            return known
-        filesystem = _Filesystem(None)
-        if _mount_type(device) in SYNCFS_TYPES:
-            path, info = members[0]
-            directory = path if stat.S_ISDIR(info.st_mode) else path.parent
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            if os.fstat(fd).st_dev != device:  # replaced since its stat: asked again next batch
-                os.close(fd)
-                raise OSError(errno.ESTALE, f"{directory} changed filesystems while being synced")
-            filesystem.fd = fd
-        _filesystems[device] = filesystem
-        return filesystem
+    if known is not None:
+        return known
+    filesystem = _Filesystem(None)
+    if _mount_type(device) in SYNCFS_TYPES:
+        path, info = members[0]
+        directory = path if stat.S_ISDIR(info.st_mode) else path.parent
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        if os.fstat(fd).st_dev != device:  # replaced since its stat: asked again next batch
+            os.close(fd)
+            raise OSError(errno.ESTALE, f"{directory} changed filesystems while being synced")
+        filesystem.fd = fd
+    with _filesystems_guard:
+        known = _filesystems.setdefault(device, filesystem)
+    if known is not filesystem and filesystem.fd is not None:
+        os.close(filesystem.fd)  # another thread got there first
+    return known
 
 
 def _mount_type(device: int) -> str | None:

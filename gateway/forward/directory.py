@@ -1,9 +1,9 @@
 """The directory core: each file appears there under its own name, complete, and only once.
 
-Copy to a hidden temp name, fsync (a small file together with the others in flight), rename without
-replacing, fsync the directory. The name and sha256
-make it idempotent: if the core already holds the name with the same content, an earlier attempt got
-there (perhaps just before a crash) and this one is done; other content under the name is a rejection.
+Copy to a hidden temp name, fsync (in a burst, a small file's together with the others in flight),
+rename without replacing, fsync the directory. The name and sha256 make it idempotent: if the core
+already holds the name with the same content, an earlier attempt got there (perhaps just before a
+crash) and this one is done; other content under the name is a rejection.
 Failures of the core directory (missing, not a directory, not writable, full, I/O errors) are
 ``Transient``: the file stays deferred until the operator fixes the core, never rejected for it.
 
@@ -72,7 +72,7 @@ class DirectoryForwarder:
             try:
                 await self._synced(done.tmp, "syncing")
                 await asyncio.to_thread(self._publish, done.tmp, self.root / item.name, item)
-            except Exception:
+            except Exception:  # cancelled (shutdown): the temp file is removed at the next start
                 await asyncio.to_thread(_remove, done.tmp)
                 raise
             done = f"{done.how} to {self.root / item.name}"

@@ -103,11 +103,12 @@ def received_without_outcome(gateway: Gateway) -> set[str]:
     return received - done
 
 
-def the_batch() -> list[Dropped]:
+def the_batch(scale: int = 1) -> list[Dropped]:
     """Four large valid D2001 files (two of them past the 64 MiB segment size, so validated by the
-    worker processes), 24 small valid D1001 files and 4 small invalid ones."""
+    worker processes; ``scale`` times 230 MB in all), 24 small valid D1001 files and 4 small invalid
+    ones."""
     files = [
-        Dropped(d2001_name(day(1 + k)), d2001_body(day(1 + k), size * MB), "forwarded")
+        Dropped(d2001_name(day(1 + k)), d2001_body(day(1 + k), size * scale * MB), "forwarded")
         for k, size in enumerate((96, 24, 72, 40))
     ]
     for k in range(24):
@@ -134,7 +135,9 @@ def the_batch() -> list[Dropped]:
 )
 def test_stop_signal_with_files_in_flight(gateway: Gateway, sig: signal.Signals, timeout: float) -> None:
     gateway.write_config(shutdown_timeout_seconds=timeout)
-    files = the_batch()
+    # cut short: so much that its write-back alone outlasts the timeout, even when a burst's syncfs
+    # (32 files in flight) has written some of it already
+    files = the_batch(scale=1 if timeout >= 30 else 3)
     inbox = gateway.inbox()
     launch(gateway)
     process = gateway.process
@@ -194,7 +197,7 @@ def test_stop_signal_with_files_in_flight(gateway: Gateway, sig: signal.Signals,
         assert not unfinished, f"in flight at the signal and not finished before exit: {sorted(unfinished)}"
         assert state_files(gateway, "work") == []
     else:
-        # 0.5 s cannot finish some 230 MB (about 3 s here): the files cut short wait in work/ for the next
+        # 0.5 s cannot finish some 690 MB (seconds here): the files cut short wait in work/ for the next
         # run, and the daemon did not overstay its timeout to finish them
         assert state_files(gateway, "work") != [], "nothing was cut short by a 0.5 s shutdown timeout"
 

@@ -306,3 +306,31 @@ async def test_cleanup_drops_a_temp_link_left_by_a_crash(core_dir: Path, make_fi
     assert await DirectoryForwarder(link_route(core_dir)).cleanup() == [leftover]
     assert listing(core_dir) == []
     assert path.stat().st_nlink == 1
+
+
+@pytest.mark.parametrize("together", [False, True], ids=["synced-alone", "synced-together"])
+async def test_small_files_of_a_burst_are_delivered_either_way(
+    core_dir: Path, make_file: MakeFile, together: bool
+) -> None:
+    forwarder = DirectoryForwarder(route(core_dir))
+    items = [
+        dataclasses.replace(
+            outbound(make_file(f"{n}|x\n".encode())), name=f"F{n:03d}.TXT", sync_together=together
+        )
+        for n in range(40)
+    ]
+    try:
+        await asyncio.gather(*(forwarder.send(item) for item in items))
+    finally:
+        await forwarder.aclose()
+    assert listing(core_dir) == [f"F{n:03d}.TXT" for n in range(40)]
+    assert (core_dir / "F007.TXT").read_bytes() == b"7|x\n"
+
+
+async def test_a_send_after_close_still_delivers(core_dir: Path, make_file: MakeFile) -> None:
+    """A file still on its way through a forwarder replaced by a reload: its syncs run inline."""
+    forwarder = DirectoryForwarder(route(core_dir))
+    await forwarder.aclose()
+    item = dataclasses.replace(outbound(make_file(b"late|x\n")), sync_together=True)
+    await asyncio.wait_for(forwarder.send(item), timeout=10)
+    assert listing(core_dir) == [NAME]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
 
-from gateway.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.commit import GroupCommit, GroupSync, GroupTransaction, StoppedError
 from gateway.ledger import Accept, Ledger
 
 
@@ -28,6 +29,38 @@ async def test_callers_queued_during_a_flush_share_the_next_one() -> None:
         await group.stop()
     assert sorted(n for batch in flushed for n in batch) == list(range(200))
     assert len(flushed) < 200  # they were grouped, not flushed one by one
+
+
+async def test_stop_finishes_the_batch_in_flush_and_a_cancelled_stop_fails_it() -> None:
+    """A stop while a flush runs waits for it; cancelled (a flush that hangs), the callers of that
+    batch get StoppedError instead of waiting for ever."""
+    started, release = threading.Event(), threading.Event()
+
+    def flush(items: Sequence[int]) -> None:
+        started.set()
+        release.wait(10)
+
+    for cancel in (False, True):
+        started.clear()
+        release.clear()
+        group: GroupCommit[int] = GroupCommit(flush)
+        group.start()
+        caller = asyncio.create_task(group.submit([1]))
+        assert await asyncio.to_thread(started.wait, 10)
+        stopping = asyncio.create_task(group.stop())
+        await asyncio.sleep(0.05)
+        assert not caller.done() and not stopping.done()
+        if cancel:
+            stopping.cancel()
+            with pytest.raises(StoppedError):
+                await asyncio.wait_for(caller, timeout=5)
+            release.set()
+        else:
+            release.set()
+            await asyncio.wait_for(stopping, timeout=5)
+            assert caller.done() and caller.exception() is None
+        group.start()  # stopped for good: later callers flush inline
+        await asyncio.wait_for(group.submit([2]), timeout=5)
 
 
 async def test_a_failed_flush_fails_every_caller_in_it_and_only_them() -> None:
@@ -49,16 +82,16 @@ async def test_group_sync_fails_only_the_callers_of_a_failing_path(tmp_path: Pat
     for directory in good:
         directory.mkdir()
     gone = tmp_path / "gone"  # fsync of a directory that is not there fails
-    dirs = GroupSync()
-    dirs.start()
+    syncs = GroupSync()
+    syncs.start()
     try:
         results = await asyncio.gather(
-            *(dirs.sync(directory, good[0]) for directory in good),
-            dirs.sync(good[1], gone),
+            *(syncs.sync(directory, good[0]) for directory in good),
+            syncs.sync(good[1], gone),
             return_exceptions=True,
         )
     finally:
-        await dirs.stop()
+        await syncs.stop()
     assert results[:-1] == [None] * len(good)
     assert isinstance(results[-1], FileNotFoundError)
 
@@ -66,10 +99,10 @@ async def test_group_sync_fails_only_the_callers_of_a_failing_path(tmp_path: Pat
 async def test_group_sync_works_without_its_flusher_task(tmp_path: Path) -> None:
     """A forwarder used on its own (tools, tests) flushes inline."""
     (tmp_path / "a").mkdir()
-    dirs = GroupSync()
-    await dirs.sync(tmp_path / "a", tmp_path)
+    syncs = GroupSync()
+    await syncs.sync(tmp_path / "a", tmp_path)
     with pytest.raises(FileNotFoundError):
-        await dirs.sync(tmp_path / "missing", tmp_path)
+        await syncs.sync(tmp_path / "missing", tmp_path)
 
 
 @pytest.fixture

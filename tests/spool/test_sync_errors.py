@@ -26,7 +26,17 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(*command: str | Path) -> str:
-    return subprocess.run([str(c) for c in command], check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        [str(c) for c in command], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+
+
+def _unmount(path: Path) -> None:
+    """Unmount; lazily if it is still busy (a process of the test left behind), never leaving it."""
+    try:
+        _run("umount", path)
+    except subprocess.CalledProcessError:
+        _run("umount", "--lazy", path)
 
 
 @pytest.fixture
@@ -57,11 +67,11 @@ def failing_disk(tmp_path: Path) -> Iterator[Path]:
             try:
                 yield mount
             finally:
-                _run("umount", mount)
+                _unmount(mount)
         finally:
             _run("losetup", "--detach", loop)
     finally:
-        _run("umount", backing)
+        _unmount(backing)
 
 
 _SCENARIO = """
@@ -115,6 +125,7 @@ def test_a_file_whose_write_back_failed_before_its_batch_is_not_reported_durable
         capture_output=True,
         text=True,
         cwd=REPO,
+        timeout=120,
     )
     clean, next_batch, own_batch = (json.loads(line) for line in result.stdout.splitlines())
     others = {f"other{n}" for n in range(SYNCFS_FROM + 8)}
