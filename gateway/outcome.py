@@ -238,7 +238,7 @@ class Recorder:
                 await offload.to_thread(
                     functools.partial(publish_receipt, outbox, receipt, staged, sync_dir=False)
                 )
-            except Exception:  # a retry stages its own; cancelled, the next start removes it
+            except Exception:  # a retry stages its own (if cancelled, the next start removes it)
                 await offload.to_thread(staged.unlink, missing_ok=True)
                 raise
         else:

@@ -72,7 +72,7 @@ class DirectoryForwarder:
             try:
                 await self._synced(done.tmp, "syncing")
                 await asyncio.to_thread(self._publish, done.tmp, self.root / item.name, item)
-            except Exception:  # cancelled (shutdown): the temp file is removed at the next start
+            except Exception:  # (if cancelled at shutdown, the next start removes the temp file)
                 await asyncio.to_thread(_remove, done.tmp)
                 raise
             done = f"{done.how} to {self.root / item.name}"
