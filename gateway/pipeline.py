@@ -428,7 +428,8 @@ class Pipeline:
             mode=sound.name.mode,
             mtime_ns=sound.verdict.mtime_ns,
             private=item.restricted,
-            sync_together=self.recorder.in_burst,
+            # a larger copy is fsynced in its own thread: a batch must not wait for a 2 GB write-back
+            sync_together=self.recorder.in_burst and sound.verdict.size <= _INLINE_BYTES,
         )
 
     async def _deferred(self, item: Item, reason: str) -> Outbound:

@@ -18,13 +18,23 @@ from pathlib import Path
 
 _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_renameat2 = getattr(_libc, "renameat2", None)
+libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+"""The C library, errno kept, for the calls Python's os module lacks (renameat2, syncfs, ...)."""
+_renameat2 = getattr(libc, "renameat2", None)
 
 
 def fsync_dir(path: Path) -> None:
     """Make the directory's entries (creates, renames, unlinks) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def fsync_path(path: Path) -> None:
+    """Make a file's bytes and metadata, or a directory's entries, durable."""
+    _fsync(path, os.O_RDONLY)
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:

@@ -16,7 +16,6 @@ before this batch, its error taken by an earlier batch's syncfs, still fails her
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -24,6 +23,8 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from spool.fsio import fsync_path, libc
 
 SYNCFS_FROM = 32
 """From this many paths on, a batch is one syncfs per filesystem instead of an fsync each. A 1 KiB
@@ -34,9 +35,8 @@ SYNCFS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "f2fs", "tmpfs"})
 """Filesystems whose syncfs writes what an fsync of each file would; any other is fsynced path by path
 (btrfs too: its subvolumes' device numbers are not the mount's, so it could not be looked up)."""
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-_syncfs = getattr(_libc, "syncfs", None)
-_sync_file_range = getattr(_libc, "sync_file_range", None)
+_syncfs = getattr(libc, "syncfs", None)
+_sync_file_range = getattr(libc, "sync_file_range", None)
 _WAIT_WRITE_WAIT = 1 | 2 | 4  # SYNC_FILE_RANGE_WAIT_BEFORE | _WRITE | _WAIT_AFTER
 
 
@@ -52,15 +52,6 @@ SYNCFS_REPORTS_ERRORS = _syncfs is not None and _sync_file_range is not None and
 """Before Linux 5.8 syncfs returned 0 whatever failed to reach the disk, and before 5.17 it dropped the
 filesystem's own failure (a journal commit that failed): there only fsync is trusted."""
 _REFUSED = (errno.ENOSYS, errno.EPERM, errno.EINVAL)  # not allowed here (seccomp) or not implemented
-
-
-def fsync_path(path: Path) -> None:
-    """Make a file's bytes and metadata, or a directory's entries, durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass

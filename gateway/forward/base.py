@@ -37,7 +37,7 @@ class Outbound:
     mode: str  # "Q" or "Z"
     mtime_ns: int = 0  # the spool file's mtime when it was validated; 0: unknown
     private: bool = False  # a restricted table's file: owner-only, never shares its inode with the core
-    sync_together: bool = False  # a burst: synced with other files at once, not in its own step
+    sync_together: bool = False  # a small file in a burst: synced with others at once, not in its step
 
 
 class ForwardError(Exception):

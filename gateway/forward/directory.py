@@ -40,12 +40,6 @@ _FULL = (errno.ENOSPC, errno.EDQUOT)
 _CANNOT_LINK = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP)
 
 
-_SYNC_APART_BYTES = 64 * 1024
-"""A larger copy is fsynced by its own thread, never in a batch, so that a batch's wait is not a 2 GB
-copy's write-back (a syncfs of another batch may still write some of it: the disk does that work
-either way)."""
-
-
 @dataclass(frozen=True, slots=True)
 class _Staged:
     tmp: Path
@@ -107,15 +101,15 @@ class DirectoryForwarder:
         return await asyncio.to_thread(self._cleanup)
 
     def _stage(self, item: Outbound) -> _Staged | str:
-        """The file under a temp name in the core (durable already if it is large), or where the core
-        has it already."""
+        """The file under a temp name in the core (durable already unless it is to be synced with
+        others), or where the core has it already."""
         if item.name != Path(item.name).name or item.name.startswith("."):
             raise ForwardError(f"{item.name!r} is not a plain file name; it could land outside the core")
         final = self.root / item.name
         if self._holds(final, item):
             return f"already at the core as {final}"
         tmp = temp_name(final)
-        sync = not item.sync_together or item.size > _SYNC_APART_BYTES
+        sync = not item.sync_together
         try:
             if self._link and not item.private and self._link_to(tmp, item, sync=sync):
                 return _Staged(tmp, "linked", sync)
