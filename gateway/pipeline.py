@@ -231,7 +231,8 @@ class Pipeline:
         work = self.layout.station(item.station).state_dir(State.WORK, item.transfer_code)
         suffix = "." + parsed.partner
         try:
-            return any(entry.name.endswith(suffix) for entry in os.scandir(work))
+            with os.scandir(work) as entries:
+                return any(entry.name.endswith(suffix) for entry in entries)
         except OSError:
             return False
 

@@ -5,19 +5,22 @@ have been lost, the sink gets an OVERFLOW event and the daemon should rescan at 
 
 - the kernel's queue overflowed (IN_Q_OVERFLOW, more than fs.inotify.max_queued_events unread).
   watchdog 7.1 logs a warning and calls ``on_queue_overflow()`` of the callbacks registered with its
-  ``InotifyFD``; its observer API (emitters, event handlers) never reports it. So this module is such a
-  callback, on that layer;
+  ``InotifyFD`` (7.1.1 then calls ``on_events_lost()`` of each); its observer API (emitters, event
+  handlers) never reports it. So this module is such a callback, on that layer;
 - more than ``max_pending`` events wait for a stalled loop: the reader thread then drops events and
   posts one OVERFLOW instead of queueing without bound (it would otherwise drain the kernel's queue
   into the loop's memory, and the kernel would never overflow);
-- the reader thread died (``alive`` turns False; no more events come: restart the daemon);
+- the reader thread died (``alive`` turns False; no more events come: restart the daemon). From 7.1.1
+  watchdog reads on one thread and runs the callbacks on a second ("dispatcher") one; either dying ends
+  the reader;
 - a watched directory was deleted, moved away or unmounted (``directory`` names it; its watch is
   dropped, and watch() re-arms it once the directory is back).
 
 Why ``InotifyFD`` and not ``Observer.schedule()``: the observer starts one emitter thread per watched
 directory (2,000 inboxes gave 2,003 threads), holds each emitter's events behind an unpaired
 IN_MOVED_FROM for 0.5 s (every claim of the gateway is one), and its unschedule() joins a thread. One
-``InotifyFD`` is one thread and one inotify instance; each ``in/`` is exactly one non-recursive watch,
+``InotifyFD`` is one inotify instance and one thread (two from 7.1.1), whatever the number of
+directories; each ``in/`` is exactly one non-recursive watch,
 counted against ``fs.inotify.max_user_watches`` of the daemon's user (watch() fails with ENOSPC when
 that is reached). watchdog >= 7.1 is required for this layer.
 """
@@ -114,12 +117,29 @@ class _Watched:
 
 
 class _Reader(InotifyFD):
-    """watchdog's inotify reader thread, which says so when it ends without being stopped."""
+    """watchdog's inotify reader thread, which says so when it ends without being shut down by its owner.
+
+    watchdog's own "should keep running" flag cannot tell: from 7.1.1 a failing dispatcher thread calls
+    ``stop()`` itself (which also drops every watch, reporting each as deleted) before the reader
+    re-raises its error.
+    """
 
     def __init__(self, on_death: Callable[[], None]) -> None:
         super().__init__()
         self.name = "inotify-reader"
         self._on_death = on_death
+        self._shutting_down = False
+        self.dying = False
+        """Set before watchdog drops the watches of a reader that fails: those are not lost directories."""
+
+    def shut_down(self) -> None:
+        self._shutting_down = True
+        self.stop()
+
+    def stop(self) -> None:
+        if not self._shutting_down:
+            self.dying = True
+        super().stop()
 
     def run(self) -> None:
         try:
@@ -127,7 +147,8 @@ class _Reader(InotifyFD):
         except Exception:
             logger.exception("inotify reader thread died; no more file-system events will arrive")
         finally:
-            if self.should_keep_running():
+            if not self._shutting_down:
+                self.dying = True
                 self._on_death()
 
 
@@ -174,6 +195,12 @@ class _Handoff:
 
     def on_queue_overflow(self) -> None:
         self._post(self._overflow)
+
+    def on_events_lost(self) -> None:
+        """watchdog 7.1.1 calls this after ``on_queue_overflow()``: the OVERFLOW is posted already.
+
+        The two calls exist for watchdog's own emitters, which re-create their watches in the first;
+        a hand-off has nothing to repair, and 7.1.0 calls only the first, so that one posts."""
 
     def on_reader_death(self) -> None:
         self._post(self._reader_death)
@@ -230,7 +257,7 @@ class InboxWatcher:
         self._by_wd.clear()
         if reader is None:
             return
-        reader.stop()
+        reader.shut_down()
         reader.join(_STOP_TIMEOUT)
         if reader.is_alive():
             logger.warning("inotify reader thread did not end within %.0f s", _STOP_TIMEOUT)
@@ -308,6 +335,8 @@ class InboxWatcher:
                 return
 
     def _on_watch_lost(self, wd: WatchDescriptor) -> None:
+        if self._reader is None or self._reader.dying:
+            return  # the reader's death is reported on its own, as an OVERFLOW of every directory
         watched = self._by_wd.get(wd)
         if watched is not None:
             self._lose(watched)
