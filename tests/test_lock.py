@@ -58,4 +58,5 @@ def test_every_pin_has_hashes(lock: str) -> None:
 def test_the_runtime_lock_is_the_dev_lock_without_the_dev_tools() -> None:
     """One resolution: a runtime package is pinned at the same version in both locks."""
     runtime, dev = pins(ROOT / "requirements.lock"), pins(ROOT / "requirements-dev.lock")
-    assert {name: (version, dev.get(name)) for name, version in runtime.items() if dev.get(name) != version} == {}
+    differ = {name: (version, dev.get(name)) for name, version in runtime.items() if dev.get(name) != version}
+    assert differ == {}

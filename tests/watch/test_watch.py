@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from gateway import watch as watch_module
 from gateway.watch import DEFAULT_MAX_PENDING, InboxWatcher, WatchEvent, WatchKind
 from tests.watch.helpers import (
     NAME,
