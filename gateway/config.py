@@ -153,8 +153,6 @@ class GatewayConfig(_Strict):
                     problems.append(f"{where}.tables: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
         problems.extend(self._feedback_problems())
-        if self.processes > 1 and self.metrics is not None:
-            problems.append("metrics: not available with processes > 1 (each process would need a port)")
         both = sorted(set(self.holidays) & set(self.workdays))
         if both:
             problems.append(f"holidays: {', '.join(map(str, both))} also listed in workdays")

@@ -37,6 +37,14 @@ one request per connection, with a size limit and a timeout, so a stuck client c
 
 When ``metrics.listen`` is not configured the daemon gets a :class:`NullMetrics`: the same methods, doing
 nothing, so call sites need no checks.
+
+With ``processes`` > 1 the supervisor serves one endpoint for all its processes with prometheus-client's
+multiprocess mode (:class:`SharedEndpoint`): each gateway process writes its counters and histograms to
+files of its own in a directory the supervisor made (``PROMETHEUS_MULTIPROC_DIR``), and a scrape adds them
+up. Queue depths cannot be computed at scrape time there (the numbers live in other processes), so each
+process publishes its own at every beat of its main loop (twice a second) and the scrape adds up those of
+the processes alive (``queue_files``; ``oldest_waiting_seconds`` takes the largest). ``process_*``
+describes the supervisor only in that mode.
 """
 
 from __future__ import annotations
@@ -44,15 +52,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
+from wsgiref.simple_server import WSGIServer
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
+from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from gateway.config import MetricsConfig
@@ -257,6 +268,9 @@ class NullMetrics:
     def prepare(self, stations: Iterable[str], routes: Iterable[str]) -> None:
         pass
 
+    def publish(self) -> None:
+        pass
+
     async def start(self) -> None:
         pass
 
@@ -287,7 +301,10 @@ class Metrics:
         stations: Iterable[str] = (),
         routes: Iterable[str] = (),
         process: bool = True,
+        shared: bool = False,
     ) -> None:
+        """``shared``: one of several gateway processes behind a :class:`SharedEndpoint`; it serves
+        nothing itself, and :meth:`publish` writes its queue depths for the supervisor's scrapes."""
         self.listen = listen
         self.depths = depths  # may be set later, once the daemon has what it reads
         self.registry = CollectorRegistry()
@@ -326,8 +343,17 @@ class Metrics:
             registry=r,
         )
         self._rescans = Counter(f"{PREFIX}_rescans", "Full reconcile scans of the inboxes", registry=r)
-        r.register(_DepthCollector(self))
-        if process:
+        self._shared_depths: tuple[Gauge, Gauge] | None = None
+        by_state, by_station = ["station", "state"], ["station"]
+        if shared:
+            queue, oldest = _DepthCollector._families()
+            self._shared_depths = (  # added up over the processes alive; the oldest is the largest
+                Gauge(queue.name, queue.documentation, by_state, registry=r, multiprocess_mode="livesum"),
+                Gauge(oldest.name, oldest.documentation, by_station, registry=r, multiprocess_mode="livemax"),
+            )
+        else:
+            r.register(_DepthCollector(self))
+        if process and not shared:
             ProcessCollector(registry=r)
         self._server: MetricsServer | None = None
         self._routes: set[str] = set()  # the configured routes: the only route labels besides "other"
@@ -380,6 +406,21 @@ class Metrics:
     def rescan(self) -> None:
         self._rescans.inc()
 
+    def publish(self) -> None:
+        """A shared process's queue depths, for the supervisor's next scrape; nothing otherwise."""
+        if self._shared_depths is None or self.depths is None:
+            return
+        try:
+            depths = _merge(self.depths())
+        except Exception:
+            log.exception("metrics.depths_failed", note="queue gauges not updated")
+            return
+        queue, oldest = self._shared_depths
+        for station, depth in depths.items():
+            for state in STATES:
+                queue.labels(station, state).set(getattr(depth, state))
+            oldest.labels(station).set(depth.oldest_waiting_seconds or 0.0)
+
     # -- endpoint ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -414,11 +455,66 @@ def metrics_for(
     stations: Iterable[str] = (),
     routes: Iterable[str] = (),
     depths: DepthSource | None = None,
+    shared: bool = False,
 ) -> Metrics | NullMetrics:
-    """What the daemon uses: real metrics when ``metrics.listen`` is configured, else :class:`NullMetrics`."""
+    """What the daemon uses: real metrics when ``metrics.listen`` is configured, else :class:`NullMetrics`.
+
+    ``shared``: a process of several, whose supervisor serves the endpoint (see :class:`SharedEndpoint`).
+    """
     if config is None:
         return NullMetrics()
+    if shared:
+        return Metrics(None, depths=depths, stations=stations, routes=routes, shared=True)
     return Metrics(config.listen, depths=depths, stations=stations, routes=routes)
+
+
+class SharedEndpoint:
+    """The supervisor's endpoint for all its gateway processes (prometheus-client's multiprocess mode).
+
+    :meth:`open` empties ``directory`` and returns the environment the processes must start with (the
+    library reads it when it is imported); :meth:`serve` starts prometheus-client's own HTTP server on a
+    thread of its own (the supervisor has no event loop, and a scrape only reads the processes' files);
+    :meth:`process_ended` drops a dead process's queue gauges. A port that cannot be bound is logged, not
+    fatal, as in a single process.
+    """
+
+    def __init__(self, listen: str, directory: Path) -> None:
+        self.listen = listen
+        self.directory = directory
+        self._server: WSGIServer | None = None
+
+    def open(self) -> dict[str, str]:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.directory.mkdir(mode=0o700, parents=True)
+        return {"PROMETHEUS_MULTIPROC_DIR": str(self.directory)}
+
+    def serve(self) -> None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(self.directory))  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
+        try:
+            host, port = parse_listen(self.listen)
+            self._server, _thread = start_http_server(port, host, registry=registry)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "metrics.unavailable", listen=self.listen, error=str(exc), note="running without metrics"
+            )
+            return
+        log.info("metrics.listening", listen=self.listen, port=self.port, processes="shared")
+
+    @property
+    def port(self) -> int | None:
+        return None if self._server is None else self._server.server_port
+
+    def process_ended(self, pid: int) -> None:
+        multiprocess.mark_process_dead(pid, str(self.directory))  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def claim_age(file_id: str, now: datetime) -> float | None:

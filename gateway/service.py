@@ -199,7 +199,11 @@ class Service:
             functools.partial(recover, self.layout, stations, self.ledger, self.writer, shard=self.shard)
         )
         self.metrics = metrics_for(
-            config.metrics, stations=config.stations, routes=config.routes, depths=self._depths
+            config.metrics,
+            stations=config.stations,
+            routes=config.routes,
+            depths=self._depths,
+            shared=not self.shard.whole,
         )
         self.recorder = Recorder(
             self.layout,
@@ -344,6 +348,7 @@ class Service:
         while not self.stopping.is_set() and not self._detecting_failed():
             heartbeat.beat(started=self.detector.scans > 0)  # READY once recovery and a scan are done
             self.on_beat()
+            self.metrics.publish()
             await asyncio.sleep(0.5)
             if self.reload_requested:
                 self.reload_requested = False

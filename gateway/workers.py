@@ -35,6 +35,7 @@ from gateway.config import DirectoryRoute, GatewayConfig
 from gateway.forward import DirectoryForwarder
 from gateway.ledger import Ledger
 from gateway.logs import configure_logging
+from gateway.metrics import SharedEndpoint
 from gateway.notify import Heartbeat, Notifier
 from gateway.recovery import clean_up
 from gateway.service import EXIT_FAILED, EXIT_OK, Service, clean_up_cores, ledger_path, run_locked
@@ -52,6 +53,8 @@ _SILENT = 5.0
 """Seconds without a beat (a process's main loop beats every 0.5 s) after which the supervisor stops
 pinging systemd's watchdog: a process whose loop hangs gets the service restarted."""
 _PR_SET_PDEATHSIG = 1
+METRICS_DIR = ".gateway-metrics"
+"""Beside the spool lock: the processes' metric files, emptied at every start of the supervisor."""
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -65,6 +68,7 @@ class _Worker:
     process: subprocess.Popen[bytes]
     beats: int  # the read end of the pipe it writes a byte to on every beat of its main loop
     last_beat: float | None = None  # monotonic; None until it has started
+    ended: bool = False  # its end has been seen (and its live metrics dropped)
 
     def listen(self, now: float) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -81,6 +85,8 @@ class Supervisor:
     signals: list[int] = field(default_factory=list)  # received, not passed on yet
     stopping: bool = False
     failed: bool = False
+    metrics: SharedEndpoint | None = None
+    environment: dict[str, str] = field(default_factory=dict)  # what every worker starts with
 
     def run(self) -> int:
         notifier = Notifier.from_env(unset_environment=True)  # the workers must not speak to systemd
@@ -89,6 +95,10 @@ class Supervisor:
             log.error("workers.still_running", note="processes of an earlier gateway hold the spool")
             return EXIT_FAILED
         self._clean_up()
+        if self.config.metrics is not None:
+            self.metrics = SharedEndpoint(self.config.metrics.listen, self.config.spool_root / METRICS_DIR)
+            self.environment.update(self.metrics.open())
+            self.metrics.serve()
         previous = {sig: signal.signal(sig, self._received) for sig in _FORWARDED}
         try:
             for index in range(self.config.processes):
@@ -121,6 +131,8 @@ class Supervisor:
                 signal.signal(sig, handler)
             for worker in self.workers:
                 os.close(worker.beats)
+            if self.metrics is not None:
+                self.metrics.close()
         codes = [w.process.returncode for w in self.workers]
         log.info("workers.stopped", exit_codes=codes)
         stopped = (0, -signal.SIGTERM, -signal.SIGINT) if self.stopping else (0,)  # stopped before serving
@@ -148,7 +160,7 @@ class Supervisor:
             "--shard",
             str(shard),
         ]
-        env = {**os.environ, BEATS_FD: str(beats_write), SUPERVISOR_PID: str(os.getpid())}
+        env = {**os.environ, **self.environment, BEATS_FD: str(beats_write), SUPERVISOR_PID: str(os.getpid())}
         try:
             process = subprocess.Popen(command, pass_fds=(beats_write,), env=env)  # noqa: S603 - our own interpreter and arguments
         finally:
@@ -175,6 +187,10 @@ class Supervisor:
     def _check(self) -> None:
         for worker in self.workers:
             code = worker.process.poll()
+            if code is not None and not worker.ended:
+                worker.ended = True
+                if self.metrics is not None:
+                    self.metrics.process_ended(worker.process.pid)
             if code is not None and not self.stopping:
                 log.error(
                     "worker.ended", process=str(worker.shard), exit_code=code, note="stopping the others"

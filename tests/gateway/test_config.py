@@ -125,7 +125,3 @@ def test_missing_file(tmp_path: Path) -> None:
     (problem,) = problems_of(tmp_path / "absent.yaml")
     assert problem.startswith("cannot read")
 
-
-def test_several_processes_cannot_share_one_metrics_port(write_config: Callable[..., Path]) -> None:
-    path = write_config(processes=2, metrics={"listen": "127.0.0.1:9464"})
-    assert any("metrics: not available with processes > 1" in p for p in problems_of(path))

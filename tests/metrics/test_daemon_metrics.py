@@ -46,9 +46,13 @@ def metrics_config(gateway: Gateway, **overrides: object) -> int:
     return port
 
 
-def test_files_findings_and_queues(gateway: Gateway) -> None:
-    port = metrics_config(gateway, settle_seconds=60)
+@pytest.mark.parametrize("processes", [1, 2])
+def test_files_findings_and_queues(gateway: Gateway, processes: int) -> None:
+    """With two processes the supervisor serves one endpoint for both: the same numbers."""
+    port = metrics_config(gateway, settle_seconds=60, processes=processes)
     gateway.start()
+    # a file dropped before its process watches the inbox would be found by the scan, and settle 60 s
+    wait_for(lambda: gateway.log().count('"gateway.started"') == processes, what="every process")
     wait_for(lambda: "metrics.listening" in gateway.log(), what="the metrics endpoint")
     inbox = gateway.inbox()
     good = d1001_name()
@@ -58,9 +62,12 @@ def test_files_findings_and_queues(gateway: Gateway) -> None:
     (inbox / d1001_name(part=2)).write_bytes(d1001_body())  # written in place: settles for 60 s
     wait_for(lambda: len(gateway.outcomes()) == 2, what="two outcomes")
 
-    def settled() -> bool:
+    def settled() -> bool:  # several processes publish their queues twice a second, not at the scrape
         got = scrape(port)
-        return sample(got, "fdep_gateway_files_total", station="k1237", outcome="rejected") == 1
+        return (
+            sample(got, "fdep_gateway_files_total", station="k1237", outcome="rejected") == 1
+            and sample(got, "fdep_gateway_queue_files", station="k1237", state="waiting") == 1
+        )
 
     wait_for(settled, what="the rejection to be counted")
     got = scrape(port)
