@@ -15,6 +15,7 @@ from tqdm import tqdm
 from gateway.text import visible
 from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
 from validators.findings import Finding, Severity
+from validators.pair import partner_rejected
 
 _PROGRESS_MIN_FILES = 20
 _PROGRESS_MIN_BYTES = 64 * 1024 * 1024
@@ -27,7 +28,7 @@ class Target:
     size: int
 
 
-class UsageError(Exception):
+class UncheckablePathError(Exception):
     """A path given to ``check`` cannot be checked at all (missing, not a file or directory)."""
 
 
@@ -41,7 +42,7 @@ def collect(paths: Iterable[Path]) -> list[Target]:
         elif path.is_file():
             targets.append(Target(path, path.name, path.stat().st_size))
         else:
-            raise UsageError(f"{path}: no such file or directory")
+            raise UncheckablePathError(f"{path}: no such file or directory")
     return targets
 
 
@@ -60,16 +61,24 @@ def check_all(targets: list[Target], rules: Rules, today: date, *, progress: boo
 
 
 def _pair_up(verdicts: list[Verdict], rules: Rules) -> None:
+    """As the daemon pairs them: a missing partner, the cross-check, then a pair is rejected as a unit."""
     by_name = {v.parsed.name: v for v in verdicts if v.parsed is not None}
+    pairs: list[tuple[Verdict, Verdict]] = []
     for verdict in verdicts:
         if verdict.parsed is None or not verdict.needs_partner:
             continue
         partner = by_name.get(verdict.parsed.partner)
         if partner is None:
             verdict.findings.add(partner_missing(verdict, rules))
-        elif not verdict.parsed.is_zip:
-            for finding in check_partners(verdict, partner):
-                verdict.findings.add(finding)
+        else:
+            pairs.append((verdict, partner))
+            if not verdict.parsed.is_zip:
+                for finding in check_partners(verdict, partner):
+                    verdict.findings.add(finding)
+    rejected = {id(v) for v in verdicts if v.rejected}  # before any of them is marked for its partner
+    for verdict, partner in pairs:
+        if id(partner) in rejected and id(verdict) not in rejected:
+            verdict.findings.add(partner_rejected(partner.name))
 
 
 def _position(finding: Finding) -> str:
@@ -81,21 +90,28 @@ def _position(finding: Finding) -> str:
     return ", ".join(parts) if parts else "文件 file"
 
 
+def render_finding(finding: Finding, out: IO[str], indent: str = "  ") -> None:
+    """A finding for people: code, where, the value (never for restricted tables), zh and en, the hint."""
+    mark = "!" if finding.severity is Severity.ERROR else "i"
+    value = f" [{visible(finding.value)}]" if finding.value is not None else ""
+    more = indent + "    "
+    out.write(f"{indent}{mark} {finding.code:<22} {_position(finding)}{value}\n")
+    out.write(f"{more}{finding.message_zh}\n{more}{finding.message_en}\n")
+    out.write(f"{more}提示：{finding.hint_zh}\n{more}Hint: {finding.hint_en}\n")
+
+
 def render_text(verdicts: list[Verdict], out: IO[str]) -> None:
     """Human output: per file a verdict line, then each finding with its position, message and hint."""
     for verdict in verdicts:
         label = "拒收 BAD" if verdict.rejected else "通过 OK "
         table = f"{verdict.table.code} {verdict.table.title}" if verdict.table else "?"
+        total = verdict.findings.total
         out.write(
             f"{label}  {visible(verdict.name)}  [{table}, {verdict.records} records, "
-            f"{verdict.findings.total} findings]\n"
+            f"{total} finding{'' if total == 1 else 's'}]\n"
         )
         for finding in verdict.findings.items:
-            mark = "!" if finding.severity is Severity.ERROR else "i"
-            value = f" [{visible(finding.value)}]" if finding.value is not None else ""
-            out.write(f"  {mark} {finding.code:<22} {_position(finding)}{value}\n")
-            out.write(f"      {finding.message_zh}\n      {finding.message_en}\n")
-            out.write(f"      提示：{finding.hint_zh}\n      Hint: {finding.hint_en}\n")
+            render_finding(finding, out)
         hidden = verdict.findings.total - len(verdict.findings.items)
         if hidden > 0:
             out.write(f"  … 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")

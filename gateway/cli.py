@@ -2,37 +2,73 @@
 
 Exit codes: 0 success, 1 a checked file is invalid or an operation failed, 2 usage, 78 bad config
 (EX_CONFIG: systemd's RestartPreventExitStatus keeps a misconfigured daemon from flapping).
+
+The config is ``-c CONFIG``, else ``$FDEP_GATEWAY_CONFIG``, else ``/etc/fdep-gateway/gateway.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, default_check_config, load_config
+from gateway.history import EVENTS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CONFIG = 78
+CONFIG_ENV = "FDEP_GATEWAY_CONFIG"
+DEFAULT_CONFIG = Path("/etc/fdep-gateway/gateway.yaml")
+
+
+_Handler = Callable[[argparse.Namespace], int]
+
+
+class UsageError(Exception):
+    """The command line cannot be carried out as given: exit 2 with this message."""
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """``-c``, else the environment, else the default path; a default that is not there is a usage error."""
+    if args.config:
+        return Path(args.config)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if not DEFAULT_CONFIG.exists():
+        raise UsageError(f"no configuration: give -c CONFIG, set {CONFIG_ENV}, or install {DEFAULT_CONFIG}")
+    return DEFAULT_CONFIG
 
 
 def _config(args: argparse.Namespace) -> GatewayConfig:
-    return load_config(args.config)
+    return load_config(config_path(args))
+
+
+def _version() -> str:
+    try:
+        return version("fdep-gateway")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from gateway.check import UsageError, check_all, collect, render_json, render_text
+    from gateway.check import UncheckablePathError, check_all, collect, render_json, render_text
     from gateway.validate import Rules
 
-    config = load_config(args.config) if args.config else default_check_config()
+    explicit = args.config or os.environ.get(CONFIG_ENV)
+    config = load_config(explicit) if explicit else default_check_config()
     try:
         targets = collect(Path(p) for p in args.paths)
-    except UsageError as exc:
+    except UncheckablePathError as exc:
         print(f"fdep-gateway check: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if not targets:
+        print("fdep-gateway check: no files to check in " + " ".join(args.paths), file=sys.stderr)
         return EXIT_USAGE
     today = datetime.now(config.zone).date()
     verdicts = check_all(targets, Rules.from_config(config), today, progress=sys.stderr.isatty())
@@ -41,23 +77,29 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    config = _config(args)
+    from gateway.windows import Calendar
+
+    path = config_path(args)
+    config = load_config(path)
     stations = ", ".join(f"{name} ({s.environment} -> {s.route})" for name, s in config.stations.items())
-    print(f"{args.config}: OK")
+    print(f"{path}: OK")
     print(f"  stations: {stations}")
     print(f"  transfer codes: {len(config.transfer_codes)}; tables: {', '.join(sorted(config.tables))}")
+    calendar = Calendar(config.holidays, config.workdays)
+    print(f"  calendar: {calendar.coverage(datetime.now(config.zone).date())}")
     return EXIT_OK
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _config(args)
+    path = config_path(args)
+    config = load_config(path)
     if config.processes > 1:
         from gateway.workers import run_supervised
 
-        return run_supervised(config, Path(args.config))
+        return run_supervised(config, path)
     from gateway.service import run_service
 
-    return run_service(config, config_path=Path(args.config), drain=False)
+    return run_service(config, config_path=path, drain=False)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -65,13 +107,26 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from gateway.workers import run_worker
 
     number, count = (int(part) for part in args.shard.split("/"))
-    return run_worker(_config(args), Path(args.config), Shard(number - 1, count))
+    path = config_path(args)
+    return run_worker(load_config(path), path, Shard(number - 1, count))
 
 
 def _cmd_drain(args: argparse.Namespace) -> int:
+    from gateway.operate import drain_summary
     from gateway.service import run_service
 
-    return run_service(_config(args), config_path=Path(args.config), drain=True)
+    path = config_path(args)
+    config = load_config(path)
+    started = datetime.now(config.zone)
+    code = run_service(config, config_path=path, drain=True)
+    print(drain_summary(config, started))
+    return code
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from gateway.operate import show_file
+
+    return show_file(_config(args), args.file_id, as_json=args.json)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
@@ -96,25 +151,40 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fdep-gateway",
         description="File gateway for FDEP-style regulatory report mailboxes.",
+        epilog=f"CONFIG: -c CONFIG, else ${CONFIG_ENV}, else {DEFAULT_CONFIG}. Exit codes: 0 success, "
+        "1 a checked file is invalid or an operation failed, 2 usage, 78 bad configuration.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[argparse.Namespace], int], text: str) -> argparse.ArgumentParser:
-        command = sub.add_parser(name, help=text, description=text)
+    def add(name: str, handler: _Handler, text: str | None) -> argparse.ArgumentParser:
+        # a command without help text is not listed in --help (the internal ``worker``)
+        command = sub.add_parser(name, help=text, description=text) if text else sub.add_parser(name)
         command.set_defaults(handler=handler)
         return command
 
-    def config_arg(command: argparse.ArgumentParser, required: bool = True) -> None:
-        command.add_argument("-c", "--config", required=required, metavar="CONFIG", help="gateway YAML")
+    def config_arg(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "-c", "--config", metavar="CONFIG", help=f"gateway YAML (default ${CONFIG_ENV}, {DEFAULT_CONFIG})"
+        )
 
     config_arg(add("run", _cmd_run, "run the daemon in the foreground (what systemd runs)"))
-    config_arg(add("drain", _cmd_drain, "process everything in the spool until idle, then exit"))
-    worker = add("worker", _cmd_worker, "one of several gateway processes (run starts them; not by hand)")
+    config_arg(
+        add(
+            "drain",
+            _cmd_drain,
+            "process everything in the spool until idle, print what became of it, then exit (0: every file "
+            "reached its outcome or waits by rule, rejections included; 1: the gateway failed)",
+        )
+    )
+    worker = add("worker", _cmd_worker, None)
     config_arg(worker)
     worker.add_argument("--shard", required=True, metavar="K/N", help="serve the K-th of N shares")
 
     check = add("check", _cmd_check, "validate files or directories offline with the daemon's rules")
-    config_arg(check, required=False)
+    check.add_argument(
+        "-c", "--config", metavar="CONFIG", help=f"gateway YAML (default ${CONFIG_ENV}, else bundled rules)"
+    )
     check.add_argument("--json", action="store_true", help="machine-readable output")
     check.add_argument("paths", nargs="+", metavar="PATH")
 
@@ -123,12 +193,22 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--institution")
     history.add_argument("--table")
     history.add_argument("--date", help="data date YYYYMMDD")
-    history.add_argument("--status", help="received, held, deferred, forwarded, rejected, duplicate")
+    history.add_argument("--status", choices=EVENTS, metavar="STATUS", help="one of: " + ", ".join(EVENTS))
     history.add_argument("--name", help="file name or glob")
-    history.add_argument("--since", help="ISO time or date, e.g. 2026-11-25 or 2026-11-25T09:00")
-    history.add_argument("--until", help="ISO time or date")
-    history.add_argument("--json", action="store_true", help="one JSON object per line")
-    history.add_argument("--follow", action="store_true", help="keep printing new events")
+    history.add_argument(
+        "--since", type=_moment, help="ISO date or time, e.g. 2026-11-25 or 2026-11-25T09:00 (config's zone)"
+    )
+    history.add_argument("--until", type=_moment, help="ISO time or date")
+    history.add_argument("--json", action="store_true", help="one JSON object per line (UTF-8)")
+    history.add_argument("--follow", action="store_true", help="the last events, then new ones as they come")
+    history.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="with --follow: how many recent events first"
+    )
+
+    show = add("show", _cmd_show, "one file's whole story: every event, every finding, where it is now")
+    config_arg(show)
+    show.add_argument("--json", action="store_true")
+    show.add_argument("file_id")
 
     status = add("status", _cmd_status, "files waiting, in work, deferred, held, quarantined per station")
     config_arg(status)
@@ -142,11 +222,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _moment(text: str) -> datetime:
+    """An ISO date or time; without a zone it is read in the config's zone later."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        example = "2026-11-25 or 2026-11-25T09:00"
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date or time ({example})") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
+    handler: _Handler = args.handler
     try:
         return handler(args)
+    except UsageError as exc:
+        print(f"fdep-gateway {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         print(f"fdep-gateway: bad configuration in {exc.source}:", file=sys.stderr)
         for problem in exc.problems:

@@ -59,12 +59,20 @@ class Logged:
         file_id, event = obj["file_id"], str(obj.get("event"))
         self.events.add((file_id, event))
         if event == "rejected":
-            kept = [_finding(f) for f in obj.get("findings") or []]
+            kept = [finding_from_dict(f) for f in obj.get("findings") or []]
             self.rejections[file_id] = (kept, int(obj.get("findings_total") or len(kept)))
 
 
-def _finding(data: dict[str, Any]) -> Finding:
+def finding_from_dict(data: dict[str, Any]) -> Finding:
+    """A finding as the history holds it (``Finding.to_dict()``), back as a Finding."""
     return Finding(**{**data, "severity": Severity(data["severity"])})
+
+
+def json_text(value: object) -> str:
+    """JSON as the history writes it: UTF-8 text kept readable, with what would break a terminal, a line
+    splitter or the UTF-8 encoder (C1 controls, U+2028/9, lone surrogates of undecodable names) escaped."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +112,7 @@ class HistoryEvent:
         data["ts"] = self.ts.isoformat(timespec="milliseconds")
         if self.detail is None:
             del data["detail"]
-        text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        return json_text(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HistoryEvent:

@@ -11,6 +11,7 @@ import json
 import os
 import time
 import unicodedata
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,7 +55,7 @@ class _Filter:
             (self.since is None or ts >= self.since)
             and (self.until is None or ts < self.until)
             and (self.institution is None or event.get("institution") == self.institution)
-            and (self.table is None or event.get("table") == self.table)
+            and (self.table is None or _table_matches(self.table, event))
             and (self.date is None or event.get("date") == self.date)
             and (self.status is None or event.get("event") == self.status)
             and (self.name is None or _name_matches(self.name, event.get("name")))
@@ -100,30 +101,56 @@ def follow(
     status: str | None = None,
     name: str | None = None,
     since: datetime | None = None,
+    last: int = 0,
     poll_seconds: float = 0.5,
     skipped: Skipped | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Like ``tail -f`` over the daily files, across midnight: matching events, forever.
 
-    Without ``since`` it starts at the end of the history as it is when ``follow`` is called (not when
-    the iterator is first advanced); with ``since`` it first gives the events from then on, then follows.
+    Without ``since`` it first gives the ``last`` matching events (from the newest daily files, as
+    ``tail -n``), then what comes after the end of the history as it is when ``follow`` is called (not
+    when the iterator is first advanced); with ``since`` it first gives the events from then on.
     """
     flt = _make_filter(institution, table, date, status, name, since, None)
     count = skipped if skipped is not None else Skipped()
     files = [(d, p) for d, p in daily_files(dir) if flt.wants_day(d)]
+    recent: list[dict[str, Any]] = []
     if since is not None:
         start = _Cursor(*files[0]) if files else None
     elif files:
         start = _Cursor(*files[-1])
-        start.skip_to_end()
+        recent = _recent(files, start, flt, last)
     else:
         start = None
-    return _follow(dir, start, flt, count, poll_seconds)
+    return _follow(dir, start, flt, count, poll_seconds, recent)
+
+
+_RECENT_DAYS = 7
+"""How many daily files ``follow`` looks back through for its first ``last`` events."""
+
+
+def _recent(
+    files: list[tuple[dt.date, Path]], newest: _Cursor, flt: _Filter, last: int
+) -> list[dict[str, Any]]:
+    """The last ``last`` matching events, oldest first; leaves ``newest`` at the end of its file."""
+    found: deque[dict[str, Any]] = deque(newest.read(flt, Skipped()), maxlen=last or 1)
+    for day, path in reversed(files[-_RECENT_DAYS:-1]):
+        if len(found) >= last:
+            break
+        earlier = list(_Cursor(day, path).read(flt, Skipped()))
+        found.extendleft(reversed(earlier[-(last - len(found)) :]))
+    return list(found)[-last:] if last else []
 
 
 def _follow(
-    dir: Path, cursor: _Cursor | None, flt: _Filter, count: Skipped, poll_seconds: float
+    dir: Path,
+    cursor: _Cursor | None,
+    flt: _Filter,
+    count: Skipped,
+    poll_seconds: float,
+    recent: list[dict[str, Any]],
 ) -> Iterator[dict[str, Any]]:
+    yield from recent
     while True:
         # Listed before reading: the writer finishes a file before it creates a later one, so when a later
         # file is listed, reading this one to its end now gets all of it.
@@ -174,10 +201,6 @@ class _Cursor:
         if self.offset > size or (self.offset and os.pread(fd, 1, self.offset - 1) != b"\n"):
             self.offset = whole_length(fd, min(self.offset, size))
 
-    def skip_to_end(self) -> None:
-        with self.path.open("rb") as f:
-            self.offset = whole_length(f.fileno())
-
     def torn(self) -> bool:
         """True when bytes without a final newline follow the last whole line read."""
         try:
@@ -226,6 +249,15 @@ def _make_filter(
     )
 
 
+def _table_matches(table: str, event: dict[str, Any]) -> bool:
+    """The event's table; for a name that did not parse (no table recorded), a part of the name."""
+    recorded = event.get("table")
+    if recorded is not None:
+        return bool(recorded == table)
+    name = event.get("name")
+    return isinstance(name, str) and table in name.upper().replace(".", "_").split("_")
+
+
 def _name_matches(pattern: str, value: object) -> bool:
     if not isinstance(value, str):
         return False
@@ -236,9 +268,10 @@ def _name_matches(pattern: str, value: object) -> bool:
 
 
 def format_event(event: dict[str, Any]) -> str:
-    """One line for operators: time, event, station/transfer code, name, records, first finding."""
+    """One line for operators: time with its zone, event, station/transfer code, name, records, the first
+    finding (``fdep-gateway show FILE_ID`` has them all)."""
     try:
-        when = datetime.fromisoformat(str(event.get("ts"))).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromisoformat(str(event.get("ts"))).isoformat(sep=" ", timespec="seconds")
     except ValueError:
         when = _text(event.get("ts"))
     line = (
@@ -255,7 +288,8 @@ def format_event(event: dict[str, Any]) -> str:
         more = (total if isinstance(total, int) else len(findings)) - 1
         line += f"  {_text(first.get('code'))} {_text(first.get('message_zh'))}"
         if more > 0:
-            line += f" (+{more} more)"
+            line += f" (+{more} more"
+            line += f": fdep-gateway show {_text(event['file_id'])})" if event.get("file_id") else ")"
     elif event.get("message"):
         line += f"  {_text(event.get('message'))}"
     return line

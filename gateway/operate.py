@@ -1,43 +1,63 @@
-"""Operator commands that work beside a running daemon: ``history``, ``status`` and ``replay``.
+"""Operator commands that work beside a running daemon: ``history``, ``show``, ``status``, ``replay``,
+and the summary ``drain`` prints.
 
 They read the spool and the history directly (``status`` needs no running daemon to answer); ``replay``
 hands a quarantined file back to its inbox, where the daemon takes it as a new arrival.
+
+JSON goes out as UTF-8 whatever the locale (RFC 8259), with the history's escapes; text goes out in the
+locale's encoding, anything it cannot show as a backslash escape, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 import time
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.check import render_finding
 from gateway.config import FEEDBACK_DIR, GatewayConfig
-from gateway.history import HistoryEvent, HistoryWriter
+from gateway.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
 from gateway.historyview import follow, format_event, query
+from gateway.receipts import receipt_name
 from gateway.text import visible
 from spool.entries import list_inbox
 from spool.fsio import move_durable
+from spool.ids import file_id_time, is_file_id
 from spool.layout import SpoolLayout, State
 from spool.recovery import scan_states
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+OUTCOMES = ("forwarded", "rejected", "duplicate")
 
 
-def _when(text: str | None, config: GatewayConfig) -> datetime | None:
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise SystemExit(f"fdep-gateway history: {text!r} is not a date or time (2026-11-25T09:00)") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=config.zone)
-    return value
+def _aware(value: datetime | None, config: GatewayConfig) -> datetime | None:
+    """A time given without a zone is in the gateway's zone."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=config.zone)
+
+
+def _print_json(values: Iterable[object]) -> None:
+    out = sys.stdout.buffer
+    for value in values:
+        out.write(json_text(value).encode("utf-8") + b"\n")
+        out.flush()
+
+
+def _print_text(lines: Iterable[str]) -> None:
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    for line in lines:
+        print(line, flush=True)
 
 
 def show_history(config: GatewayConfig, args: argparse.Namespace) -> int:
@@ -47,21 +67,109 @@ def show_history(config: GatewayConfig, args: argparse.Namespace) -> int:
         "date": args.date,
         "status": args.status,
         "name": args.name,
-        "since": _when(args.since, config),
+        "since": _aware(args.since, config),
     }
     directory = config.history.dir
     if args.follow:
-        events = follow(directory, **filters)
+        events = follow(directory, **filters, last=max(0, args.lines))
     else:
-        events = query(directory, **filters, until=_when(args.until, config))
+        events = query(directory, **filters, until=_aware(args.until, config))
     try:
-        for event in events:
-            print(json.dumps(event, ensure_ascii=False) if args.json else format_event(event), flush=True)
+        if args.json:
+            _print_json(events)
+        else:
+            _print_text(format_event(event) for event in events)
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:
         sys.stderr.close()
     return EXIT_OK
+
+
+def drain_summary(config: GatewayConfig, since: datetime) -> str:
+    """What a drain did: outcomes since it started, and what still waits by rule (window, core)."""
+    counts = Counter(e["event"] for e in query(config.history.dir, since=since) if e["event"] in OUTCOMES)
+    layout = SpoolLayout(config.spool_root)
+    today = datetime.now(config.zone).strftime("%Y%m%d")
+    left = [station_status(layout, station, today) for station in config.stations]
+    done = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES)
+    deferred, held = sum(s.deferred for s in left), sum(s.held for s in left)
+    return f"drained: {done}; still waiting: {deferred} deferred (core), {held} held (reporting window)"
+
+
+def show_file(config: GatewayConfig, file_id: str, *, as_json: bool) -> int:
+    """Every event of one file, every finding in full, where the file is now and its receipt."""
+    if not is_file_id(file_id):
+        print(f"fdep-gateway show: {file_id!r} is not a file id", file=sys.stderr)
+        return EXIT_FAILED
+    claimed = file_id_time(file_id, config.zone)
+    since = claimed - timedelta(days=1)  # the id's clock and the history's may differ a little
+    events = [e for e in query(config.history.dir, since=since) if e.get("file_id") == file_id]
+    if not events:
+        print(f"fdep-gateway show: no history for {file_id}", file=sys.stderr)
+        return EXIT_FAILED
+    where = _location(config, file_id, events)
+    receipt = _receipt(config, file_id, events)
+    if as_json:
+        _print_json([{"file_id": file_id, "events": events, "location": where, "receipt": receipt}])
+        return EXIT_OK
+    out = io.StringIO()
+    first = events[0]
+    out.write(f"{file_id}  {visible(str(first.get('name')))}\n")
+    keys = ("station", "transfer_code", "institution", "table", "date", "batch")
+    facts = [(key, first.get(key)) for key in keys]
+    out.write("  " + ", ".join(f"{key} {visible(str(value))}" for key, value in facts if value) + "\n")
+    for event in events:
+        out.write(f"  {format_event(event)}\n")
+        for data in event.get("findings") or []:
+            render_finding(finding_from_dict(data), out, indent="      ")
+        hidden = (event.get("findings_total") or 0) - len(event.get("findings") or [])
+        if hidden > 0:
+            out.write(f"      … 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")
+    out.write(f"  now: {where or 'no longer in the spool (removed by retention, or never kept)'}\n")
+    out.write(f"  receipt: {receipt or 'none in out/'}\n")
+    _print_text([out.getvalue().rstrip("\n")])
+    return EXIT_OK
+
+
+def _location(config: GatewayConfig, file_id: str, events: list[dict[str, Any]]) -> str | None:
+    """The file's path in the spool now: the state dirs it can be in, on the days it can be there."""
+    first, last = events[0], events[-1]
+    station, tc, name = first.get("station"), first.get("transfer_code"), first.get("name")
+    if not (isinstance(station, str) and isinstance(tc, str) and isinstance(name, str)):
+        return None
+    try:
+        st = SpoolLayout(config.spool_root).station(station)
+    except ValueError:
+        return None
+    days = {datetime.fromisoformat(e["ts"]).astimezone(config.zone).strftime("%Y%m%d") for e in (first, last)}
+    for state in State:
+        for day in sorted(days) if state.dated else [None]:
+            try:
+                path = st.state_path(state, tc, file_id, name, day)
+            except ValueError:
+                continue
+            if path.exists() or path.is_symlink():
+                return str(path)
+    return None
+
+
+def _receipt(config: GatewayConfig, file_id: str, events: list[dict[str, Any]]) -> str | None:
+    """The receipt in out/ for this file's outcome, and whether it still answers this file."""
+    first = events[0]
+    station, tc, name = first.get("station"), first.get("transfer_code"), first.get("name")
+    outcomes = [e["event"] for e in events if e["event"] in (*OUTCOMES, "held")]
+    if not (outcomes and isinstance(station, str) and isinstance(tc, str) and isinstance(name, str)):
+        return None
+    try:
+        path = SpoolLayout(config.spool_root).station(station).outbox(tc) / receipt_name(
+            name, outcomes[-1] != "rejected"
+        )
+        with path.open("rb") as receipt:
+            head = receipt.readline(4096)
+    except (ValueError, OSError):
+        return None
+    return str(path) if file_id.encode() in head else f"{path} (now answers a later file of that name)"
 
 
 @dataclass
@@ -118,13 +226,13 @@ def show_status(config: GatewayConfig, *, as_json: bool) -> int:
         return EXIT_OK
     print(
         f"{'station':<8} {'waiting':>8} {'in work':>8} {'deferred':>9} {'held':>6} "
-        f"{'quarantined':>12}  oldest"
+        f"{'quarantined today':>18}  oldest waiting"
     )
     for r in rows:
         oldest = f"{r.oldest_waiting_seconds:.0f}s" if r.oldest_waiting_seconds is not None else "-"
         print(
             f"{r.station:<8} {r.waiting:>8} {r.work:>8} {r.deferred:>9} {r.held:>6} "
-            f"{r.quarantined_today:>12}  {oldest}"
+            f"{r.quarantined_today:>18}  {oldest}"
         )
     return EXIT_OK
 

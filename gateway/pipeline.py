@@ -36,6 +36,7 @@ from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from validators import findings
 from validators.findings import Finding
+from validators.pair import partner_rejected
 
 log = structlog.get_logger("gateway.pipeline")
 
@@ -195,6 +196,9 @@ class Pipeline:
         txt, zipped = (partner, item) if item.is_zip else (item, partner)
         if txt.verdict and zipped.verdict:
             txt.extra.extend(check_partners(txt.verdict, zipped.verdict))
+        for one, other in ((txt, zipped), (zipped, txt)):
+            if other.rejected and not one.rejected:  # its own history and receipt line say why
+                one.extra.add(partner_rejected(other.name))
         return [txt, zipped]
 
     def _pair_deadline(self, item: Item) -> float:

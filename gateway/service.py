@@ -150,17 +150,12 @@ class Service:
         self.clock_offset = clock_offset(config)
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
+        """The calendar of ``config``. Warned of only when today's year itself is unknown (working days
+        are guesses now); how far it reaches and what to do before then is what ``config-check`` says."""
         calendar = Calendar(config.holidays, config.workdays)
         today = self.now().date()
-        for day in (today, today + timedelta(days=45)):
-            if not calendar.covers(day):
-                log.warning(
-                    "calendar.year_unknown",
-                    year=day.year,
-                    hint="upgrade chinesecalendar or list that year's holidays and workdays in the config; "
-                    "until then Monday-Friday count as working days",
-                )
-                break
+        if not calendar.covers(today) and not calendar.listed_for(today.year):
+            log.warning("calendar.year_unknown", year=today.year, hint=calendar.coverage(today))
         return calendar
 
     def now(self) -> datetime:

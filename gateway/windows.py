@@ -71,6 +71,35 @@ class Calendar:
         falls back to Monday-Friday (plus the config overrides) for that year."""
         return _state_council(_day(day)) is not None
 
+    def covered_until(self, today: date) -> date | None:
+        """The last day of the last year the published schedule covers, from ``today``'s year on; None
+        when it does not even cover ``today``."""
+        if not self.covers(today):
+            return None
+        year = today.year
+        while self.covers(date(year + 1, 1, 1)):
+            year += 1
+        return date(year, 12, 31)
+
+    def listed_for(self, year: int) -> bool:
+        """Whether the config's overrides list any day of ``year`` (the operator has filled it in)."""
+        return any(d.year == year for d in self._holidays | self._workdays)
+
+    def coverage(self, today: date) -> str:
+        """For ``config-check``: how far the schedule reaches, and what to do before it runs out."""
+        until = self.covered_until(today)
+        reach = f"the State Council schedule is known through {until}" if until else (
+            f"the State Council schedule of {today.year} is not known"
+        )
+        year = until.year + 1 if until else today.year
+        if self.listed_for(year):
+            return f"{reach}; the config lists holidays/workdays of {year}"
+        return (
+            f"{reach}; for {year} on, list the published holidays and make-up working days under "
+            "`holidays` and `workdays` in the config (or upgrade chinesecalendar): until then Monday-Friday "
+            "count as working days"
+        )
+
     def is_working_day(self, day: date) -> bool:
         """A working day (工作日): config overrides first, then the schedule with its make-up days, and
         Monday-Friday for a year the schedule does not cover."""

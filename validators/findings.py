@@ -239,6 +239,13 @@ CATALOGUE: dict[str, Template] = {
         "每条新增/更新的附件记录（FJMC）须对应压缩包中恰好一个成员，且大小（WJDX）和 SHA256 一致",
         "Every add/update row's FJMC must name exactly one member, with matching size (WJDX) and SHA256",
     ),
+    "ATTACHMENT_REJECTED": Template(
+        _E,
+        "与本文件配对的 {partner} 未通过校验，TXT 与 ZIP 作为一个整体被拒收",
+        "{partner}, which belongs with this file, was rejected: the TXT and its ZIP are rejected together",
+        "请按 {partner} 的问题修正后，将 TXT 与 ZIP 一并重新发送",
+        "Fix what is reported for {partner}, then send the TXT and the ZIP again, both of them",
+    ),
     "UNKNOWN_TRANSFER_CODE": Template(
         _E,
         "传输编码 {transfer_code} 未在站点 {station} 注册",

@@ -141,3 +141,8 @@ def _mismatch(
         problem_zh=zh,
         problem_en=en,
     )
+
+
+def partner_rejected(partner: str) -> Finding:
+    """ATTACHMENT_REJECTED for a sound file whose TXT or ZIP partner was rejected: they go as one unit."""
+    return make("ATTACHMENT_REJECTED", partner=partner)

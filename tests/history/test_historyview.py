@@ -173,6 +173,30 @@ def test_follow_picks_up_new_lines_and_survives_midnight(tmp_path: Path) -> None
     assert daily_path(tmp_path, clock.value.date()).exists()
 
 
+def test_follow_first_gives_the_last_events_as_tail_does(two_days: Path) -> None:
+    got: list[dict[str, Any]] = []
+    thread = _collect(follow(two_days, last=4, poll_seconds=0.02), 5, got)  # c, d, e of day 2; b of day 1
+    writer = HistoryWriter(two_days, ZONE, now=Clock(DAY2 + timedelta(hours=1)))
+    writer.append([ev("new")])
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert ids(got) == ["b", "c", "d", "e", "new"]
+
+
+def test_follow_gives_the_last_matching_events_only(two_days: Path) -> None:
+    got: list[dict[str, Any]] = []
+    thread = _collect(follow(two_days, table="D2001", last=10, poll_seconds=0.02), 2, got)
+    thread.join(timeout=10)
+    assert ids(got) == ["b", "d"]
+
+
+def test_table_filter_finds_a_file_whose_name_did_not_parse(tmp_path: Path) -> None:
+    writer = HistoryWriter(tmp_path, ZONE, now=Clock(DAY2))
+    unparsed = "cisp-41210000_d2001_v01_1_20220401_01_q.txt"
+    writer.append([ev("bad", "rejected", table=None, name=unparsed), ev("other", table=None, name="x.TXT")])
+    assert ids(query(tmp_path, table="D2001")) == ["bad"]
+
+
 def test_follow_with_filters_and_since_gives_the_past_then_the_new(two_days: Path) -> None:
     with daily_path(two_days, DAY1.date()).open("ab") as f:
         f.write(b'garbage\n{"ts": "2026-11-24T23:59')  # a garbage line and a torn tail in a finished day
@@ -271,9 +295,14 @@ def rejected_line(**facts: Any) -> dict[str, Any]:
 
 def test_format_event_for_a_rejected_file() -> None:
     assert format_event(rejected_line()) == (
-        "2026-11-25 10:03:11 rejected  k6666/TC41210000 CISP-41210000_D1001_V01_1_20220401_01_Q.TXT  "
+        "2026-11-25 10:03:11+08:00 rejected  k6666/TC41210000 CISP-41210000_D1001_V01_1_20220401_01_Q.TXT  "
         "BOM_PRESENT 文件以 UTF-8 BOM（EF BB BF）开头 (+2 more)"
     )
+
+
+def test_format_event_names_the_command_that_shows_every_finding() -> None:
+    line = format_event(rejected_line(file_id="20261125-100311-512000-ab12"))
+    assert line.endswith("(+2 more: fdep-gateway show 20261125-100311-512000-ab12)")
 
 
 def test_format_event_counts_findings_beyond_the_listed_ones() -> None:
@@ -294,7 +323,7 @@ def test_format_event_without_findings_shows_the_message_and_aligns_the_event() 
             "message": "暂缓转发 / Held",
         }
     )
-    assert line == "2026-11-25 15:00:00 held      k6666/TC41210000 N.TXT  3 records  暂缓转发 / Held"
+    assert line == "2026-11-25 15:00:00+08:00 held      k6666/TC41210000 N.TXT  3 records  暂缓转发 / Held"
 
 
 def test_format_event_escapes_control_characters() -> None:
