@@ -44,9 +44,9 @@ def drained(gateway: Gateway) -> subprocess.CompletedProcess[bytes]:
 )
 def test_history_json_is_valid_utf8_json_with_hostile_names(gateway: Gateway, env: dict[str, str]) -> None:
     inbox = gateway.inbox()
-    staged = os.fsencode(inbox) + b"/.staged"
-    Path(os.fsdecode(staged)).write_bytes(d1001_body())
-    os.rename(staged, os.fsencode(inbox) + b"/" + HOSTILE)
+    staged = inbox / ".staged"
+    staged.write_bytes(d1001_body())
+    staged.rename(inbox / os.fsdecode(HOSTILE))
     drained(gateway)
     result = run("history", "-c", str(gateway.config_path), "--json", env=env)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
