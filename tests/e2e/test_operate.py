@@ -193,7 +193,9 @@ def test_history_follow_prints_new_events_as_they_happen(gateway: Gateway) -> No
     old = {e["file_id"] for e in gateway.events()}
     launch(gateway)
     errors = (gateway.root / "follow.err").open("w")
-    args = ("history", "-c", str(gateway.config_path), "--follow", "--json", "--status", "forwarded")
+    # -n 0: no recent events first (as tail -f -n 0), only what comes after the start
+    config = str(gateway.config_path)
+    args = ("history", "-c", config, "--follow", "-n", "0", "--json", "--status", "forwarded")
     follower = subprocess.Popen(
         [sys.executable, "-m", "gateway", *args],
         cwd=REPO,
