@@ -38,6 +38,7 @@ class Account:
     username: str
     role: Role
     institution: str | None  # set for institution accounts only
+    generation: int = 0  # sessions carry it; logout and password changes move it on, ending them all
 
 
 class LoginResult(StrEnum):
@@ -49,7 +50,8 @@ class LoginResult(StrEnum):
 _DDL = """
 CREATE TABLE IF NOT EXISTS accounts (
     username TEXT PRIMARY KEY, role TEXT NOT NULL, institution TEXT, password_hash TEXT NOT NULL,
-    failed INTEGER NOT NULL DEFAULT 0, locked_until TEXT, created_at TEXT NOT NULL
+    failed INTEGER NOT NULL DEFAULT 0, locked_until TEXT, created_at TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0
 )
 """
 
@@ -93,7 +95,8 @@ class Accounts:
             raise AccountError(f"passwords have at least {MIN_PASSWORD} characters")
         with self._lock:
             changed = self._conn.execute(
-                "UPDATE accounts SET password_hash = ?, failed = 0, locked_until = NULL WHERE username = ?",
+                "UPDATE accounts SET password_hash = ?, failed = 0, locked_until = NULL, "
+                "generation = generation + 1 WHERE username = ?",
                 (_HASHER.hash(password), username),
             ).rowcount
         if not changed:
@@ -112,6 +115,13 @@ class Accounts:
         if not changed:
             raise AccountError(f"no user {username!r}")
 
+    def end_sessions(self, username: str) -> None:
+        """Make every session of the account invalid (signed cookies cannot be taken back otherwise)."""
+        with self._lock:
+            self._conn.execute(
+                "UPDATE accounts SET generation = generation + 1 WHERE username = ?", (username,)
+            )
+
     def all(self) -> list[tuple[Account, bool]]:
         """Every account and whether it is locked now."""
         now = _now().isoformat()
@@ -121,10 +131,11 @@ class Accounts:
         return [(Account(u, Role(r), i), bool(lock and lock > now)) for u, r, i, lock in rows]
 
     def get(self, username: str) -> Account | None:
-        row = self._conn.execute(
-            "SELECT role, institution FROM accounts WHERE username = ?", (username,)
-        ).fetchone()
-        return Account(username, Role(row[0]), row[1]) if row else None
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT role, institution, generation FROM accounts WHERE username = ?", (username,)
+            ).fetchone()
+        return Account(username, Role(row[0]), row[1], row[2]) if row else None
 
     def login(self, username: str, password: str) -> tuple[LoginResult, Account | None]:
         """Check a password; count failures and lock the account after ``max_failed`` in a row.
@@ -134,14 +145,14 @@ class Accounts:
         """
         with self._lock:
             row = self._conn.execute(
-                "SELECT role, institution, password_hash, failed, locked_until FROM accounts "
+                "SELECT role, institution, password_hash, failed, locked_until, generation FROM accounts "
                 "WHERE username = ?",
                 (username,),
             ).fetchone()
             if row is None:
                 _verify(_DUMMY_HASH, password)
                 return LoginResult.BAD, None
-            role, institution, stored, failed, locked_until = row
+            role, institution, stored, failed, locked_until, generation = row
             now = _now()
             if locked_until and datetime.fromisoformat(locked_until) > now:
                 return LoginResult.LOCKED, None
@@ -159,7 +170,7 @@ class Accounts:
                 "UPDATE accounts SET failed = 0, locked_until = NULL, password_hash = ? WHERE username = ?",
                 (stored, username),
             )
-            return LoginResult.OK, Account(username, Role(role), institution)
+            return LoginResult.OK, Account(username, Role(role), institution, generation)
 
 
 def _verify(stored: str, password: str) -> bool:

@@ -120,7 +120,11 @@ def _account(request: Request) -> Account | None:
     if not isinstance(username, str):
         return None
     account = _console(request).accounts.get(username)
-    if account is None or account.role.value != request.session.get("role"):
+    if (
+        account is None
+        or account.role.value != request.session.get("role")
+        or account.generation != request.session.get("generation")
+    ):
         request.session.clear()
         return None
     return account
@@ -219,7 +223,9 @@ async def _login(request: Request) -> Response:
         return _render(request, "login.html", status=401, error="login_bad")
     lang = request.session.get("lang")
     request.session.clear()  # a fresh session (and CSRF token) at login: no fixation
-    request.session.update({"user": account.username, "role": account.role.value})
+    request.session.update(
+        {"user": account.username, "role": account.role.value, "generation": account.generation}
+    )
     if lang in LANGUAGES:
         request.session["lang"] = lang
     return RedirectResponse("/", status_code=303)
@@ -228,9 +234,11 @@ async def _login(request: Request) -> Response:
 async def _logout(request: Request) -> Response:
     await _form_with_csrf(request)
     account = _account(request)
-    _console(request).audit.write(
-        "logout", user=account.username if account else None, ip=_client(request), outcome="ok"
-    )
+    console = _console(request)
+    if account is not None:
+        await asyncio.to_thread(console.accounts.end_sessions, account.username)
+    user = account.username if account else None
+    console.audit.write("logout", user=user, ip=_client(request), outcome="ok")
     request.session.clear()
     return RedirectResponse("/login", status_code=303)
 
