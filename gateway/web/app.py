@@ -178,7 +178,10 @@ async def _error(request: Request, exc: Exception) -> Response:
         raise exc
     if exc.status_code == 303 and exc.headers:
         return RedirectResponse(exc.headers["Location"], status_code=303)
-    key = {403: "forbidden", 404: "not_found"}.get(exc.status_code, "csrf")
+    if exc.detail == "csrf":
+        key = "csrf"
+    else:
+        key = {403: "forbidden", 404: "not_found"}.get(exc.status_code, "error")
     return _render(request, "error.html", status=exc.status_code, message_key=key, account=_account(request))
 
 
@@ -186,7 +189,7 @@ async def _form_with_csrf(request: Request) -> dict[str, str]:
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     if not csrf_ok(request.session, values.get(CSRF_FIELD)):
-        raise HTTPException(403)
+        raise HTTPException(403, detail="csrf")
     return values
 
 

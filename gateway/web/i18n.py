@@ -18,6 +18,7 @@ TEXTS: dict[str, tuple[str, str]] = {
     "login_throttled": ("登录尝试过于频繁，请稍后再试。", "Too many login attempts; try again later."),
     "csrf": ("页面已过期，请刷新后重试。", "The page expired; reload it and try again."),
     "not_found": ("未找到该文件。", "No such file."),
+    "error": ("请求无法处理。", "The request cannot be handled."),
     "forbidden": ("无权访问此页面。", "You may not open this page."),
     "files": ("文件同步历史", "File sync history"),
     "file": ("文件", "File"),

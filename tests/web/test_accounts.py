@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -90,8 +91,8 @@ def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProces
     )
 
 
-def test_web_user_command(write_config: object, tmp_path: Path) -> None:
-    config = write_config()  # type: ignore[operator]
+def test_web_user_command(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    config = write_config()
     unknown = cli(config, "add", "carol", "--institution", "99999999", "--password-stdin", stdin=GOOD + "\n")
     assert unknown.returncode == 1 and "no transfer code of institution 99999999" in unknown.stderr
     assert (
@@ -109,3 +110,18 @@ def test_web_user_command(write_config: object, tmp_path: Path) -> None:
         assert accounts.login(username, password)[0] is LoginResult.OK
     assert cli(config, "remove", "carol").returncode == 0
     assert accounts.get("carol") is None
+
+
+def test_web_config_paths_are_relative_to_the_config_and_tls_goes_in_pairs(
+    write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    from gateway.config import ConfigError, load_config
+    from gateway.web.settings import web_dir
+
+    config = load_config(write_config(web={"dir": "console", "tls_cert": "c.pem", "tls_key": "k.pem"}))
+    assert web_dir(config) == tmp_path / "console"
+    assert config.web.tls_key == tmp_path / "k.pem"
+    assert web_dir(load_config(write_config())) == tmp_path / "web"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write_config(web={"tls_cert": "c.pem"}))
+    assert caught.value.problems == ["web: tls_cert and tls_key go together"]
