@@ -7,7 +7,9 @@ its own transfer codes, and anything outside them answers exactly like a file th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,7 @@ from spool.layout import SpoolLayout, State, StationLayout
 from spool.recovery import StateEntry, scan_states
 
 PAGE = 50
+RECEIPTS_MAX = 1000
 _HERE = Path(__file__).parent
 _LIST_LIMIT = 200
 
@@ -74,6 +77,7 @@ def create_app(console: Console, *, secret: str) -> Starlette:
         Route("/files", _files),
         Route("/files/{file_id}", _file),
         Route("/files/{file_id}/receipt", _receipt),
+        Route("/receipts.zip", _receipts_zip),
         Route("/ops", _ops),
         Route("/ops/replay", _replay, methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(_HERE / "static")), name="static"),
@@ -246,17 +250,22 @@ async def _logout(request: Request) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-async def _files(request: Request) -> Response:
-    account = _require(request)
-    console = _console(request)
+def _search(request: Request) -> FileFilter:
     q = request.query_params
     state = q.get("state") or None
-    flt = FileFilter(
+    return FileFilter(
         table=(q.get("table") or "").strip() or None,
         date=(q.get("date") or "").strip() or None,
         name=(q.get("name") or "").strip() or None,
         state=state if state in STATE_EVENTS else None,
     )
+
+
+async def _files(request: Request) -> Response:
+    account = _require(request)
+    console = _console(request)
+    q = request.query_params
+    flt = _search(request)
     try:
         page = max(0, int(q.get("page") or 0))
     except ValueError:
@@ -265,7 +274,8 @@ async def _files(request: Request) -> Response:
         console.reader.files, console.codes_of(account), flt, limit=PAGE + 1, offset=page * PAGE
     )
     search = {"table": flt.table, "date": flt.date, "name": flt.name, "state": flt.state}
-    base = URL("/files").include_query_params(**{k: v for k, v in search.items() if v})
+    given = {k: v for k, v in search.items() if v}
+    base = URL("/files").include_query_params(**given)
     return _render(
         request,
         "files.html",
@@ -275,6 +285,7 @@ async def _files(request: Request) -> Response:
         states=STATE_EVENTS,
         newer=str(base.include_query_params(page=page - 1)) if page > 0 else None,
         older=str(base.include_query_params(page=page + 1)) if len(rows) > PAGE else None,
+        receipts=str(URL("/receipts.zip").include_query_params(**given)),
     )
 
 
@@ -338,6 +349,31 @@ async def _receipt(request: Request) -> Response:
         media_type="text/plain; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename.replace(chr(34), "_")}"'},
     )
+
+
+async def _receipts_zip(request: Request) -> Response:
+    """The receipts still in out/ of the files the search finds (the newest ``RECEIPTS_MAX``), zipped."""
+    account = _require(request)
+    console = _console(request)
+    flt = _search(request)
+    rows = await asyncio.to_thread(console.reader.files, console.codes_of(account), flt, limit=RECEIPTS_MAX)
+    data = await asyncio.to_thread(_zip_receipts, console.config, rows)
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="receipts.zip"'},
+    )
+
+
+def _zip_receipts(config: GatewayConfig, rows: list[FileRow]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for row in rows:
+            content = _receipt_text(config, row)
+            if content is not None and row.name is not None:
+                ok = content.split("\n", 1)[0].split("|")[1] == "OK"
+                archive.writestr(f"{row.file_id}/{receipt_name(row.name, ok)}", content)
+    return buffer.getvalue()
 
 
 async def _ops(request: Request) -> Response:

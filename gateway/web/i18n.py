@@ -44,6 +44,10 @@ TEXTS: dict[str, tuple[str, str]] = {
     "value": ("值", "Value"),
     "receipt": ("回执", "Receipt"),
     "download_receipt": ("下载回执", "Download the receipt"),
+    "download_receipts": (
+        "下载以上查询结果的回执（ZIP，最新 1000 个文件）",
+        "Download the receipts of the files found (ZIP, the newest 1,000 files)",
+    ),
     "no_receipt": (
         "回执已不在 out/ 目录中（可能已被取走）。",
         "The receipt is no longer in out/ (it may have been collected).",

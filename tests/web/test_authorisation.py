@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
+import zipfile
 from contextlib import AbstractContextManager
 
 import httpx
@@ -31,6 +33,7 @@ TABLE: list[tuple[str, str, str, dict[str, object]]] = [
     ("no such file", "GET", "/files/20200101-000000-000000-0000", {ANON: TO_LOGIN, INST: 404, OPS: 404}),
     ("own receipt", "GET", "/files/{own}/receipt", {ANON: TO_LOGIN, INST: 200, OPS: 200}),
     ("other's receipt", "GET", "/files/{other}/receipt", {ANON: TO_LOGIN, INST: 404, OPS: 200}),
+    ("receipts zip", "GET", "/receipts.zip", {ANON: TO_LOGIN, INST: 200, OPS: 200}),
     ("operator view", "GET", "/ops", {ANON: TO_LOGIN, INST: 403, OPS: 200}),
     ("replay", "POST", "/ops/replay", {ANON: TO_LOGIN, INST: 403, OPS: (303, "/ops")}),
     ("style sheet", "GET", "/static/console.css", {ANON: 200, INST: 200, OPS: 200}),
@@ -117,6 +120,14 @@ def test_another_institutions_file_looks_like_no_file(site: Site) -> None:
             assert other["name"] not in found and other["file_id"] not in found and "41220000" not in found
         own = results(client.get("/files").text)
         assert site.files["a_bad"]["name"] in own and site.files["a_good"]["name"] in own
+        for query in ({}, {"name": other["name"]}, {"institution": "41220000"}):
+            zipped = client.get("/receipts.zip", params=query)
+            with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+                listed = archive.namelist()
+                assert not any("41220000" in n or other["file_id"] in n for n in listed)
+                assert not any("41220000" in archive.read(n).decode() for n in listed)
+        with zipfile.ZipFile(io.BytesIO(client.get("/receipts.zip").content)) as archive:
+            assert f"{site.files['a_bad']['file_id']}/" in " ".join(archive.namelist())
 
 
 def results(page: str) -> str:
