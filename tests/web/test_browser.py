@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from tests.conftest import REPO
 from tests.e2e.harness import d1001_body, d1001_name, drop, wait_for
 from tests.web.conftest import BOM, OTHER_ORG, PASSWORDS, Site, outcome
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -37,6 +36,7 @@ BOM_HINT_EN = "save as 'UTF-8 without BOM' and send again"
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium for the module, on a fresh profile, with nothing that would reach the network."""
     profile = tempfile.mkdtemp(prefix="console-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
@@ -53,8 +53,15 @@ def browser() -> Iterator[Any]:
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    offline = os.environ.get("SE_OFFLINE")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never try to download a driver or browser
+    try:
+        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    finally:
+        if offline is None:
+            del os.environ["SE_OFFLINE"]
+        else:
+            os.environ["SE_OFFLINE"] = offline
     driver.set_page_load_timeout(30)
     SHOTS.mkdir(parents=True, exist_ok=True)
     try:
