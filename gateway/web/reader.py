@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,8 +113,12 @@ class HistoryIndex:
         """Read what the history gained since the last call; return how many events were added."""
         with self._lock:
             known = dict(self._conn.execute("SELECT path, offset FROM sources").fetchall())
+            present = daily_files(self._dir)
+            stale = set(known) - {str(path) for _, path in present}
+            if stale:
+                self._forget(stale, present)
             added = 0
-            for day, path in daily_files(self._dir):
+            for day, path in present:
                 start = int(known.get(str(path), 0))
                 try:
                     if path.stat().st_size == start:
@@ -131,6 +136,24 @@ class HistoryIndex:
                     raise
                 added += len(events)
             return added
+
+    def _forget(self, stale: Collection[str], present: Sequence[tuple[date, Path]]) -> None:
+        """Retention removed daily files: drop the files whose last event is older than what is left.
+
+        The console then shows no more than the history holds (and the index does not grow forever).
+        A file with events on both sides of the cut keeps its whole story until it goes too.
+        """
+        cutoff = present[0][0].isoformat() if present else "9999"
+        self._conn.execute("BEGIN")
+        try:
+            gone = self._conn.execute("SELECT file_id FROM files WHERE last_ts < ?", (cutoff,)).fetchall()
+            self._conn.executemany("DELETE FROM events WHERE file_id = ?", gone)
+            self._conn.execute("DELETE FROM files WHERE last_ts < ?", (cutoff,))
+            self._conn.executemany("DELETE FROM sources WHERE path = ?", [(path,) for path in stale])
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
 
     def _add(self, events: Sequence[dict[str, Any]]) -> None:
         rows = []

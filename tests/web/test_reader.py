@@ -91,3 +91,20 @@ def test_scoped_newest_first_filtered_and_paged(tmp_path: Path) -> None:
     assert index.file({"TC1"}, other) is None
     assert index.file({"TC2"}, other) is not None
     assert index.file(None, other) is not None
+
+
+def test_files_whose_history_retention_removed_are_forgotten(tmp_path: Path) -> None:
+    clock = Clock()
+    writer = HistoryWriter(tmp_path / "history", ZONE, now=clock)
+    writer.append([event("received", 1), event("rejected", 1)])
+    old_day = clock.now.date()
+    clock.now += timedelta(days=1)
+    writer.append([event("received", 2), event("forwarded", 2)])
+    writer.close()
+    index = HistoryIndex(tmp_path / "history", tmp_path / "index.sqlite")
+    assert len(index.files(None, EVERYTHING, limit=10)) == 2
+    daily_path(tmp_path / "history", old_day).unlink()  # what retention does
+    left = index.files(None, EVERYTHING, limit=10)
+    assert [r.file_id for r in left] == [event("received", 2).file_id]
+    assert index.events(event("received", 1).file_id or "") == []
+    assert index.refresh() == 0  # the remaining day is not read again
