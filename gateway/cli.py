@@ -147,6 +147,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay(_config(args), args.file_id)
 
 
+def _cmd_web(args: argparse.Namespace) -> int:
+    from gateway.web.serve import serve
+
+    return serve(_config(args))
+
+
+def _cmd_web_user(args: argparse.Namespace) -> int:
+    from gateway.web.serve import manage_users
+
+    return manage_users(_config(args), args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fdep-gateway",
@@ -219,6 +231,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("file_id")
 
     config_arg(add("config-check", _cmd_config_check, "validate a config and its registry"))
+
+    config_arg(add("web", _cmd_web, "serve the web console (institutions' files, operators' stations)"))
+    web_user = add("web-user", _cmd_web_user, "manage web console accounts")
+    config_arg(web_user)
+    web_user.add_argument("action", choices=["add", "passwd", "remove", "unlock", "list", "demo"])
+    web_user.add_argument("username", nargs="?", default="")
+    web_user.add_argument("--institution", help="an institution's account (scoped to its transfer codes)")
+    web_user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     return parser
 
 

@@ -95,6 +95,29 @@ class MetricsConfig(_Strict):
     listen: str = Field(pattern=r"^[^\s:]+:\d{1,5}$")
 
 
+class WebConfig(_Strict):
+    """The web console (``fdep-gateway web``): where it listens and keeps its accounts and audit log."""
+
+    listen: str = Field(default="127.0.0.1:8480", pattern=r"^[^\s:]+:\d{1,5}$")
+    dir: Path | None = None  # accounts, session key, audit log, history index; default <spool_root>/../web
+    session_secret_file: Path | None = None  # default <dir>/session.key; FDEP_WEB_SECRET overrides
+    tls_cert: Path | None = None  # both set: the console serves HTTPS itself
+    tls_key: Path | None = None
+    secure_cookies: bool = False  # true behind a TLS-terminating reverse proxy (implied by tls_cert)
+    forwarded_allow_ips: str | None = None  # the proxy's address: trust its X-Forwarded-For/-Proto
+    max_failed_logins: int = Field(default=5, ge=1)
+    lockout_minutes: float = Field(default=15, gt=0)
+    session_hours: float = Field(default=8, gt=0)
+    logins_per_address: int = Field(default=20, ge=1)  # login attempts one client address may make ...
+    logins_window_seconds: float = Field(default=300, gt=0)  # ... in this many seconds
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> WebConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("web: tls_cert and tls_key go together")
+        return self
+
+
 class GatewayConfig(_Strict):
     """Everything the daemon and ``check`` need; paths are absolute once loaded."""
 
@@ -115,6 +138,7 @@ class GatewayConfig(_Strict):
     history: HistoryConfig
     retention: RetentionConfig = RetentionConfig()
     metrics: MetricsConfig | None = None
+    web: WebConfig = WebConfig()
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
 
@@ -214,6 +238,11 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
     history = raw.get("history")
     if isinstance(history, dict):
         history["dir"] = _resolve(base, history.get("dir"))
+    web = raw.get("web")
+    if isinstance(web, dict):
+        for key in ("dir", "session_secret_file", "tls_cert", "tls_key"):
+            if key in web:
+                web[key] = _resolve(base, web[key])
     routes = raw.get("routes")
     if isinstance(routes, dict):
         for route in routes.values():
@@ -245,6 +274,7 @@ _TOP_KEYS = (
     "history.",
     "metrics.",
     "retention.",
+    "web:",
     "holidays:",
 )
 

@@ -142,6 +142,21 @@ def _recent(
     return list(found)[-last:] if last else []
 
 
+def read_after(
+    day: dt.date, path: Path, offset: int, skipped: Skipped | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """The whole events of one daily file after byte ``offset``, and the offset after the last of them.
+
+    For readers that keep their own index of the history (the web console): they resume where they
+    stopped, and a file cut back under them is read again from the last whole line before the cut.
+    """
+    cursor = _Cursor(day, path)
+    cursor.offset = offset
+    everything = _make_filter(None, None, None, None, None, None, None)
+    events = list(cursor.read(everything, skipped if skipped is not None else Skipped()))
+    return events, cursor.offset
+
+
 def _follow(
     dir: Path,
     cursor: _Cursor | None,

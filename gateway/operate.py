@@ -184,37 +184,63 @@ class StationStatus:
 
 
 def station_status(layout: SpoolLayout, station: str, today: str) -> StationStatus:
+    """A station's mailboxes added up (``status``)."""
+    return summed(station, mailbox_status(layout, station, today))
+
+
+def summed(station: str, rows: list[MailboxStatus]) -> StationStatus:
+    ages = [r.oldest_waiting_seconds for r in rows if r.oldest_waiting_seconds is not None]
+    return StationStatus(
+        station=station,
+        waiting=sum(r.waiting for r in rows),
+        work=sum(r.work for r in rows),
+        deferred=sum(r.deferred for r in rows),
+        held=sum(r.held for r in rows),
+        quarantined_today=sum(r.quarantined_today for r in rows),
+        oldest_waiting_seconds=max(ages, default=None),
+    )
+
+
+@dataclass
+class MailboxStatus:
+    station: str
+    transfer_code: str
+    waiting: int
+    work: int
+    deferred: int
+    held: int
+    quarantined_today: int
+    oldest_waiting_seconds: float | None
+
+
+def mailbox_status(layout: SpoolLayout, station: str, today: str) -> list[MailboxStatus]:
+    """``station_status`` per mailbox (the console's operator view), mailboxes in name order."""
     st = layout.station(station)
-    waiting = 0
-    oldest: float | None = None
     now = time.time()
+    rows: dict[str, MailboxStatus] = {}
     for tc in st.mailboxes():
+        row = rows[tc] = MailboxStatus(station, tc, 0, 0, 0, 0, 0, None)
         try:
             entries = list_inbox(st.inbox(tc))
         except OSError:
             continue
-        waiting += len(entries)
-        for entry in entries:
-            age = now - entry.mtime_ns / 1e9
-            oldest = age if oldest is None else max(oldest, age)
-    counts = {state: 0 for state in (State.WORK, State.DEFERRED, State.HELD)}
-    for state_entry in scan_states(st, states=tuple(counts)):
-        counts[state_entry.state] += 1
+        row.waiting = len(entries)
+        ages = [now - entry.mtime_ns / 1e9 for entry in entries]
+        row.oldest_waiting_seconds = round(max(ages), 1) if ages else None
+    for entry in scan_states(st, states=(State.WORK, State.DEFERRED, State.HELD)):
+        row = rows.setdefault(entry.tc, MailboxStatus(station, entry.tc, 0, 0, 0, 0, 0, None))
+        if entry.state is State.WORK:
+            row.work += 1
+        elif entry.state is State.DEFERRED:
+            row.deferred += 1
+        else:
+            row.held += 1
     quarantine_day = st.state_root(State.QUARANTINE) / today
-    quarantined = 0
     if quarantine_day.is_dir():
-        quarantined = sum(
-            1 for tc in quarantine_day.iterdir() for p in tc.iterdir() if not p.name.endswith(".reason.json")
-        )
-    return StationStatus(
-        station=station,
-        waiting=waiting,
-        work=counts[State.WORK],
-        deferred=counts[State.DEFERRED],
-        held=counts[State.HELD],
-        quarantined_today=quarantined,
-        oldest_waiting_seconds=round(oldest, 1) if oldest is not None else None,
-    )
+        for tc_dir in quarantine_day.iterdir():
+            row = rows.setdefault(tc_dir.name, MailboxStatus(station, tc_dir.name, 0, 0, 0, 0, 0, None))
+            row.quarantined_today = sum(1 for p in tc_dir.iterdir() if not p.name.endswith(".reason.json"))
+    return [rows[tc] for tc in sorted(rows)]
 
 
 def show_status(config: GatewayConfig, *, as_json: bool) -> int:
@@ -245,21 +271,36 @@ def _find_quarantined(layout: SpoolLayout, config: GatewayConfig, file_id: str) 
     return None
 
 
+class ReplayError(Exception):
+    """The file cannot be replayed; the message says why, for the operator."""
+
+
 def replay(config: GatewayConfig, file_id: str) -> int:
     """Put a quarantined file (as it is now: fixed in place, or untouched) back into its inbox."""
+    try:
+        message = replay_file(config, file_id)
+    except ReplayError as exc:
+        print(f"fdep-gateway replay: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(message)
+    return EXIT_OK
+
+
+def replay_file(config: GatewayConfig, file_id: str, *, by: str | None = None) -> str:
+    """Move a quarantined file back into its inbox and record it; ``by`` names who asked (the console).
+
+    Returns what happened, in one line; raises ``ReplayError`` when the file cannot be replayed.
+    """
     layout = SpoolLayout(config.spool_root)
     found = _find_quarantined(layout, config, file_id)
     if found is None:
-        print(f"fdep-gateway replay: no quarantined file with id {file_id}", file=sys.stderr)
-        return EXIT_FAILED
+        raise ReplayError(f"no quarantined file with id {file_id}")
     station, entry = found
     if entry.tc == FEEDBACK_DIR:
-        print(
-            f"fdep-gateway replay: {file_id} is a core feedback file, not an institution's file: move it "
-            "back into the route's feedback directory to deliver it again",
-            file=sys.stderr,
+        raise ReplayError(
+            f"{file_id} is a core feedback file, not an institution's file: move it "
+            "back into the route's feedback directory to deliver it again"
         )
-        return EXIT_FAILED
     st = layout.station(station)
     reason_path = st.reason_path(entry.tc, file_id, entry.day)
     name = entry.name
@@ -269,11 +310,12 @@ def replay(config: GatewayConfig, file_id: str) -> int:
     try:
         move_durable(Path(entry.path), target)
     except FileExistsError:
-        print(f"fdep-gateway replay: {visible(name)} is already waiting in {target.parent}", file=sys.stderr)
-        return EXIT_FAILED
+        raise ReplayError(f"{visible(name)} is already waiting in {target.parent}") from None
     except OSError as exc:
-        print(f"fdep-gateway replay: cannot move {visible(name)} back: {exc.strerror}", file=sys.stderr)
-        return EXIT_FAILED
+        raise ReplayError(f"cannot move {visible(name)} back: {exc.strerror}") from None
+    detail: dict[str, Any] = {"inbox": str(target.parent)}
+    if by is not None:
+        detail["by"] = by
     writer = HistoryWriter(config.history.dir, config.zone)
     try:
         writer.append(
@@ -286,11 +328,10 @@ def replay(config: GatewayConfig, file_id: str) -> int:
                     name=name,
                     message="运维人员已将该文件重新送入校验流程 / "
                     "Sent through the pipeline again by an operator",
-                    detail={"inbox": str(target.parent)},
+                    detail=detail,
                 )
             ]
         )
     finally:
         writer.close()
-    print(f"{visible(name)} is back in {target.parent}; it is processed as a new arrival")
-    return EXIT_OK
+    return f"{visible(name)} is back in {target.parent}; it is processed as a new arrival"

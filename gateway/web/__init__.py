@@ -1,0 +1,1 @@
+"""The web console (``fdep-gateway web``): institutions' files and receipts; operators' stations, replay."""
