@@ -92,6 +92,18 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay(_config(args), args.file_id)
 
 
+def _cmd_due(args: argparse.Namespace) -> int:
+    from gateway.obligations.command import show_due
+
+    return show_due(_config(args), args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gateway.obligations.command import write_report
+
+    return write_report(_config(args), args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fdep-gateway",
@@ -139,6 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("file_id")
 
     config_arg(add("config-check", _cmd_config_check, "validate a config and its registry"))
+
+    from gateway.obligations.command import add_arguments
+
+    due = add("due", _cmd_due, "what is due, by when, and its state; exit 1 if missing or at risk")
+    report = add("report", _cmd_report, "write the daily reconciliation report (JSON and CSV)")
+    config_arg(due)
+    config_arg(report)
+    add_arguments(due, report)
     return parser
 
 

@@ -25,6 +25,7 @@ from pydantic import (
 
 from codes.registry import STATION_PATTERN, TRANSFER_CODE_PATTERN, TransferCode
 from codes.tables import CatalogueError, TableSpec, bundled_tables, merge_tables, parse_table
+from gateway.obligations.settings import ObligationsConfig
 
 FEEDBACK_DIR = "_feedback"
 """The quarantine folder of feedback files that matched no mailbox; so not a transfer code."""
@@ -117,6 +118,7 @@ class GatewayConfig(_Strict):
     metrics: MetricsConfig | None = None
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
+    obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when (spec 18)
 
     @field_validator("timezone")
     @classmethod
@@ -151,6 +153,9 @@ class GatewayConfig(_Strict):
             for table in entry.tables or ():
                 if table not in self.tables:
                     problems.append(f"{where}.tables: unknown table {table!r}")
+            for table in entry.owes or ():
+                if table not in self.tables:
+                    problems.append(f"{where}.owes: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
         problems.extend(self._feedback_problems())
         if self.processes > 1 and self.metrics is not None:
@@ -216,6 +221,9 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
     history = raw.get("history")
     if isinstance(history, dict):
         history["dir"] = _resolve(base, history.get("dir"))
+    obligations = raw.get("obligations")
+    if isinstance(obligations, dict) and "reports_dir" in obligations:
+        obligations["reports_dir"] = _resolve(base, obligations["reports_dir"])
     routes = raw.get("routes")
     if isinstance(routes, dict):
         for route in routes.values():
@@ -248,6 +256,7 @@ _TOP_KEYS = (
     "metrics.",
     "retention.",
     "holidays:",
+    "obligations.",
 )
 
 
