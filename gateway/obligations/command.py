@@ -47,7 +47,8 @@ def add_arguments(due: argparse.ArgumentParser, reporting: argparse.ArgumentPars
     reporting.add_argument("--out", help="directory (default: obligations.reports_dir)")
 
 
-def show_due(config: GatewayConfig, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def show_due(config: GatewayConfig, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         now, day = _when(config, args)
         states = {State(s) for s in args.state or ()}
@@ -79,7 +80,8 @@ def show_due(config: GatewayConfig, args: argparse.Namespace, out: TextIO = sys.
     return EXIT_OPEN if any(s.state in OPEN_STATES for s in shown) else EXIT_OK
 
 
-def write_report(config: GatewayConfig, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def write_report(config: GatewayConfig, args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     try:
         now, day = _when(config, args)
     except ValueError as exc:

@@ -101,6 +101,7 @@ class LedgerFacts:
         institution, table, batch = event.get("institution"), event.get("table"), event.get("batch")
         if not (isinstance(file_id, str) and station and institution and table and batch):
             return None
+        first = _first_error(event.get("findings"))
         try:
             at = self._taken_at(file_id)
             number = int(batch)
@@ -115,7 +116,8 @@ class LedgerFacts:
             batch=number,
             at=at,
             accepted=False,
-            finding=_first_error(event.get("findings")),
+            finding=first.get("code") if first else None,
+            why=f"{first.get('message_zh')} / {first.get('message_en')}" if first else None,
             name=event.get("name"),
         )
 
@@ -141,8 +143,8 @@ def _rejections(path: Path) -> Iterator[dict[str, Any]]:
                 yield event
 
 
-def _first_error(found: object) -> str | None:
+def _first_error(found: object) -> dict[str, Any] | None:
+    """The first error finding of a rejected event (notices such as LATE do not say why)."""
     if not isinstance(found, list):
         return None
-    codes = [f.get("code") for f in found if isinstance(f, dict) and f.get("severity") == "error"]
-    return next((c for c in codes if isinstance(c, str)), None)
+    return next((f for f in found if isinstance(f, dict) and f.get("severity") == "error"), None)

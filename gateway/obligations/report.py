@@ -18,7 +18,6 @@ from pathlib import Path
 
 from gateway.obligations.status import Standing, State
 from spool.fsio import makedirs_durable, write_atomic
-from validators.findings import CATALOGUE
 
 COLUMNS = (
     "institution",
@@ -58,8 +57,6 @@ def rows(items: Sequence[Standing]) -> list[dict[str, object]]:
         items, key=lambda s: (s.obligation.institution, s.obligation.station, s.obligation.table)
     ):
         row = item.as_dict()
-        finding = CATALOGUE.get(str(row["last_finding"])) if row["last_finding"] else None
-        row["why"] = f"{finding.message_zh} / {finding.message_en}" if finding else ""
         row["to_do"] = _TO_DO[item.state]
         out.append({column: row[column] for column in COLUMNS})
     return out

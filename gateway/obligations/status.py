@@ -52,6 +52,7 @@ class Arrival:
     accepted: bool  # accepted: forwarded, or held/deferred on its way
     forwarded: bool = False
     finding: str | None = None  # a rejected file's first error code
+    why: str | None = None  # and its message, as the receipt said it
     name: str | None = None
 
 
@@ -85,6 +86,7 @@ class Standing:
             "rejected_files": self.rejected,
             "last_finding": bad.finding if bad else None,
             "last_rejected_file": bad.file_id if bad else None,
+            "why": (bad.why or "") if bad else "",
         }
 
 
