@@ -59,7 +59,7 @@ def state_of(table: str, day: date, now: datetime, *arrivals: Arrival) -> State:
 
 def test_daily_deadline_skips_the_holiday_week_and_the_make_up_saturday() -> None:
     d2001 = TABLES["D2001"]
-    # Friday 27 Sep: trading days after it are Mon 30 Sep and Tue 8 Oct (Sun 29 Sep is a working day, not trading)
+    # Friday 27 Sep: trading days after it are Mon 30 Sep and Tue 8 Oct (Sun 29 Sep works, does not trade)
     assert deadline_of(d2001, date(2024, 9, 27), CAL) == at(2024, 10, 9)
     # Monday 30 Sep: 8 and 9 October; due by the end of the 9th
     assert deadline_of(d2001, date(2024, 9, 30), CAL) == at(2024, 10, 10)

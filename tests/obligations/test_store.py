@@ -131,24 +131,20 @@ def test_the_ledger_and_history_answer_for_the_period(config: GatewayConfig, sto
         1,
     )
     monthly = found[(ORG, "D1001", "202409")]
-    assert (monthly.state, monthly.last_rejected and monthly.last_rejected.finding) == (
-        Standing.PENDING,
-        None,
-    ) or (
-        monthly.state is Standing.REJECTED
-        and monthly.last_rejected
-        and monthly.last_rejected.finding == "FIELD_FORMAT"
+    assert monthly.state is Standing.REJECTED  # deadline 15 Oct 11:30, more than 24 h away
+    assert monthly.last_rejected is not None
+    assert (monthly.last_rejected.file_id, monthly.last_rejected.finding) == (
+        store["other_bad"],
+        "FIELD_FORMAT",
     )
-    assert monthly.state is Standing.REJECTED
 
 
 def test_due_lists_states_and_exits_1_when_anything_is_missing(
     config: GatewayConfig,
     store: dict[str, str],
-    write_config: Callable[..., Path],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = str(write_config.__self__ if False else Path(config.history.dir).parent / "gateway.yaml")  # noqa: PLR0133
+    path = str(config.history.dir.parent / "gateway.yaml")
     code = main(["due", "-c", path, "--date", "2024-09-27", "--now", NOW, "--json"])
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by = {(r["institution"], r["table"]): r for r in rows}
