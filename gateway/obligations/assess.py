@@ -59,11 +59,9 @@ def assess(
     """The standing of every report owed for the data date ``day`` (daily) and its month (monthly)."""
     calendar = calendar or calendar_of(config)
     test = frozenset(name for name, s in config.stations.items() if s.environment == "test")
-    owed = [
-        ob
-        for ob in expected(config.transfer_codes, config.tables, test, day, calendar)
-        if selection.wants(ob)
-    ]
+    owed = list(expected(config.transfer_codes, config.tables, test, day, calendar))
+    if selection != Selection():
+        owed = [ob for ob in owed if selection.wants(ob)]
     if not owed:
         return []
     first = min(ob.period.first for ob in owed)

@@ -58,26 +58,33 @@ class LedgerFacts:
             conn.execute("PRAGMA busy_timeout = 10000")
             marks = ", ".join("?" * len(_TAKEN_STATES))
             rows = conn.execute(
-                "SELECT file_id, station, institution, table_code, data_date, batch, state, name "  # noqa: S608 - marks only
+                "SELECT file_id, station, institution, table_code, data_date, batch, state "  # noqa: S608 - marks only
                 f"FROM files WHERE data_date BETWEEN ? AND ? AND state IN ({marks})",
                 (f"{first:%Y%m%d}", f"{last:%Y%m%d}", *_TAKEN_STATES),
             ).fetchall()
         finally:
             conn.close()
-        for file_id, station, institution, table, data_date, batch, state, name in rows:
+        forwarded = State.FORWARDED.value
+        taken_at = self._taken_at
+        make = Arrival._make  # tuple.__new__, for 100,000 rows
+        for file_id, station, institution, table, data_date, batch, state in rows:
             if station is None or institution is None or table is None or batch is None:
                 continue
-            yield Arrival(
-                file_id=file_id,
-                station=station,
-                institution=institution,
-                table=table,
-                data_date=data_date,
-                batch=batch,
-                at=self._taken_at(file_id),
-                accepted=True,
-                forwarded=state == State.FORWARDED.value,
-                name=name,
+            at = taken_at(file_id)
+            yield make(
+                (
+                    file_id,
+                    station,
+                    institution,
+                    table,
+                    data_date,
+                    batch,
+                    at,
+                    True,
+                    state == forwarded,
+                    None,
+                    None,
+                )
             )
 
     def _rejected(self, first: date, last: date) -> Iterator[Arrival]:
@@ -118,11 +125,27 @@ class LedgerFacts:
             accepted=False,
             finding=first.get("code") if first else None,
             why=f"{first.get('message_zh')} / {first.get('message_en')}" if first else None,
-            name=event.get("name"),
         )
 
     def _taken_at(self, file_id: str) -> datetime:
-        return file_id_time(file_id, self.zone)
+        """When the gateway took the file: its id says (made at the claim, in the gateway's zone).
+
+        The ledger's ids are the gateway's own: read straight from their digits (a third of the time
+        of ``file_id_time``'s checks, which matters for 100,000 rows); anything odd goes the checked way.
+        """
+        try:
+            return datetime(
+                int(file_id[:4]),
+                int(file_id[4:6]),
+                int(file_id[6:8]),
+                int(file_id[9:11]),
+                int(file_id[11:13]),
+                int(file_id[13:15]),
+                int(file_id[16:22]),
+                tzinfo=self.zone,
+            )
+        except ValueError:
+            return file_id_time(file_id, self.zone)
 
 
 def _rejections(path: Path) -> Iterator[dict[str, Any]]:

@@ -162,14 +162,6 @@ def test_a_re_report_counts_as_received() -> None:
     assert (found.state, found.accepted, found.latest) == (State.RECEIVED, on_time, later)
 
 
-def test_an_incremental_empty_report_counts_as_received() -> None:
-    # D2001 is incremental: an empty Z file (no changes that day) is accepted like any other report
-    empty = arrival(
-        "D2001", "20240930", at(2024, 10, 8, 9), name="CISP-41210000_D2001_V01_1_20240930_01_Z.TXT"
-    )
-    assert state_of("D2001", date(2024, 9, 30), at(2024, 10, 20), empty) is State.RECEIVED
-
-
 def test_the_default_data_date_is_the_last_trading_day() -> None:
     assert previous_trading_day(date(2024, 10, 8), CAL) == date(2024, 9, 30)
     assert previous_trading_day(date(2024, 10, 14), CAL) == date(2024, 10, 11)
