@@ -7,6 +7,7 @@ on it; 0 otherwise; 2 on a bad argument.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from datetime import date, datetime, time, timedelta
@@ -21,6 +22,7 @@ from gateway.obligations.assess import (
     assess_days,
     calendar_of,
     count_by,
+    gc_paused,
     ledger_facts,
     open_days,
     reports_dir,
@@ -61,22 +63,21 @@ def show_due(config: GatewayConfig, args: argparse.Namespace, out: TextIO | None
     found = assess_days(
         config, ledger_facts(config), days=days, now=now, calendar=calendar, selection=selection
     )
-    found.sort(
-        key=lambda s: (
-            s.obligation.period.first,
-            s.obligation.institution,
-            s.obligation.station,
-            s.obligation.table,
-        )
-    )
-    shown = [s for s in found if not states or s.state in states]
-    for item in shown:
-        print(json.dumps(item.as_dict(), ensure_ascii=False) if args.json else _line(item), file=out)
-    if not args.json:
-        counts = count_by(shown)
-        summary = ", ".join(f"{counts[s]} {s}" for s in State if s in counts) or "nothing due"
-        period = f"data date {day:%Y-%m-%d}" if args.date else "the open periods"
-        print(f"{len(shown)} obligations for {period}: {summary}", file=out)
+    with gc_paused():
+        if len(days) > 1:  # one day's come in display order already
+            found.sort(key=_display_order)
+        shown = [s for s in found if not states or s.state in states]
+        if args.json:
+            encode = json.JSONEncoder(ensure_ascii=False).encode
+            lines = [encode(item.as_dict()) for item in shown]
+        else:
+            lines = [_line(item) for item in shown]
+            counts = count_by(shown)
+            summary = ", ".join(f"{counts[s]} {s}" for s in State if s in counts) or "nothing due"
+            period = f"data date {day:%Y-%m-%d}" if args.date else "the open periods"
+            lines.append(f"{len(shown)} obligations for {period}: {summary}")
+    if lines:
+        out.write("\n".join(lines) + "\n")
     return EXIT_OPEN if any(s.state in OPEN_STATES for s in shown) else EXIT_OK
 
 
@@ -113,6 +114,11 @@ def _moment(text: str, config: GatewayConfig) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=config.zone)
 
 
+def _display_order(item: Standing) -> tuple[str, str, str, date]:
+    ob = item.obligation
+    return (ob.institution, ob.station, ob.table, ob.period.first)
+
+
 def _line(item: Standing) -> str:
     ob = item.obligation
     why = ""
@@ -122,10 +128,11 @@ def _line(item: Standing) -> str:
         why = f"  {item.accepted.file_id}"
     return (
         f"{ob.station}  {ob.institution}  {ob.table}  {ob.period.label:<8}  due {_stamp(ob.deadline)}  "
-        f"{item.state.value:<8}{why}"
+        f"{item.state:<8}{why}"
     )
 
 
+@functools.lru_cache(maxsize=256)
 def _stamp(deadline: datetime) -> str:
     """A deadline at midnight reads as 24:00 of the day before: "by the end of the 9th", not "the 10th"."""
     local = deadline.astimezone(PLATFORM_ZONE)

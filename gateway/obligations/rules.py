@@ -87,7 +87,8 @@ def expected(
     """Every report owed for the data date ``day``: daily tables for that day, monthly ones for its month.
 
     One obligation per (station, institution, table, period), whatever number of codes an institution
-    has there; a code owes only for periods its validity covers (a month: its last day).
+    has there; a code owes only for periods its validity covers (a month: its last day). In the order
+    operators read them: by institution, station, table.
     """
     periods = {f: owed_periods(f, day, calendar) for f in Frequency}
     # per table, once: its period for ``day`` and that period's deadline (None: not owed for ``day``)
@@ -98,10 +99,10 @@ def expected(
     catalogue = tuple(sorted(tables))
     make = Obligation._make  # tuple.__new__: a third of the keyword constructor's time, 100,000 times
     seen: set[tuple[str, str, str]] = set()
-    for code, entry in registry.items():
+    for code, entry in sorted(registry.items(), key=lambda item: (item[1].institution, item[0])):
         institution, name = entry.institution, entry.name
-        owed = entry.owed_tables(catalogue)
-        for station in entry.stations:
+        owed = sorted(entry.owed_tables(catalogue))
+        for station in sorted(entry.stations):
             test = station in test_stations
             valid = {p.last: entry.valid_on(p.last, test_station=test) for p in periods.values() if p}
             for table_code in owed:
