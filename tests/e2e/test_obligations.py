@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.e2e.harness import ORG, Gateway, drop
+from tests.e2e.harness import ORG, Gateway, drop, wait_for
 
 
 def d2001(date: str, batch: int = 1, mode: str = "Q") -> str:
@@ -65,3 +65,26 @@ def test_due_counts_what_the_daemon_accepted(gateway: Gateway) -> None:
     assert found[("D2001", "20240926")]["state"] == "late"  # due by the end of 30 Sep, taken on 8 Oct
     assert found[("D1001", "202409")]["state"] == "missing"
     assert code == 1
+
+
+def test_the_daily_housekeeping_writes_the_reconciliation_report(gateway: Gateway) -> None:
+    gateway.write_config(
+        transfer_codes={"TC41210000": {"institution": ORG, "stations": ["k1237"], "owes": ["D2001", "D1001"]}}
+    )
+    drop(gateway.inbox(), d2001("20240930"), row("20240930"))
+    drain_at(gateway, "2024-10-08T09:00:00+08:00")
+    os.environ["FDEP_GATEWAY_NOW"] = "2024-10-08T12:00:00+08:00"
+    try:
+        gateway.start()
+        report = gateway.root / "reports" / "reconciliation-20240930.json"  # the last trading day's
+        wait_for(lambda: report.exists(), timeout=30, what="the reconciliation report")
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    document = json.loads(report.read_text(encoding="utf-8"))
+    states = {(o["table"], o["period"]): o["state"] for o in document["institutions"][ORG]["obligations"]}
+    # 30 Sep's D2001 came on 8 Oct (due by the end of the 9th); September's D1001 is due on 15 Oct
+    assert states == {("D2001", "20240930"): "received", ("D1001", "202409"): "pending"}
+    table = (gateway.root / "reports" / "reconciliation-20240930.csv").read_bytes().decode("utf-8-sig")
+    assert table.splitlines()[0].startswith(
+        "institution,name,station,transfer_code,table,period,deadline,state"
+    )
