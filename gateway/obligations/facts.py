@@ -27,9 +27,15 @@ _TAKEN_STATES = tuple(sorted(s.value for s in TAKEN))
 
 
 class ReceivedFacts(Protocol):
-    """The files that arrived for data dates ``first`` .. ``last`` (inclusive), accepted or rejected."""
+    """What a store tells the obligation logic."""
 
-    def arrivals(self, first: date, last: date) -> Iterable[Arrival]: ...
+    def arrivals(self, first: date, last: date) -> Iterable[Arrival]:
+        """The files that arrived for data dates ``first`` .. ``last`` (inclusive), accepted or rejected."""
+        ...
+
+    def oldest_deferred(self) -> dict[str, datetime]:
+        """Per station, when the oldest file now in deferred/ was taken (stations without any: absent)."""
+        ...
 
 
 class LedgerFacts:
@@ -86,6 +92,21 @@ class LedgerFacts:
                     None,
                 )
             )
+
+    def oldest_deferred(self) -> dict[str, datetime]:
+        if not self.ledger.exists():
+            return {}
+        conn = sqlite3.connect(f"file:{self.ledger}?mode=ro", uri=True)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            rows = conn.execute(  # file ids sort by the time they were made
+                "SELECT station, MIN(file_id) FROM files WHERE state = ? AND station IS NOT NULL "
+                "GROUP BY station",
+                (State.DEFERRED.value,),
+            ).fetchall()
+        finally:
+            conn.close()
+        return {station: self._taken_at(file_id) for station, file_id in rows}
 
     def _rejected(self, first: date, last: date) -> Iterator[Arrival]:
         """Rejected events for the data dates, from the history days a file for them can have come in

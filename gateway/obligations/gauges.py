@@ -14,12 +14,9 @@ Exposed (``fdep_gateway_`` prefix)::
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -28,7 +25,6 @@ from gateway.config import GatewayConfig
 from gateway.obligations.assess import assess_days, calendar_of, ledger_facts, open_days
 from gateway.obligations.status import Standing, State
 from gateway.windows import PLATFORM_ZONE
-from spool.ids import file_id_time
 
 PREFIX = "fdep_gateway"
 
@@ -47,9 +43,14 @@ class ObligationGauges:
         config = self.config
         calendar = calendar_of(config)
         days = open_days(now.astimezone(PLATFORM_ZONE).date(), calendar)
-        found = assess_days(config, ledger_facts(config), days=days, now=now, calendar=calendar)
+        facts = ledger_facts(config)
+        found = assess_days(config, facts, days=days, now=now, calendar=calendar)
         counts = snapshot(found, config.stations, config.tables)
-        deferred = oldest_deferred(ledger_facts(config).ledger, config.stations, now, config.zone)
+        oldest = facts.oldest_deferred()
+        deferred = {
+            station: max(0.0, (now - oldest[station]).total_seconds()) if station in oldest else 0.0
+            for station in config.stations
+        }
         with self._lock:
             self._counts, self._deferred, self._refreshed = counts, deferred, now.timestamp()
 
@@ -105,21 +106,3 @@ def snapshot(
         if key in counts:
             counts[key] += 1
     return counts
-
-
-def oldest_deferred(ledger: Path, stations: Iterable[str], now: datetime, zone: ZoneInfo) -> dict[str, float]:
-    """Per station, seconds since the claim of the oldest deferred file (its id sorts by claim time)."""
-    ages = dict.fromkeys(stations, 0.0)
-    if not ledger.exists():
-        return ages
-    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-    try:
-        rows = conn.execute(
-            "SELECT station, MIN(file_id) FROM files WHERE state = 'deferred' GROUP BY station"
-        ).fetchall()
-    finally:
-        conn.close()
-    for station, file_id in rows:
-        if station in ages and file_id:
-            ages[station] = max(0.0, (now - file_id_time(file_id, zone)).total_seconds())
-    return ages
