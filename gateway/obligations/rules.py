@@ -69,7 +69,7 @@ class Obligation(NamedTuple):
     deadline: datetime
 
 
-def owed_periods(frequency: Frequency, day: date, calendar: Calendar) -> Period | None:
+def period_asked(frequency: Frequency, day: date, calendar: Calendar) -> Period | None:
     """The period of ``frequency`` that the data date ``day`` asks about: a daily table is owed for
     trading days only; a monthly one for the month of ``day``."""
     if frequency is Frequency.DAILY and not calendar.is_trading_day(day):
@@ -90,7 +90,7 @@ def expected(
     has there; a code owes only for periods its validity covers (a month: its last day). In the order
     operators read them: by institution, station, table.
     """
-    periods = {f: owed_periods(f, day, calendar) for f in Frequency}
+    periods = {f: period_asked(f, day, calendar) for f in Frequency}
     # per table, once: its period for ``day`` and that period's deadline (None: not owed for ``day``)
     due: dict[str, tuple[Period, datetime] | None] = {}
     for code, table in tables.items():
