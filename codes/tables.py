@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import time
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -17,6 +18,17 @@ from codes.fieldtypes import FieldType, parse_field_type
 class Frequency(StrEnum):
     DAILY = "daily"
     MONTHLY = "monthly"
+
+
+class Deadline(BaseModel):
+    """When a period's report is due (spec 8): daily, ``days`` trading days after the data date, by ``at``
+    (None: the end of that day); monthly, the ``days``-th working day of the next month, by ``at`` (None:
+    11:30)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    days: int = Field(ge=1, le=23)
+    at: time | None = None
 
 
 class FieldSpec(BaseModel):
@@ -49,6 +61,7 @@ class TableSpec(BaseModel):
     restricted: bool = False  # content never appears in any output
     attachments: bool = False  # comes as TXT + ZIP of the same stem
     fields: tuple[FieldSpec, ...]
+    deadline: Deadline | None = None  # None: the platform's rule for the frequency (spec 8)
 
     @field_validator("versions")
     @classmethod

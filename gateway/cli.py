@@ -159,6 +159,18 @@ def _cmd_web_user(args: argparse.Namespace) -> int:
     return manage_users(_config(args), args)
 
 
+def _cmd_due(args: argparse.Namespace) -> int:
+    from gateway.obligations.command import show_due
+
+    return show_due(_config(args), args)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from gateway.obligations.command import write_report
+
+    return write_report(_config(args), args)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fdep-gateway",
@@ -239,6 +251,14 @@ def _parser() -> argparse.ArgumentParser:
     web_user.add_argument("username", nargs="?", default="")
     web_user.add_argument("--institution", help="an institution's account (scoped to its transfer codes)")
     web_user.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    from gateway.obligations.command import add_arguments
+
+    due = add("due", _cmd_due, "what is due, by when, and its state; exit 1 if missing or at risk")
+    report = add("report", _cmd_report, "write the daily reconciliation report (JSON and CSV)")
+    config_arg(due)
+    config_arg(report)
+    add_arguments(due, report)
     return parser
 
 

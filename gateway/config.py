@@ -25,6 +25,7 @@ from pydantic import (
 
 from codes.registry import STATION_PATTERN, TRANSFER_CODE_PATTERN, TransferCode
 from codes.tables import CatalogueError, TableSpec, bundled_tables, merge_tables, parse_table
+from gateway.obligations.settings import ObligationsConfig
 
 FEEDBACK_DIR = "_feedback"
 """The quarantine folder of feedback files that matched no mailbox; so not a transfer code."""
@@ -141,6 +142,7 @@ class GatewayConfig(_Strict):
     web: WebConfig = WebConfig()
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
+    obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when (spec 18)
 
     @field_validator("timezone")
     @classmethod
@@ -175,6 +177,9 @@ class GatewayConfig(_Strict):
             for table in entry.tables or ():
                 if table not in self.tables:
                     problems.append(f"{where}.tables: unknown table {table!r}")
+            for table in entry.owes or ():
+                if table not in self.tables:
+                    problems.append(f"{where}.owes: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
         problems.extend(self._feedback_problems())
         both = sorted(set(self.holidays) & set(self.workdays))
@@ -243,6 +248,9 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
         for key in ("dir", "session_secret_file", "tls_cert", "tls_key"):
             if key in web:
                 web[key] = _resolve(base, web[key])
+    obligations = raw.get("obligations")
+    if isinstance(obligations, dict) and "reports_dir" in obligations:
+        obligations["reports_dir"] = _resolve(base, obligations["reports_dir"])
     routes = raw.get("routes")
     if isinstance(routes, dict):
         for route in routes.values():
@@ -276,6 +284,7 @@ _TOP_KEYS = (
     "retention.",
     "web:",
     "holidays:",
+    "obligations.",
 )
 
 

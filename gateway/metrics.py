@@ -65,6 +65,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
 from prometheus_client.exposition import choose_encoder, start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from gateway.config import MetricsConfig
 from spool.ids import file_id_time
@@ -406,6 +407,11 @@ class Metrics:
     def rescan(self) -> None:
         self._rescans.inc()
 
+    @property
+    def shared(self) -> bool:
+        """One of several processes behind a :class:`SharedEndpoint` (it serves nothing itself)."""
+        return self._shared_depths is not None
+
     def publish(self) -> None:
         """A shared process's queue depths, for the supervisor's next scrape; nothing otherwise."""
         if self._shared_depths is None or self.depths is None:
@@ -488,10 +494,13 @@ class SharedEndpoint:
         self.directory.mkdir(mode=0o700, parents=True)
         return {"PROMETHEUS_MULTIPROC_DIR": str(self.directory)}
 
-    def serve(self) -> None:
+    def serve(self, *collectors: Collector) -> None:
+        """Serve the processes' metrics, the supervisor's ``process_*`` and ``collectors`` of its own."""
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=str(self.directory))  # type: ignore[no-untyped-call]
         ProcessCollector(registry=registry)
+        for collector in collectors:
+            registry.register(collector)
         try:
             host, port = parse_listen(self.listen)
             self._server, _thread = start_http_server(port, host, registry=registry)

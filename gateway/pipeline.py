@@ -26,10 +26,11 @@ from gateway.item import Item
 from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
 from gateway.metrics import NULL_METRICS, MetricsSink
+from gateway.obligations.rules import deadline_of
 from gateway.outcome import Recorder
 from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
-from gateway.windows import Calendar, is_late, stamp, window_hold
+from gateway.windows import Calendar, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, read_small
 from spool.ids import file_id_time
@@ -343,13 +344,12 @@ class Pipeline:
         )
 
     def _flag_late(self, item: Item) -> None:
-        """Spec 8: a monthly table after its deadline is accepted and flagged (by its arrival time)."""
+        """Spec 8: a daily or monthly table after its deadline is accepted and flagged (by its arrival)."""
         sound = item.sound()
-        if sound.table.frequency is not Frequency.MONTHLY:
-            return
         arrived = file_id_time(item.file_id, self.config.zone)
-        deadline = is_late(arrived, datetime.strptime(sound.name.date, "%Y%m%d").date(), self.calendar)
-        if deadline is not None:
+        data_date = datetime.strptime(sound.name.date, "%Y%m%d").date()
+        deadline = deadline_of(sound.table, data_date, self.calendar)
+        if arrived > deadline:
             item.extra.add(findings.make("LATE", deadline=stamp(deadline)))
 
     async def release_or_hold(self, unit: list[Item]) -> None:

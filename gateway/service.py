@@ -33,6 +33,7 @@ from gateway.ledger import Ledger
 from gateway.logs import configure_logging
 from gateway.metrics import QueueDepth, metrics_for, queue_depths
 from gateway.notify import Heartbeat, Notifier
+from gateway.obligations import daily as obligations
 from gateway.outcome import Recorder
 from gateway.pipeline import Pipeline
 from gateway.recovery import recover
@@ -238,6 +239,7 @@ class Service:
             owns=self.shard.owns,
         )
         self._on_stop.append(self.detector.wake)
+        self.obligation_gauges = obligations.register_gauges(self.metrics, config)
         await self.metrics.start()
         for item in recovered.items:
             item.institution = self._institution_of(item.transfer_code)
@@ -257,6 +259,10 @@ class Service:
         if self.shard.first:  # spool-wide jobs: one process does them
             housekeeping.add(asyncio.create_task(self._every_day(self._sweep), name="retention"))
             housekeeping.add(asyncio.create_task(self._feedback_loop(), name="feedback"))
+            housekeeping.add(asyncio.create_task(self._every_day(self._reconcile), name="reconcile"))
+        if self.obligation_gauges is not None:
+            refresh = obligations.refresh_gauges(self.obligation_gauges, self.now, self.stopping)
+            housekeeping.add(asyncio.create_task(refresh, name="obligation gauges"))
         detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
         self.detecting = detecting
         try:
@@ -379,6 +385,11 @@ class Service:
             history_days=config.history.retention_days,
         )
         log.info("retention.swept", **report.as_log())
+
+    def _reconcile(self) -> None:
+        """The daily reconciliation report (spec 18): what was due, what arrived, what was rejected."""
+        written = obligations.reconcile(self.config, self.now())
+        log.info("obligations.reported", paths=[str(p) for p in written])
 
     async def _feedback_loop(self) -> None:
         """Deliver the cores' OK/BAD feedback files to the mailboxes they name."""

@@ -157,12 +157,40 @@ def window_hold(
     return None
 
 
-def monthly_deadline(data_date: date, calendar: Calendar) -> datetime:
-    """11:30 Beijing time on the 7th working day of the month after ``data_date``'s month."""
+def monthly_deadline(
+    data_date: date, calendar: Calendar, nth: int = MONTHLY_DUE_WORKING_DAY, at: time = MONTHLY_DUE_TIME
+) -> datetime:
+    """11:30 Beijing time on the 7th working day of the month after ``data_date``'s month (by default)."""
     data_date = _day(data_date)
     year, month = (data_date.year + 1, 1) if data_date.month == 12 else (data_date.year, data_date.month + 1)
-    due = calendar.nth_working_day(year, month, MONTHLY_DUE_WORKING_DAY)
-    return datetime.combine(due, MONTHLY_DUE_TIME, tzinfo=PLATFORM_ZONE)
+    due = calendar.nth_working_day(year, month, nth)
+    return datetime.combine(due, at, tzinfo=PLATFORM_ZONE)
+
+
+DAILY_DUE_TRADING_DAYS = 2
+"""Daily tables are due T+1 trading day, which the platform now extends to two (spec 8) ..."""
+
+
+def nth_trading_day_after(day: date, n: int, calendar: Calendar) -> date:
+    """The ``n``-th trading day after ``day`` (``day`` itself not counted; n >= 1)."""
+    if n < 1:
+        raise ValueError(f"trading days after a date are counted from 1 (got {n})")
+    day = _day(day)
+    while n:
+        day += timedelta(days=1)
+        n -= calendar.is_trading_day(day)
+    return day
+
+
+def daily_deadline(
+    data_date: date, calendar: Calendar, days: int = DAILY_DUE_TRADING_DAYS, at: time | None = None
+) -> datetime:
+    """A daily table's deadline: ``at`` (None: the end, i.e. the next midnight) of the ``days``-th trading
+    day after ``data_date``, Beijing time."""
+    due = nth_trading_day_after(data_date, days, calendar)
+    if at is None:
+        return datetime.combine(due + timedelta(days=1), time(0), tzinfo=PLATFORM_ZONE)
+    return datetime.combine(due, at, tzinfo=PLATFORM_ZONE)
 
 
 def is_late(now: datetime, data_date: date, calendar: Calendar) -> datetime | None:

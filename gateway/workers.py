@@ -24,8 +24,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
@@ -37,8 +39,17 @@ from gateway.ledger import Ledger
 from gateway.logs import configure_logging
 from gateway.metrics import SharedEndpoint
 from gateway.notify import Heartbeat, Notifier
+from gateway.obligations.gauges import ObligationGauges
 from gateway.recovery import clean_up
-from gateway.service import EXIT_FAILED, EXIT_OK, Service, clean_up_cores, ledger_path, run_locked
+from gateway.service import (
+    EXIT_FAILED,
+    EXIT_OK,
+    Service,
+    clean_up_cores,
+    clock_offset,
+    ledger_path,
+    run_locked,
+)
 from gateway.shard import Shard
 from spool.ids import share_suffixes
 from spool.layout import SpoolLayout
@@ -87,6 +98,7 @@ class Supervisor:
     failed: bool = False
     metrics: SharedEndpoint | None = None
     environment: dict[str, str] = field(default_factory=dict)  # what every worker starts with
+    ended: threading.Event = field(default_factory=threading.Event)  # the supervisor's threads stop
 
     def run(self) -> int:
         notifier = Notifier.from_env(unset_environment=True)  # the workers must not speak to systemd
@@ -98,7 +110,10 @@ class Supervisor:
         if self.config.metrics is not None:
             self.metrics = SharedEndpoint(self.config.metrics.listen, self.config.spool_root / METRICS_DIR)
             self.environment.update(self.metrics.open())
-            self.metrics.serve()
+            gauges = ObligationGauges(self.config)
+            self.metrics.serve(gauges)
+            refresher = threading.Thread(target=self._refresh, args=(gauges,), daemon=True)
+            refresher.start()
         previous = {sig: signal.signal(sig, self._received) for sig in _FORWARDED}
         try:
             for index in range(self.config.processes):
@@ -131,12 +146,23 @@ class Supervisor:
                 signal.signal(sig, handler)
             for worker in self.workers:
                 os.close(worker.beats)
+            self.ended.set()
             if self.metrics is not None:
                 self.metrics.close()
         codes = [w.process.returncode for w in self.workers]
         log.info("workers.stopped", exit_codes=codes)
         stopped = (0, -signal.SIGTERM, -signal.SIGINT) if self.stopping else (0,)  # stopped before serving
         return EXIT_FAILED if self.failed or any(c not in stopped for c in codes) else EXIT_OK
+
+    def _refresh(self, gauges: ObligationGauges) -> None:
+        """The obligation gauges, computed here once for all the processes, until the supervisor ends."""
+        offset = clock_offset(self.config)
+        while not self.ended.is_set():
+            try:
+                gauges.refresh(datetime.now(self.config.zone) + offset)
+            except Exception:
+                log.exception("obligations.gauges_failed")
+            self.ended.wait(self.config.obligations.gauges_seconds)
 
     def _clean_up(self) -> None:
         """The spool-wide clean-up a lone gateway does at start, before any worker takes a file; and the

@@ -329,8 +329,8 @@ CATALOGUE: dict[str, Template] = {
         _N,
         "晚于报送截止时间 {deadline}",
         "Later than the reporting deadline {deadline}",
-        "文件已接收；请注意按时报送",
-        "The file was accepted; please mind the deadline next time",
+        "文件已接收，但已过报送截止时间：请按规定申请迟报或补报",
+        "The file was accepted after its deadline: apply for a late or supplementary report",
     ),
 }
 

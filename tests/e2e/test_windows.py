@@ -192,3 +192,33 @@ def test_restart_inside_the_window_keeps_the_file_held_then_releases_it(
     offset = launch(gateway)
     assert_held_until_15(gateway, name)
     assert_released_by_the_running_daemon(gateway, name, body, offset)
+
+
+@pytest.mark.parametrize(
+    ("now", "late"),
+    [
+        ("2024-10-09T23:59:00+08:00", False),  # T+2 trading days after 30 Sep, across National Day
+        ("2024-10-10T00:00:30+08:00", True),
+    ],
+)
+def test_daily_table_after_its_t_plus_2_deadline_is_flagged_late(
+    gateway: Gateway, now: str, late: bool
+) -> None:
+    os.environ["FDEP_GATEWAY_NOW"] = now
+    try:
+        name, body = d2001("20240930")
+        drop(gateway.inbox(), name, body)
+        gateway.drain()
+    finally:
+        del os.environ["FDEP_GATEWAY_NOW"]
+    (event,) = gateway.outcome_events(name)
+    assert event["event"] == "forwarded"
+    codes = [f["code"] for f in event["findings"]]
+    receipt = gateway.receipt(name, ok=True)
+    if not late:
+        assert codes == [] and "LATE" not in receipt
+        return
+    assert codes == ["LATE"]
+    assert "2024-10-10 00:00" in event["findings"][0]["message_zh"]
+    assert "补报" in event["findings"][0]["hint_zh"]  # apply for a late or supplementary report
+    assert "LATE" in receipt and "迟报" in receipt

@@ -67,6 +67,7 @@ def test_files_findings_and_queues(gateway: Gateway, processes: int) -> None:
         return (
             sample(got, "fdep_gateway_files_total", station="k1237", outcome="rejected") == 1
             and sample(got, "fdep_gateway_queue_files", station="k1237", state="waiting") == 1
+            and "fdep_gateway_obligations_refreshed_timestamp_seconds" in got  # once, however many processes
         )
 
     wait_for(settled, what="the rejection to be counted")
