@@ -23,7 +23,7 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +129,7 @@ class Case:
     tc: str = TC
     partner: str | None = None  # the TXT of a ZIP case: must reach an outcome too
     receipt: bool = True  # False: no receipt expected (no registered mailbox to answer in)
+    distinct: bool = False  # the receipt goes under <stem>_<file_id>_BAD.TXT (it could pass for another's)
 
     @property
     def fs_name(self) -> bytes:
@@ -370,7 +371,7 @@ def cases() -> list[Case]:
             "name_fullwidth_digits",
             f"CISP-\uff14\uff11\uff12\uff11\uff10\uff10\uff10\uff10_D1001_V01_1_{d}_01_Q.TXT",
         ),
-        name_case("name_lowercase_ext", f"{valid}.txt"),
+        replace(name_case("name_lowercase_ext", f"{valid}.txt"), distinct=True),
         # -- TXT content --------------------------------------------------------------------------------
         text_case("text_bom", 101, b"\xef\xbb\xbf" + good_d1001(101), "BOM_PRESENT"),
         text_case(
@@ -481,6 +482,12 @@ def receipt_path(outbox: Path, name: str, ok: bool) -> Path:
     return outbox / (stem + suffix)
 
 
+def distinct_receipt_path(outbox: Path, name: str, ok: bool, file_id: str) -> Path:
+    """The receipt of a name that could pass for another's: ``<stem>_<file_id>_BAD.TXT``."""
+    stem = name.rsplit(".", 1)[0]
+    return outbox / f"{stem}_{file_id}_{'OK' if ok else 'BAD'}.TXT"
+
+
 def outcomes_of(gateway: Gateway) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     found: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for event in gateway.events():
@@ -573,6 +580,8 @@ def test_hostile_case(run: Run, case: Case) -> None:
     if case.receipt:
         ok = case.code is None
         path = receipt_path(gateway.outbox(case.station, case.tc), case.history_name, ok)
+        if case.distinct:
+            path = distinct_receipt_path(path.parent, case.history_name, ok, event["file_id"])
         assert path.exists(), f"no receipt {path.name!r} in {sorted(listing(path.parent))[:3]}..."
         head = path.read_bytes().decode("utf-8").splitlines()[0].split("|")
         assert head[1] == ("OK" if ok else "BAD")

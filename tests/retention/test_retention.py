@@ -266,9 +266,13 @@ def test_a_tree_deeper_than_the_recursion_limit_is_removed_and_the_sweep_goes_on
     os.close(fd)
     other = state_file(layout, "k6666", State.ARCHIVE, 100).parent.parent
     old_history = put(daily_path(history_dir, TODAY - timedelta(days=500)))
-    report = run(layout, history_dir)
-    assert report.errors == []
-    assert not q.parent.exists() and not other.exists() and not old_history.exists()
+    try:
+        report = run(layout, history_dir)
+        assert report.errors == []
+        assert not q.parent.exists() and not other.exists() and not old_history.exists()
+    finally:  # pytest's own clean-up of tmp_path recurses too
+        if deep.exists():
+            remove_tree(deep)
 
 
 def test_the_tree_walk_fixes_modes_never_follows_and_keeps_descriptors_bounded(tmp_path: Path) -> None:
