@@ -29,7 +29,18 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ORG, TC, Gateway, d1001_body, d1001_name, day, drop, wait_for
+from tests.e2e.harness import (
+    ORG,
+    TC,
+    Gateway,
+    d1001_body,
+    d1001_name,
+    day,
+    drop,
+    receipt_head,
+    state_files,
+    wait_for,
+)
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 STATIONS = ("k1237", "k6666")
@@ -633,3 +644,164 @@ def test_log_has_no_raw_control_characters(run: Run) -> None:
     ]
     assert bad == [], bad[:5]
     assert "\ufffd" not in text, "the log is not valid UTF-8 (a raw undecodable name byte?)"
+
+
+# --- round two (issue 19): receipts that lie, senders that keep write access, special files in out/ ---
+
+
+@dataclass
+class Run2:
+    gateway: Gateway
+    scratch: Path
+    originals: dict[str, bytes] = field(default_factory=dict)  # name -> the bytes as validated
+    specials: dict[str, str] = field(default_factory=dict)  # stem -> what sits at <stem>_OK.TXT in out/
+    handles: dict[str, int] = field(default_factory=dict)  # name -> a writable fd the sender kept
+
+
+def _other_institution(data: bytes) -> bytes:
+    """The same length, another institution's row: what a sender could make the core hold."""
+    return data.replace(ORG.encode(), b"41220000")
+
+
+SPECIAL_MAKERS: dict[str, Callable[[Path, Path], None]] = {
+    "fifo": lambda path, scratch: os.mkfifo(path),
+    "symlink": lambda path, scratch: path.symlink_to(scratch / "sender-target.txt"),
+    "dangling": lambda path, scratch: path.symlink_to(scratch / "nowhere"),
+    "directory": lambda path, scratch: path.mkdir(),
+    "socket": lambda path, scratch: unix_socket(path.name)(path.parent, scratch),
+}
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run2]:
+    root = tmp_path_factory.mktemp("hostile2")
+    gateway = Gateway(root=root, config_path=root / "gateway.yaml")
+    routes = {
+        "core-test": {"type": "directory", "path": str(root / "core" / "k1237"), "hand_off": "link"},
+        "core-prod": {"type": "directory", "path": str(root / "core" / "k6666")},
+    }
+    gateway.write_config(routes=routes, pair_timeout_seconds=3)
+    scratch = root / "scratch"
+    scratch.mkdir()
+    (scratch / "sender-target.txt").write_text("the sender's own file\n")
+    inbox, outbox = gateway.inbox(), gateway.outbox()
+    outbox.mkdir(parents=True, exist_ok=True)
+    result = Run2(gateway, scratch)
+    for n, (what, make) in enumerate(SPECIAL_MAKERS.items()):
+        stem = d1001_name(date=day(500 + n)).removesuffix(".TXT")
+        make(outbox / f"{stem}_OK.TXT", scratch)
+        result.specials[stem] = what
+    gateway.start()
+    try:
+        for n, stem in enumerate(result.specials):
+            drop(inbox, f"{stem}.TXT", good_d1001(500 + n))
+        # a file of the sender's own, hard-linked into in/
+        linked = d1001_name(date=day(510))
+        outside = scratch / "own-file.TXT"
+        outside.write_bytes(good_d1001(510))
+        os.link(outside, inbox / linked)
+        result.originals[linked] = good_d1001(510)
+        # written in place and renamed in, the handle kept: one valid, one rejected (a BOM)
+        for n, data in ((511, good_d1001(511)), (512, b"\xef\xbb\xbf" + good_d1001(512))):
+            name = d1001_name(date=day(n))
+            part = inbox / f".{name}.part"
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, data)
+            part.rename(inbox / name)
+            result.handles[name] = fd
+            result.originals[name] = data
+        # a valid file first; then names that would have taken or shadowed its receipt
+        valid = d1001_name(date=day(520))
+        drop(inbox, valid, good_d1001(520))
+        wait_for(lambda: valid in gateway.outcomes(), timeout=20, what="the valid file")
+        stem = valid.removesuffix(".TXT")
+        for liar in (f"{valid} ", valid.lower(), f"{stem}.txt", f"{stem}.ZIP", f"{stem}.TXT.", f"{valid}\t"):
+            drop(inbox, liar, good_d1001(520))
+        expected = [*(f"{s}.TXT" for s in result.specials), *result.originals, valid]
+        wait_for(
+            lambda: (
+                all(n in gateway.outcomes() for n in expected)
+                and len(gateway.outcomes()) >= len(expected) + 6
+            ),
+            timeout=30,
+            what="every round-two file to reach an outcome",
+        )
+        # now the sender writes through what it kept
+        outside.write_bytes(_other_institution(outside.read_bytes()))
+        for name, fd in result.handles.items():
+            os.pwrite(fd, _other_institution(result.originals[name]), 0)
+        yield result
+    finally:
+        for fd in result.handles.values():
+            os.close(fd)
+        if gateway.process is not None and gateway.process.poll() is None:
+            gateway.kill()
+
+
+def _kept_copy(gateway: Gateway, state: str, name: str) -> Path:
+    (path,) = [p for p in state_files(gateway, state) if p.name.endswith("." + name)]
+    return path
+
+
+def test_a_forwarded_receipt_is_never_replaced_or_shadowed_by_another_name(run2: Run2) -> None:
+    gateway, outbox = run2.gateway, run2.gateway.outbox()
+    valid = d1001_name(date=day(520))
+    stem = valid.removesuffix(".TXT")
+    assert gateway.outcomes()[valid] == ["forwarded"]
+    ok = outbox / f"{stem}_OK.TXT"
+    assert receipt_head(ok)[:2] == [valid, "OK"]
+    beside = [
+        p.name for p in outbox.iterdir() if p.name.lower() in (f"{stem}_bad.txt".lower(), ok.name.lower())
+    ]
+    assert beside == [ok.name], beside
+    rejected = [e for e in gateway.events() if e["event"] == "rejected" and e["name"] != valid]
+    liars = [e for e in rejected if e["name"].upper().startswith(stem)]
+    assert len(liars) == 6, [e["name"] for e in liars]
+    heads = [receipt_head(p) for p in outbox.iterdir() if p.is_file() and not p.is_symlink()]
+    for event in liars:  # each has its own truthful receipt
+        assert [h[1] for h in heads if h[5] == event["file_id"]] == ["BAD"], event["name"]
+
+
+@pytest.mark.parametrize("what", list(SPECIAL_MAKERS))
+def test_a_special_file_at_a_receipts_name_neither_blocks_nor_hides_the_receipt(
+    run2: Run2, what: str
+) -> None:
+    gateway, outbox = run2.gateway, run2.gateway.outbox()
+    (stem,) = [s for s, w in run2.specials.items() if w == what]
+    (event,) = gateway.outcome_events(f"{stem}.TXT")
+    assert event["event"] == "forwarded"
+    entry = outbox / f"{stem}_OK.TXT"
+    assert entry.is_symlink() or not stat.S_ISREG(entry.lstat().st_mode), "the sender's entry was replaced"
+    receipt = outbox / f"{stem}_{event['file_id']}_OK.TXT"
+    assert receipt_head(receipt)[:2] == [f"{stem}.TXT", "OK"]
+    assert (run2.scratch / "sender-target.txt").read_text() == "the sender's own file\n"
+    assert '"receipt.distinct_name"' in gateway.log()
+
+
+def test_a_fifo_in_out_does_not_stop_the_daemon(run2: Run2) -> None:
+    """The FIFO case blocked the receipt step for good and then SIGTERM: the daemon must stop cleanly."""
+    assert state_files(run2.gateway, "work") == []
+    name = d1001_name(date=day(530))
+    drop(run2.gateway.inbox(), name, good_d1001(530))
+    wait_for(lambda: name in run2.gateway.outcomes(), timeout=10, what="a file after the FIFO")
+
+
+@pytest.mark.parametrize(
+    "name", [d1001_name(date=day(n)) for n in (510, 511, 512)], ids=["hardlink", "kept", "kept-rejected"]
+)
+def test_what_the_gateway_keeps_or_forwards_cannot_be_changed_by_the_sender(run2: Run2, name: str) -> None:
+    gateway = run2.gateway
+    original = run2.originals[name]
+    (event,) = gateway.outcome_events(name)
+    if event["event"] == "forwarded":
+        assert (gateway.core() / name).read_bytes() == original, "the core's file was changed"
+        kept = _kept_copy(gateway, "archive", name)
+    else:
+        kept = _kept_copy(gateway, "quarantine", name)
+    assert kept.read_bytes() == original, f"the {kept.parent.parent.parent.name} copy was changed"
+    assert kept.stat().st_nlink <= 2  # its own inode (and the core's link in link mode)
+
+
+def test_round_two_daemon_stops_on_sigterm(run2: Run2) -> None:
+    assert run2.gateway.process is not None
+    assert run2.gateway.stop() == 0
