@@ -21,7 +21,7 @@ from codes.tables import Frequency
 from gateway import offload
 from gateway.commit import GroupTransaction
 from gateway.config import GatewayConfig
-from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
+from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.item import Item
 from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
@@ -426,6 +426,17 @@ class Pipeline:
                 return
             except Cancelled:
                 log.info("forward.interrupted", name=item.name, file_id=item.file_id)
+                return
+            except RouteBroken as exc:  # a configuration error: the file waits in deferred/ for the fix
+                self.metrics.route_broken(route)
+                log.error(
+                    "forward.route_misconfigured",
+                    route=route,
+                    name=item.name,
+                    file_id=item.file_id,
+                    error=str(exc),
+                    hint="fix the route's url, then restart the gateway: deferred files are sent at start",
+                )
                 return
             finally:
                 self.retrying.discard(item.file_id)

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from gateway.forward.retry import MISCONFIGURED_TRIES
 from tests.e2e.harness import (
     ORG,
     TC,
@@ -37,10 +38,13 @@ from tests.e2e.harness import (
     d1001_name,
     day,
     drop,
+    launch,
     receipt_head,
     state_files,
     wait_for,
 )
+from tests.e2e.test_http_core import use_http_core
+from tests.forward.helpers import Core, Reply
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 STATIONS = ("k1237", "k6666")
@@ -805,3 +809,76 @@ def test_what_the_gateway_keeps_or_forwards_cannot_be_changed_by_the_sender(run2
 def test_round_two_daemon_stops_on_sigterm(run2: Run2) -> None:
     assert run2.gateway.process is not None
     assert run2.gateway.stop() == 0
+
+
+# --- round two: an HTTP core whose answer is lost, a core that redirects --------------------------------
+
+
+def _kinds(gateway: Gateway, name: str) -> list[str]:
+    return [e["event"] for e in gateway.events() if e["name"] == name]
+
+
+@pytest.mark.parametrize("lost", ["slow", "cut", "killed"])
+def test_a_core_that_holds_the_file_but_whose_answer_was_lost_gets_it_forwarded(
+    gateway: Gateway, lost: str
+) -> None:
+    """The core stored the file, its 201 never arrived whole (past the timeout, the connection closed
+    mid-body, the daemon killed while the core held its answer back): the repeat with the same file id
+    was answered 409 and the file rejected CORE_REJECTED. By the contract the repeat is a success."""
+    core = Core()
+    try:
+        use_http_core(gateway, core.url, timeout_seconds=0.5 if lost == "slow" else 5)
+        stored = {"code": "STORED", "message": "stored " * 50}
+        first = {"slow": Reply(201, delay=10), "cut": Reply(201, stored, partial=True)}.get(lost)
+        core.script(first or Reply(201, delay=30))
+        launch(gateway)
+        name = d1001_name(date=day(600))
+        drop(gateway.inbox(), name, good_d1001(600))
+        if lost == "killed":
+            wait_for(lambda: core.held, timeout=20, what="the core to hold the file")
+            gateway.kill()
+            launch(gateway)
+        wait_for(lambda: name in gateway.outcomes(), timeout=30, what="the outcome")
+        assert gateway.outcomes()[name] == ["forwarded"], _kinds(gateway, name)
+        assert len(core.held) == 1 and len({r.path for r in core.requests}) == 1
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
+
+
+def test_a_bare_409_for_a_repeat_is_never_read_as_a_rejection(gateway: Gateway) -> None:
+    """A core that breaks the contract (a bare 409 for a file id it holds): retried, never rejected."""
+    core = Core(contract=False)
+    try:
+        use_http_core(gateway, core.url, timeout_seconds=0.5)
+        core.script(Reply(201, delay=10))
+        launch(gateway)
+        name = d1001_name(date=day(601))
+        drop(gateway.inbox(), name, good_d1001(601))
+        wait_for(lambda: len(core.requests) >= 4, timeout=30, what="repeats")
+        assert name not in gateway.outcomes(), gateway.outcomes().get(name)
+        assert "deferred" in _kinds(gateway, name)
+        assert "TASK_NOT_IN_PREPARATION" in gateway.log()
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
+
+
+def test_a_core_that_redirects_is_a_configuration_error_not_an_endless_loop(gateway: Gateway) -> None:
+    """An HTTP 301: the file was deferred forever and uploaded again every ~2 s."""
+    core = Core()
+    try:
+        use_http_core(gateway, core.url)
+        core.script(then=Reply(301, headers={"Location": "http://elsewhere/files"}))
+        launch(gateway)
+        name = d1001_name(date=day(602))
+        drop(gateway.inbox(), name, good_d1001(602))
+        wait_for(lambda: '"forward.route_misconfigured"' in gateway.log(), timeout=30, what="the alert")
+        time.sleep(1.5)
+        assert len(core.requests) == MISCONFIGURED_TRIES
+        line = next(x for x in gateway.log().splitlines() if '"forward.route_misconfigured"' in x)
+        assert json.loads(line)["level"] == "error" and "http://elsewhere/files" in line
+        assert name not in gateway.outcomes() and _kinds(gateway, name)[-1] == "deferred"
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
