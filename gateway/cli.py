@@ -2,6 +2,7 @@
 
 Exit codes: 0 success, 1 a checked file is invalid or an operation failed, 2 usage, 78 bad config
 (EX_CONFIG: systemd's RestartPreventExitStatus keeps a misconfigured daemon from flapping).
+65: the ledger is missing or damaged while the spool shows earlier work (``gateway/ledgercheck.py``).
 """
 
 from __future__ import annotations

@@ -882,3 +882,59 @@ def test_a_core_that_redirects_is_a_configuration_error_not_an_endless_loop(gate
         assert gateway.stop() == 0
     finally:
         core.stop()
+
+
+# --- round two: the ledger missing or damaged while the daemon was stopped -------------------------------
+
+LEDGER_EXIT = 65
+
+
+def _serve_one_file(gateway: Gateway) -> str:
+    launch(gateway)
+    name = d1001_name(date=day(700))
+    drop(gateway.inbox(), name, good_d1001(700))
+    wait_for(lambda: name in gateway.outcomes(), timeout=20, what="the first file")
+    assert gateway.stop() == 0
+    return name
+
+
+def _start_refused(gateway: Gateway) -> tuple[int, str]:
+    result = gateway.command("run", "-c", str(gateway.config_path), timeout=60)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("harm", ["deleted", "emptied", "header", "garbage"])
+def test_a_missing_or_damaged_ledger_refuses_to_start_with_its_own_exit_code(
+    gateway: Gateway, harm: str
+) -> None:
+    """Deleted: a new empty ledger was made silently and a resend of a forwarded file forwarded again.
+    A damaged header: a Python traceback and exit 1, restarted by systemd every 5 s for ever."""
+    name = _serve_one_file(gateway)
+    ledger = gateway.spool / ".gateway-ledger.sqlite"
+    for extra in (ledger.with_name(ledger.name + "-wal"), ledger.with_name(ledger.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    if harm == "deleted":
+        ledger.unlink()
+    elif harm == "emptied":
+        ledger.write_bytes(b"")
+    elif harm == "header":
+        with ledger.open("r+b") as db:
+            db.write(b"not a database!!")
+    else:
+        ledger.write_bytes(os.urandom(8192))
+    code, stderr = _start_refused(gateway)
+    assert code == LEDGER_EXIT, stderr[-2000:]
+    assert "Traceback" not in stderr
+    lines = [json.loads(x) for x in stderr.splitlines() if x.startswith("{")]
+    refused = [x for x in lines if x.get("event") == "ledger.unusable"]
+    assert len(refused) == 1 and refused[0]["level"] == "error", stderr[-2000:]
+    assert "restore" in refused[0]["error"]
+    if harm == "deleted":
+        assert not ledger.exists(), "a new empty ledger was made"
+    assert gateway.outcomes()[name] == ["forwarded"]  # nothing else happened: not forwarded again
+
+
+def test_a_new_spool_gets_a_new_ledger_and_says_so(gateway: Gateway) -> None:
+    launch(gateway)
+    assert '"ledger.created"' in gateway.log()
+    assert gateway.stop() == 0
