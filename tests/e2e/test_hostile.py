@@ -335,6 +335,21 @@ def zip_cases() -> list[Case]:
             "ZIP_UNSAFE",
         ),
         _nested(215, nested),
+        *(
+            d3006_pair(
+                f"zip_windows_{cid}", 216 + n, [member], build(stored(member.encode(), PDF)), "ZIP_UNSAFE"
+            )
+            for n, (cid, member) in enumerate(
+                [
+                    ("trailing_dot", "a.pdf."),
+                    ("trailing_space", "a.pdf "),
+                    ("stream", "a.pdf:evil"),
+                    ("device_con", "CON.pdf"),
+                    ("device_lpt", "lpt1.doc"),
+                    ("forbidden_char", "a?.pdf"),
+                ]
+            )
+        ),
     ]
 
 
