@@ -443,6 +443,12 @@ def cases() -> list[Case]:
             good_d1001(109, rows=2).replace(b"\n", b"\r\n", 1),
             "LINE_ENDINGS_MIXED",
         ),
+        # pathological contents: checked within a small factor of valid rows (bench/adversarial_text.py)
+        text_case("text_2mb_of_lines_1", 112, b"1\n" * (MAX_FILE_BYTES // 2 - 8), "FIELD_COUNT"),
+        text_case("text_2mb_of_blank_lines", 113, b"\n" * (MAX_FILE_BYTES - 16), "FIELD_COUNT"),
+        text_case(
+            "text_2mb_of_invalid_utf8_lines", 114, b"\xff\n" * (MAX_FILE_BYTES // 2 - 8), "ENCODING_INVALID"
+        ),
         # -- ZIPs (with their valid TXT) ------------------------------------------------------------
         *zip_cases(),
         # -- not regular files, oversize, growing ---------------------------------------------------
