@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import mmap
 import os
 import socket
 import stat
@@ -681,6 +682,7 @@ class Run2:
     originals: dict[str, bytes] = field(default_factory=dict)  # name -> the bytes as validated
     specials: dict[str, str] = field(default_factory=dict)  # stem -> what sits at <stem>_OK.TXT in out/
     handles: dict[str, int] = field(default_factory=dict)  # name -> a writable fd the sender kept
+    maps: dict[str, mmap.mmap] = field(default_factory=dict)  # name -> a shared writable mapping kept
 
 
 def _other_institution(data: bytes) -> bytes:
@@ -735,6 +737,15 @@ def run2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run2]:
             part.rename(inbox / name)
             result.handles[name] = fd
             result.originals[name] = data
+        # a shared writable mapping kept, its descriptor closed before the rename
+        mapped = d1001_name(date=day(513))
+        part = inbox / f".{mapped}.part"
+        part.write_bytes(good_d1001(513))
+        fd = os.open(part, os.O_RDWR)
+        result.maps[mapped] = mmap.mmap(fd, len(good_d1001(513)))
+        os.close(fd)
+        part.rename(inbox / mapped)
+        result.originals[mapped] = good_d1001(513)
         # a valid file first; then names that would have taken or shadowed its receipt
         valid = d1001_name(date=day(520))
         drop(inbox, valid, good_d1001(520))
@@ -755,10 +766,15 @@ def run2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run2]:
         outside.write_bytes(_other_institution(outside.read_bytes()))
         for name, fd in result.handles.items():
             os.pwrite(fd, _other_institution(result.originals[name]), 0)
+        for name, mapping in result.maps.items():
+            mapping[:] = _other_institution(result.originals[name])
+            mapping.flush()
         yield result
     finally:
         for fd in result.handles.values():
             os.close(fd)
+        for mapping in result.maps.values():
+            mapping.close()
         if gateway.process is not None and gateway.process.poll() is None:
             gateway.kill()
 
@@ -812,7 +828,9 @@ def test_a_fifo_in_out_does_not_stop_the_daemon(run2: Run2) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [d1001_name(date=day(n)) for n in (510, 511, 512)], ids=["hardlink", "kept", "kept-rejected"]
+    "name",
+    [d1001_name(date=day(n)) for n in (510, 511, 512, 513)],
+    ids=["hardlink", "kept", "kept-rejected", "mmap"],
 )
 def test_what_the_gateway_keeps_or_forwards_cannot_be_changed_by_the_sender(run2: Run2, name: str) -> None:
     gateway = run2.gateway
