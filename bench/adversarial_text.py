@@ -38,6 +38,7 @@ def contents(size: int) -> dict[str, Callable[[], bytes]]:
         return lambda: (unit * (size // len(unit) + 1))[:size]
 
     wide = b"|".join([b"x" * 10] * 40) + b"\n"
+
     def valid() -> bytes:
         block = realistic_block(0)
         data = (block * (size // len(block) + 1))[:size]

@@ -251,9 +251,7 @@ def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: b
         if here.kind == "foreign":
             staged.unlink(missing_ok=True)
             return None
-        newer = [
-            i for i in (here.file_id, _own_file_id(other)) if i is not None and i > receipt.file_id
-        ]
+        newer = [i for i in (here.file_id, _own_file_id(other)) if i is not None and i > receipt.file_id]
         if newer:  # a later file of this name already answered: its receipt stands
             staged.unlink(missing_ok=True)
             return None

@@ -104,7 +104,8 @@ class Core:
     """A scripted HTTP core: answers ``replies`` in order, then ``default``; records every request.
 
     It keeps the contract of ``docs/http-core.md``: a complete PUT answered (or about to be answered)
-    with a 2xx is held, whether or not the answer reaches the gateway; a repeated PUT of a held file id
+    with a 2xx is held, whether or not the answer reaches the gateway (a ``close`` reply drops the
+    request unstored); a repeated PUT of a held file id
     answers 200 ``ALREADY_HELD`` (422 ``FILE_ID_CONFLICT`` for other bytes) without taking a scripted
     reply. ``contract=False`` is a core that breaks it: a repeat gets a bare 409, as one core did."""
 
@@ -154,7 +155,7 @@ class Core:
                     return Reply(200, {"code": "ALREADY_HELD", "message": "file id already held"})
                 return Reply(422, {"code": "FILE_ID_CONFLICT", "message": "file id held with other bytes"})
             reply = self.replies.pop(0) if self.replies else self.default
-            if request.complete and 200 <= reply.status < 300:
+            if request.complete and 200 <= reply.status < 300 and not reply.close:
                 self.held[request.path] = request.sha256  # stored, whether the answer arrives or not
             return reply
 
