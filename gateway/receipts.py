@@ -185,16 +185,17 @@ def _stem(name: str) -> str:
     return stem.lstrip(".") or "_"
 
 
+_VALID_STEM = re.compile(
+    r"[A-Z]{2,8}-[0-9]{8}_[A-Z][0-9]{4}_V[0-9]{2}_[1-9]_[0-9]{8}_[0-9]{2}_[QZ]", re.IGNORECASE | re.ASCII
+)
+"""A valid name's stem (spec 3), in any case."""
+
+
 def _pretends(name: str) -> bool:
     """A name that is not valid but whose receipt stem is, compared case-insensitively, a valid stem
     (``X.TXT `` with a trailing space, ``x.txt``): its receipt must never take (or sit beside, in
     another case) the receipt of the valid name ``X.TXT``, which may have come or may come later."""
     return parse_name(name) is None and _VALID_STEM.fullmatch(_stem(name)) is not None
-
-
-_VALID_STEM = re.compile(
-    r"[A-Z]{2,8}-[0-9]{8}_[A-Z][0-9]{4}_V[0-9]{2}_[1-9]_[0-9]{8}_[0-9]{2}_[QZ]", re.IGNORECASE | re.ASCII
-)
 
 
 def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
@@ -269,8 +270,8 @@ def _publish_distinct(
     outbox: Path, receipt: Receipt, staged: Path, path: Path, why: str, *, sync_dir: bool
 ) -> Path | None:
     """The receipt under its file_id's name: replaced only by itself (a retry after a crash)."""
-    log_ = log.error if why == "special" else log.warning
-    log_(
+    say = log.error if why == "special" else log.warning  # a sender's entry in out/: an operator acts
+    say(
         "receipt.distinct_name",
         reason=why,
         name=visible(receipt.name),
