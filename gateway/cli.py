@@ -1,7 +1,8 @@
 """The ``fdep-gateway`` command line: one console script, one sub-command per job (spec 16).
 
 Exit codes: 0 success, 1 a checked file is invalid or an operation failed, 2 usage, 78 bad config
-(EX_CONFIG: systemd's RestartPreventExitStatus keeps a misconfigured daemon from flapping).
+(EX_CONFIG: systemd's RestartPreventExitStatus keeps a misconfigured daemon from flapping),
+65: the ledger is missing or damaged while the spool shows earlier work (``gateway/ledgercheck.py``).
 
 The config is ``-c CONFIG``, else ``$FDEP_GATEWAY_CONFIG``, else ``/etc/fdep-gateway/gateway.yaml``.
 """

@@ -14,6 +14,7 @@ Exposed (``fdep_gateway_`` prefix)::
     findings_total{code}                   files that ended with a finding of that code (once per file)
     forward_retries_total{route}           attempts the core did not take and that are retried
     deferred_total{station,route}          files moved to deferred/ because the core could not take them
+    route_broken_total{route}              deliveries given up because the route's config is wrong (alert)
     watch_overflows_total                  inotify queue overflows (events lost, a rescan follows)
     rescans_total                          full reconcile scans of the inboxes
     queue_files{station,state}             files now waiting (in in/), in work, deferred, held
@@ -238,6 +239,7 @@ class MetricsSink(Protocol):
     def deferred(self, station: str, route: str) -> None: ...
     def overflow(self) -> None: ...
     def rescan(self) -> None: ...
+    def route_broken(self, route: str) -> None: ...
 
 
 class NullMetrics:
@@ -264,6 +266,9 @@ class NullMetrics:
         pass
 
     def rescan(self) -> None:
+        pass
+
+    def route_broken(self, route: str) -> None:
         pass
 
     def prepare(self, stations: Iterable[str], routes: Iterable[str]) -> None:
@@ -344,6 +349,12 @@ class Metrics:
             registry=r,
         )
         self._rescans = Counter(f"{PREFIX}_rescans", "Full reconcile scans of the inboxes", registry=r)
+        self._route_broken = Counter(
+            f"{PREFIX}_route_broken",
+            "Deliveries given up because the route's configuration is wrong (the core redirects): alert",
+            ["route"],
+            registry=r,
+        )
         self._shared_depths: tuple[Gauge, Gauge] | None = None
         by_state, by_station = ["station", "state"], ["station"]
         if shared:
@@ -375,6 +386,7 @@ class Metrics:
                 self._deferred.labels(station, route)
         for route in routes:
             self._retries.labels(route)
+            self._route_broken.labels(route)
         for code in CATALOGUE:
             self._findings.labels(code)
 
@@ -426,6 +438,9 @@ class Metrics:
             for state in STATES:
                 queue.labels(station, state).set(getattr(depth, state))
             oldest.labels(station).set(depth.oldest_waiting_seconds or 0.0)
+
+    def route_broken(self, route: str) -> None:
+        self._route_broken.labels(route_label(route, self._routes)).inc()
 
     # -- endpoint ------------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from gateway.check import render_finding
 from gateway.config import FEEDBACK_DIR, GatewayConfig
 from gateway.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
 from gateway.historyview import follow, format_event, query
-from gateway.receipts import receipt_name
+from gateway.receipts import find_receipt
 from gateway.text import visible
 from spool.entries import list_inbox
 from spool.fsio import move_durable
@@ -155,21 +155,17 @@ def _location(config: GatewayConfig, file_id: str, events: list[dict[str, Any]])
 
 
 def _receipt(config: GatewayConfig, file_id: str, events: list[dict[str, Any]]) -> str | None:
-    """The receipt in out/ for this file's outcome, and whether it still answers this file."""
+    """The receipt in out/ that still answers this file, if there is one."""
     first = events[0]
     station, tc, name = first.get("station"), first.get("transfer_code"), first.get("name")
-    outcomes = [e["event"] for e in events if e["event"] in (*OUTCOMES, "held")]
-    if not (outcomes and isinstance(station, str) and isinstance(tc, str) and isinstance(name, str)):
+    if not (isinstance(station, str) and isinstance(tc, str) and isinstance(name, str)):
         return None
     try:
-        path = SpoolLayout(config.spool_root).station(station).outbox(tc) / receipt_name(
-            name, outcomes[-1] != "rejected"
-        )
-        with path.open("rb") as receipt:
-            head = receipt.readline(4096)
-    except (ValueError, OSError):
+        outbox = SpoolLayout(config.spool_root).station(station).outbox(tc)
+    except ValueError:
         return None
-    return str(path) if file_id.encode() in head else f"{path} (now answers a later file of that name)"
+    found = find_receipt(outbox, name, file_id)
+    return None if found is None else str(found[0])
 
 
 @dataclass

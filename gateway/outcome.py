@@ -230,6 +230,7 @@ class Recorder:
             at=self.now(),
             file_id=first.file_id,
             status=status,
+            names=tuple(item.name for item in unit[1:]),
         )
         if self.in_burst:
             staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))

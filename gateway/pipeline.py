@@ -21,7 +21,7 @@ from codes.tables import Frequency
 from gateway import offload
 from gateway.commit import GroupTransaction
 from gateway.config import GatewayConfig
-from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, deliver
+from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.item import Item
 from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.ledger import State as FileState
@@ -32,9 +32,10 @@ from gateway.route import route
 from gateway.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
 from gateway.windows import Calendar, stamp, window_hold
 from spool.entries import EntryKind
-from spool.fsio import datasync_file, read_small
+from spool.fsio import datasync_file, publish, read_small
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
+from spool.private import make_private, stage_private
 from validators import findings
 from validators.findings import Finding
 from validators.pair import partner_rejected
@@ -150,8 +151,9 @@ class Pipeline:
         """The sender's bytes are made durable before any outcome is acknowledged for them; a small TXT
         is validated on the loop, anything else in a thread."""
         today = self.now().date()
+        together = self.recorder.in_burst
+        await self.make_private(item, together=together)
         if not item.name.upper().endswith(".ZIP"):
-            together = self.recorder.in_burst
             small = await offload.to_thread(read_small, item.path, _INLINE_BYTES, datasync=not together)
             if small is not None:
                 if together:
@@ -164,6 +166,24 @@ class Pipeline:
         item.verdict = await asyncio.to_thread(
             functools.partial(validate_file, item.path, item.name, self.rules, today=today, pool=self.pool)
         )
+
+    async def make_private(self, item: Item, *, together: bool) -> None:
+        """The gateway's own inode from here on (``spool/private.py``): what is validated is what is
+        kept and forwarded, whatever links or handles the sender kept. In a burst the copy is made
+        durable with the other files' syncs."""
+        if not together:
+            await asyncio.to_thread(make_private, item.path, self.rules.max_file_bytes)
+            return
+        limit = self.rules.max_file_bytes
+        staged = await asyncio.to_thread(functools.partial(stage_private, item.path, limit, sync=False))
+        if staged is None:
+            return
+        try:
+            await self.recorder.syncs.sync(staged)  # the bytes before the name
+        except BaseException:
+            await asyncio.to_thread(staged.unlink, missing_ok=True)
+            raise
+        await asyncio.to_thread(publish, staged, item.path)
 
     def route(self, item: Item) -> None:
         parsed = item.verdict.parsed if item.verdict else None
@@ -411,6 +431,17 @@ class Pipeline:
                 return
             except Cancelled:
                 log.info("forward.interrupted", name=item.name, file_id=item.file_id)
+                return
+            except RouteBroken as exc:  # a configuration error: the file waits in deferred/ for the fix
+                self.metrics.route_broken(route)
+                log.error(
+                    "forward.route_misconfigured",
+                    route=route,
+                    name=item.name,
+                    file_id=item.file_id,
+                    error=str(exc),
+                    hint="fix the route's url, then restart the gateway: deferred files are sent at start",
+                )
                 return
             finally:
                 self.retrying.discard(item.file_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -12,11 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import structlog
+
 from gateway.text import visible
+from spool.entries import NotRegularFileError, open_regular
 from spool.fsio import fsync_dir, makedirs_durable, publish, stage
 from spool.layout import GATEWAY_DIR
 from spool.lock import open_lock_file
 from validators.findings import Finding
+from validators.name_grammar import parse_name
+
+log = structlog.get_logger("gateway.receipts")
 
 _MAX_NAME_BYTES = 255
 
@@ -31,6 +38,7 @@ class Receipt:
     at: datetime
     file_id: str
     status: str  # forwarded, held, duplicate, rejected
+    names: tuple[str, ...] = ()  # the unit's other files (the ZIP of a TXT): the receipt speaks for them
 
 
 def _cell(text: str) -> str:
@@ -60,8 +68,7 @@ def render(receipt: Receipt) -> bytes:
 
 def receipt_name(name: str, ok: bool) -> str:
     """``<stem>_OK.TXT`` / ``<stem>_BAD.TXT``, the stem cut (at a character) to fit a file name."""
-    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    stem = stem.lstrip(".") or "_"
+    stem = _stem(name)
     suffix = "_OK.TXT" if ok else "_BAD.TXT"
     while len((stem + suffix).encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
         stem = stem[:-1]
@@ -123,20 +130,121 @@ def _lock_file(gateway_dir: Path, stripe: int) -> int:
         return fd
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """What is at a receipt's name in ``out/``."""
+
+    kind: str  # "absent", "ours" (a receipt this gateway wrote), "foreign" (another regular file: the
+    # core's feedback), "special" (not a regular file: a FIFO, symlink, directory, socket, device)
+    name: bytes = b""  # ours: the name cell of its first line
+    file_id: str | None = None  # ours
+
+
+def _inspect(path: Path) -> _Found:
+    """Look at ``path`` without ever blocking or following it: ``open_regular`` (O_NOFOLLOW|O_NONBLOCK,
+    then fstat) refuses what is not a regular file, so a FIFO a sender made at a receipt's name never
+    stops the daemon."""
+    try:
+        fd = open_regular(path)
+    except FileNotFoundError:
+        return _Found("absent")
+    except (NotRegularFileError, OSError):  # EACCES too: not ours to read, so not ours to replace
+        return _Found("special")
+    try:
+        head = os.pread(fd, 4096, 0).split(b"\n", 1)[0] + b"\n"
+    finally:
+        os.close(fd)
+    if OWN_RECEIPT.match(head) is None:
+        return _Found("foreign")
+    fields = head.rstrip(b"\n").split(b"|")
+    return _Found("ours", fields[0], fields[-2].decode("ascii"))
+
+
 def _own_file_id(path: Path) -> str | None:
     """The file_id in one of our receipts (None: absent, or not ours)."""
-    try:
-        with path.open("rb") as stream:
-            head = stream.readline(4096)
-    except OSError:
-        return None
-    if OWN_RECEIPT.match(head) is None:
-        return None
-    return head.split(b"|")[-2].decode("ascii")
+    return _inspect(path).file_id
 
 
 def is_own_receipt(path: Path) -> bool:
     return _own_file_id(path) is not None
+
+
+def distinct_receipt_name(name: str, ok: bool, file_id: str) -> str:
+    """``<stem>_<file_id>_OK.TXT`` / ``_BAD.TXT``: the receipt of a file whose spec name is taken by (or
+    could be confused with) another file's receipt. Never a valid name's receipt: a valid stem ends in
+    ``_Q`` or ``_Z``, and a file_id is unique."""
+    stem = _stem(name)
+    suffix = f"_{file_id}" + ("_OK.TXT" if ok else "_BAD.TXT")
+    while len((stem + suffix).encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def _stem(name: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return stem.lstrip(".") or "_"
+
+
+_VALID_STEM = re.compile(
+    r"[A-Z]{2,8}-[0-9]{8}_[A-Z][0-9]{4}_V[0-9]{2}_[1-9]_[0-9]{8}_[0-9]{2}_[QZ]", re.IGNORECASE | re.ASCII
+)
+"""A valid name's stem (spec 3), in any case."""
+
+
+def _pretends(name: str) -> bool:
+    """A name that is not valid but whose receipt stem is, compared case-insensitively, a valid stem
+    (``X.TXT `` with a trailing space, ``x.txt``): its receipt must never take (or sit beside, in
+    another case) the receipt of the valid name ``X.TXT``, which may have come or may come later."""
+    return parse_name(name) is None and _VALID_STEM.fullmatch(_stem(name)) is not None
+
+
+_MAX_RECEIPT_BYTES = 16 * 1024 * 1024
+"""A receipt lists at most a file's kept findings; anything larger at its name is not ours to show."""
+
+
+def find_receipt(outbox: Path, name: str, file_id: str) -> tuple[Path, bytes] | None:
+    """The receipt in ``outbox`` that answers the file ``file_id`` (dropped as ``name``), and its bytes:
+    at its spec name or its distinct name, OK or BAD, and only while it still names this file (not a
+    later file of the same name). Read as ``_inspect`` reads: a FIFO or symlink there is never opened."""
+    for ok in (True, False):
+        for candidate in (receipt_name(name, ok), distinct_receipt_name(name, ok, file_id)):
+            path = outbox / candidate
+            if _own_file_id(path) != file_id:
+                continue
+            try:
+                fd = open_regular(path)
+            except OSError:
+                continue
+            try:
+                return path, os.pread(fd, _MAX_RECEIPT_BYTES, 0)
+            finally:
+                os.close(fd)
+    return None
+
+
+def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
+    """Where ``receipt`` goes, and why not at its spec name (None: at its spec name).
+
+    The spec name ``<stem>_OK.TXT`` / ``<stem>_BAD.TXT`` is taken when its place, its OK/BAD sibling or
+    the same names in upper or lower case hold a receipt of ours for a dropped name that is not one of
+    this receipt's files; or when a non-regular entry (a FIFO, symlink, directory) sits at either name;
+    or when the name only pretends to be a valid one. Then the receipt goes under
+    ``distinct_receipt_name``: a receipt can never replace, or sit beside, another file's receipt."""
+    path = outbox / receipt_name(receipt.name, receipt.ok)
+    if _pretends(receipt.name):
+        return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "pretends"
+    own = {_cell(n).encode("utf-8", "surrogateescape") for n in (receipt.name, *receipt.names)}
+    stem = _stem(receipt.name)
+    for variant in dict.fromkeys((stem, stem.upper(), stem.lower())):
+        for ok in (True, False):
+            candidate = outbox / receipt_name(f"{variant}.TXT", ok)
+            found = _inspect(candidate)
+            exact = variant == stem
+            if exact and found.kind == "special":
+                return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "special"
+            if found.kind == "ours" and found.name not in own:
+                return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "collides"
+    return path, None
 
 
 def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> Path | None:
@@ -153,20 +261,23 @@ def stage_receipt(outbox: Path, receipt: Receipt, *, sync: bool = True) -> Path:
 
 
 def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: bool = True) -> Path | None:
-    """Publish a durable ``staged`` receipt: the receipt of the newest file (by file_id) of a stem stands,
-    OK or BAD, and the core's own feedback file of the same name is never replaced. Returns None when
+    """Publish a durable ``staged`` receipt: the receipt of the newest file (by file_id) of a name stands,
+    OK or BAD, and the core's own feedback file of the same name is never replaced. A receipt whose
+    spec name is another file's goes under a distinct name (``receipt_path``). Returns None when
     nothing was written (``staged`` is removed). With ``sync_dir=False`` the caller fsyncs ``outbox``
     before it acknowledges the receipt."""
-    path = outbox / receipt_name(receipt.name, receipt.ok)
-    other = outbox / receipt_name(receipt.name, not receipt.ok)
-    with receipt_lock(outbox, path.name):
-        if path.exists() and not is_own_receipt(path):
+    plain = outbox / receipt_name(receipt.name, receipt.ok)
+    with receipt_lock(outbox, plain.name):
+        path, why = receipt_path(outbox, receipt)
+        if why is not None:
+            return _publish_distinct(outbox, receipt, staged, path, why, sync_dir=sync_dir)
+        other = outbox / receipt_name(receipt.name, not receipt.ok)
+        here = _inspect(path)
+        if here.kind == "foreign":
             staged.unlink(missing_ok=True)
             return None
-        newer = [
-            i for i in (_own_file_id(path), _own_file_id(other)) if i is not None and i > receipt.file_id
-        ]
-        if newer:  # a later file of this stem already answered: its receipt stands
+        newer = [i for i in (here.file_id, _own_file_id(other)) if i is not None and i > receipt.file_id]
+        if newer:  # a later file of this name already answered: its receipt stands
             staged.unlink(missing_ok=True)
             return None
         publish(staged, path, replace=True)
@@ -176,4 +287,29 @@ def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: b
             other.unlink(missing_ok=True)
             if sync_dir:
                 fsync_dir(outbox)
+    return path
+
+
+def _publish_distinct(
+    outbox: Path, receipt: Receipt, staged: Path, path: Path, why: str, *, sync_dir: bool
+) -> Path | None:
+    """The receipt under its file_id's name: replaced only by itself (a retry after a crash)."""
+    say = log.error if why == "special" else log.warning  # a sender's entry in out/: an operator acts
+    say(
+        "receipt.distinct_name",
+        reason=why,
+        name=visible(receipt.name),
+        file_id=receipt.file_id,
+        receipt=visible(path.name),
+    )
+    try:
+        if _inspect(path).file_id == receipt.file_id:
+            publish(staged, path, replace=True)
+        else:
+            publish(staged, path, replace=False)
+    except OSError as exc:  # something else already at a name made with this file_id: no receipt
+        log.error("receipt.not_written", name=visible(receipt.name), file_id=receipt.file_id, error=str(exc))
+        return None
+    if sync_dir:
+        fsync_dir(outbox)
     return path

@@ -19,10 +19,8 @@ What the sweep never does:
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -32,6 +30,7 @@ import structlog
 from gateway.history import daily_files
 from spool.fsio import fsync_dir
 from spool.layout import SpoolLayout, State, check_day
+from spool.tree import remove_tree
 
 log = structlog.get_logger("gateway.retention")
 
@@ -175,9 +174,8 @@ def _rmtree(day_dir: Path, counted: _Count) -> None:
     """Remove a day folder and everything in it without following a symlink.
 
     A quarantined entry can be anything an institution dropped (a directory tree, a FIFO, a read-only
-    directory): entries are unlinked, never opened. shutil's fd-based rmtree does the walking (safe
-    against a directory swapped for a symlink meanwhile); a read-only directory is made writable by its
-    owner and retried once.
+    directory, a tree deeper than any recursion): entries are unlinked, never opened, and the walk is
+    iterative (``spool/tree.py``); a read-only directory is made writable by its owner and retried once.
     """
     for tc_entry in _scandir(day_dir):
         if tc_entry.is_dir(follow_symlinks=False):
@@ -185,41 +183,7 @@ def _rmtree(day_dir: Path, counted: _Count) -> None:
                 _account(item, counted)
         else:
             _account(tc_entry, counted)
-    _rmtree_fixing_modes(str(day_dir))
-
-
-def _rmtree_fixing_modes(path: str) -> None:
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=_retry_writable)
-    else:
-        shutil.rmtree(path, onerror=lambda func, p, info: _retry_writable(func, p, info[1]))
-
-
-def _retry_writable(func: Callable[..., object], path: str, error: BaseException) -> None:
-    """rmtree's error hook: a PermissionError from a folder without owner rwx is fixed once and retried.
-
-    Anything else (and a second failure) is raised, which ends this day folder's removal (kept, reported).
-    """
-    if not isinstance(error, PermissionError):
-        raise error
-    if func is os.unlink or func is os.rmdir:
-        _add_owner_rwx(Path(path).parent, error)  # the folder holding the entry is not writable
-        if func is os.unlink:
-            Path(path).unlink()
-        else:
-            Path(path).rmdir()
-    elif func is os.open or func is os.scandir:
-        _add_owner_rwx(Path(path), error)  # the folder itself cannot be listed
-        _rmtree_fixing_modes(path)
-    else:
-        raise error
-
-
-def _add_owner_rwx(folder: Path, error: PermissionError) -> None:
-    info = folder.lstat()
-    if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) & stat.S_IRWXU == stat.S_IRWXU:
-        raise error  # not a folder, or not a mode problem (another owner, a read-only mount)
-    folder.chmod(stat.S_IMODE(info.st_mode) | stat.S_IRWXU)
+    remove_tree(day_dir)
 
 
 def _account(entry: os.DirEntry[str], counted: _Count) -> None:

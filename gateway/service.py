@@ -30,6 +30,7 @@ from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
 from gateway.history import HistoryEvent, HistoryWriter
 from gateway.item import Item
 from gateway.ledger import Ledger
+from gateway.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
 from gateway.logs import configure_logging
 from gateway.metrics import QueueDepth, metrics_for, queue_depths
 from gateway.notify import Heartbeat, Notifier
@@ -118,7 +119,11 @@ def run_locked(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int
     try:
         layout = prepare_spool(config)
         with SpoolLock(config.spool_root):
+            check_ledger(ledger_path(config), layout, config.stations, config.history.dir)
             return main(layout)
+    except LedgerUnusableError as exc:
+        log.error("ledger.unusable", error=str(exc), exit_code=EXIT_LEDGER)
+        return EXIT_LEDGER
     except SpoolLocked as exc:
         log.error("spool.locked", error=str(exc), hint="another fdep-gateway serves this spool")
         return EXIT_FAILED

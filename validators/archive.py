@@ -17,7 +17,9 @@ an extractor could be fooled by, and say why):
   compresses far beyond 200:1 and is no bomb.
 - A name not flagged UTF-8 is shown as UTF-8 when its bytes are valid UTF-8 (zip 3.0 writes that when
   it finds no en_US.UTF-8 locale), else as GBK, else as CP437.
-- Also rejected: names over 255 bytes or with control or invisible characters, non-regular unix modes,
+- Also rejected: names a core on Windows could not store as they are (ending in a dot or a space, with
+  one of ``<>:"|?*`` (``a.pdf:evil`` is an alternate data stream), a device name such as ``CON.pdf``),
+  names over 255 bytes or with control or invisible characters, non-regular unix modes,
   members whose data overlap (a bomb technique), local headers that disagree with the central
   directory, data after the end record, and spanned archives.
 - Only members without any finding are read; reading stops at the first member that passes the total.
@@ -318,6 +320,31 @@ def _path_problem(entry: _Entry) -> tuple[str, str] | None:
         return "名称含有反斜杠（Windows 路径）", "the name contains a backslash (a Windows path)"
     if "/" in name:
         return "它位于子目录中，附件须平铺存放", "it is inside a folder; attachments must be flat"
+    return _windows_problem(name)
+
+
+_WINDOWS_RESERVED = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + [f"{device}{n}" for device in ("COM", "LPT") for n in [*"123456789", "¹", "²", "³"]]
+)
+_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
+
+
+def _windows_problem(name: str) -> tuple[str, str] | None:
+    """A flat name a core on Windows could not store as it is: it would be renamed, cut, sent to a device
+    or an alternate data stream (``a.pdf:evil``), or collide with another member (``a.pdf.`` is
+    ``a.pdf`` there)."""
+    if name[-1] in ". ":
+        return "名称以点或空格结尾（Windows 会去掉）", "the name ends in a dot or a space (Windows drops it)"
+    if bad := sorted(set(name) & _WINDOWS_FORBIDDEN):
+        shown = " ".join(bad)
+        return f"名称含有 Windows 不允许的字符 {shown}", f"the name holds characters Windows forbids: {shown}"
+    device = name.split(".", 1)[0].rstrip(" ").upper()
+    if device in _WINDOWS_RESERVED:
+        return (
+            f"名称 {device} 是 Windows 的设备名",
+            f"{device} is a Windows device name, whatever its extension",
+        )
     return None
 
 

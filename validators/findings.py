@@ -431,6 +431,11 @@ class FindingLog:
         return len(self.items) >= self._limit
 
     @property
+    def room(self) -> int:
+        """How many more findings are kept before the log is full (at least 1)."""
+        return max(1, self._limit - len(self.items))
+
+    @property
     def errors(self) -> list[Finding]:
         return [f for f in self.items if f.severity is Severity.ERROR]
 

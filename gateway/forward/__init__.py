@@ -17,7 +17,7 @@ from gateway.forward.base import (
 )
 from gateway.forward.directory import DirectoryForwarder
 from gateway.forward.http import HttpForwarder
-from gateway.forward.retry import Cancelled, RetryPolicy, deliver
+from gateway.forward.retry import Cancelled, RetryPolicy, RouteBroken, deliver
 
 __all__ = [
     "Cancelled",
@@ -28,6 +28,7 @@ __all__ = [
     "Outbound",
     "Rejected",
     "RetryPolicy",
+    "RouteBroken",
     "TaskNotReady",
     "Transient",
     "deliver",

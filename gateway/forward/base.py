@@ -48,6 +48,11 @@ class Transient(ForwardError):  # noqa: N818 - the agreed API names outcomes, no
     """The core cannot take the file now (down, slow, full, broken): keep it and retry later."""
 
 
+class Misconfigured(Transient):
+    """The core's answer says the route itself is wrong (a redirect: the url moved). Retried a few
+    times (a core being moved may answer so briefly), then ``deliver`` raises ``RouteBroken``."""
+
+
 class TaskNotReady(ForwardError):  # noqa: N818 - the agreed API names outcomes, not errors
     """The core's reporting task is not in the data-preparation state (HTTP 409): retry for a while."""
 

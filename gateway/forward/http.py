@@ -1,10 +1,14 @@
 """The HTTP core: ``PUT {url}/files/{file_id}``, body streamed from the spool file.
 
 ``file_id`` is stable for a file, so a repeated PUT is the same request to the same URL and the core
-can treat it as idempotent. The status decides what the pipeline does: 2xx delivered; 409 with code
-``TASK_NOT_IN_PREPARATION`` retried for a while; other 4xx rejected with the core's message; 5xx,
-timeouts, refused or broken connections (and 408/425/429, which HTTP itself defines as "try again
-later", and redirects, which mean the route's url is wrong) kept and retried.
+must treat it as idempotent (the contract, ``docs/http-core.md``): a repeated PUT of a file id it
+already holds answers success, and 409 means only that the reporting task is not in preparation, with
+the code ``TASK_NOT_IN_PREPARATION`` in its body. The status decides what the pipeline does: 2xx
+delivered; 409 with that code retried for a while; a 409 without it breaks the contract (it may be a
+core that holds the file from an attempt whose answer was lost) and is retried, never read as a
+rejection; other 4xx rejected with the core's message; 5xx, timeouts, refused or broken connections
+(and 408/425/429, which HTTP itself defines as "try again later") kept and retried; a redirect means
+the route's url is wrong: ``Misconfigured``, which ends in ``RouteBroken`` after a few tries.
 """
 
 from __future__ import annotations
@@ -18,7 +22,16 @@ import aiofiles
 import httpx
 
 from gateway.config import HttpRoute
-from gateway.forward.base import CHUNK_BYTES, Digest, Outbound, Rejected, TaskNotReady, Transient
+from gateway.forward.base import (
+    CHUNK_BYTES,
+    Digest,
+    Misconfigured,
+    Outbound,
+    Rejected,
+    TaskNotReady,
+    Transient,
+)
+from gateway.text import visible
 
 MESSAGE_CHARS = 500
 """How much of the core's message a rejection keeps."""
@@ -114,11 +127,17 @@ def _outcome(url: str, response: httpx.Response, text: str) -> str:
     said = f"HTTP {status} {response.reason_phrase}".strip()
     if status == 409 and code == TASK_NOT_IN_PREPARATION:
         raise TaskNotReady(message or said)
+    if status == 409:
+        raise Transient(
+            f"PUT {url}: {said} without code {TASK_NOT_IN_PREPARATION}: the contract reserves 409 for the "
+            f"task state (a file id the core holds must answer success); retried"
+            + (f": {message}" if message else "")
+        )
     if 400 <= status < 500 and status not in _TRY_LATER:
         raise Rejected("CORE_REJECTED", message or said, status=status)
     if 300 <= status < 400:
         where = response.headers.get("Location", "?")
-        raise Transient(f"PUT {url}: {said}, redirected to {where}; fix the route's url")
+        raise Misconfigured(f"PUT {url}: {said}, redirected to {visible(where)[:200]}; fix the route's url")
     raise Transient(f"PUT {url}: {said}" + (f": {message}" if message else ""))
 
 

@@ -12,6 +12,10 @@ Two nested tenacity loops, so each kind of trouble keeps its own rhythm:
 The first failure of either kind calls ``on_deferred`` once (the pipeline moves the file to deferred/ and
 returns the moved ``Outbound``, which later attempts send);
 ``stop_event`` interrupts any wait, and ``deliver`` raises ``Cancelled`` leaving the file where it is.
+
+``Misconfigured`` (a redirect: the route's url is wrong) is a ``Transient`` that does not last: after
+``MISCONFIGURED_TRIES`` such answers in a row ``deliver`` raises ``RouteBroken`` (the pipeline keeps the
+file in deferred/ and logs an error; it is sent at the next start, once the url is fixed).
 """
 
 from __future__ import annotations
@@ -26,9 +30,17 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 from tenacity.wait import wait_exponential_jitter, wait_fixed
 
 from gateway.config import DirectoryRoute, HttpRoute
-from gateway.forward.base import Forwarder, Outbound, Rejected, TaskNotReady, Transient
+from gateway.forward.base import Forwarder, Misconfigured, Outbound, Rejected, TaskNotReady, Transient
 
 log = structlog.get_logger(__name__)
+
+
+MISCONFIGURED_TRIES = 5
+"""Redirects in a row before a route is reported broken: a core being moved may redirect briefly."""
+
+
+class RouteBroken(Exception):  # noqa: N818 - the agreed API names outcomes, not errors
+    """The route's configuration is wrong (the core keeps redirecting): the file stays in deferred/."""
 
 
 class Cancelled(Exception):  # noqa: N818 - the agreed API names outcomes, not errors
@@ -104,6 +116,7 @@ class _Delivery:
         self.last_not_ready: float | None = None  # when the latest answer was a 409; None otherwise
         self.on_retry: Callable[[], None] | None = None  # counts each retry (metrics)
         self.first_failure: Transient | TaskNotReady | None = None
+        self.misconfigured = 0  # redirects in a row
 
     async def run(self) -> str:
         try:  # the usual case, the core takes the file at once: without tenacity's ~45 us of set-up
@@ -143,9 +156,16 @@ class _Delivery:
 
     async def _attempt(self) -> str:
         try:
-            return await self.forwarder.send(self.item)
+            sent = await self.forwarder.send(self.item)
+        except Misconfigured as exc:
+            self.last_not_ready = None
+            self.misconfigured += 1
+            if self.misconfigured >= MISCONFIGURED_TRIES:
+                raise RouteBroken(str(exc)) from exc
+            raise
         except Transient:
             self.last_not_ready = None  # an outage pauses the 409 clock
+            self.misconfigured = 0
             raise
         except TaskNotReady as exc:
             now = time.monotonic()
@@ -155,7 +175,9 @@ class _Delivery:
             if self.not_ready_seconds >= self.policy.task_retry_total_seconds:
                 minutes = f"{self.policy.task_retry_total_seconds / 60:g}"
                 raise Rejected("TASK_NOT_IN_PREPARATION", exc.core_message, minutes=minutes) from exc
+            self.misconfigured = 0
             raise
+        return sent
 
     async def _before_sleep(self, state: RetryCallState) -> None:
         reason = str(state.outcome.exception()) if state.outcome else "unknown"

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from gateway.config import GatewayConfig
 from gateway.operate import ReplayError, mailbox_status, replay_file, summed
-from gateway.receipts import receipt_name
+from gateway.receipts import find_receipt, receipt_name
 from gateway.web.accounts import Account, Accounts, LoginResult, Role
 from gateway.web.audit import AuditLog
 from gateway.web.i18n import LANGUAGES, text
@@ -325,16 +325,8 @@ def _receipt_text(config: GatewayConfig, row: FileRow) -> str | None:
         outbox = SpoolLayout(config.spool_root).station(row.station).outbox(row.transfer_code)
     except ValueError:
         return None
-    for ok in (True, False):
-        path = outbox / receipt_name(row.name, ok)
-        try:
-            content = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        head = content.split("\n", 1)[0].split("|")
-        if len(head) >= 7 and head[-2] == row.file_id:
-            return content
-    return None
+    found = find_receipt(outbox, row.name, row.file_id)
+    return None if found is None else found[1].decode("utf-8", errors="replace")
 
 
 async def _receipt(request: Request) -> Response:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import json
+import mmap
 import os
 import socket
 import stat
@@ -23,13 +24,28 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ORG, TC, Gateway, d1001_body, d1001_name, day, drop, wait_for
+from gateway.forward.retry import MISCONFIGURED_TRIES
+from tests.e2e.harness import (
+    ORG,
+    TC,
+    Gateway,
+    d1001_body,
+    d1001_name,
+    day,
+    drop,
+    launch,
+    receipt_head,
+    state_files,
+    wait_for,
+)
+from tests.e2e.test_http_core import use_http_core
+from tests.forward.helpers import Core, Reply
 
 MAX_FILE_BYTES = 2 * 1024 * 1024
 STATIONS = ("k1237", "k6666")
@@ -129,6 +145,7 @@ class Case:
     tc: str = TC
     partner: str | None = None  # the TXT of a ZIP case: must reach an outcome too
     receipt: bool = True  # False: no receipt expected (no registered mailbox to answer in)
+    distinct: bool = False  # the receipt goes under <stem>_<file_id>_BAD.TXT (it could pass for another's)
 
     @property
     def fs_name(self) -> bytes:
@@ -319,6 +336,21 @@ def zip_cases() -> list[Case]:
             "ZIP_UNSAFE",
         ),
         _nested(215, nested),
+        *(
+            d3006_pair(
+                f"zip_windows_{cid}", 216 + n, [member], build(stored(member.encode(), PDF)), "ZIP_UNSAFE"
+            )
+            for n, (cid, member) in enumerate(
+                [
+                    ("trailing_dot", "a.pdf."),
+                    ("trailing_space", "a.pdf "),
+                    ("stream", "a.pdf:evil"),
+                    ("device_con", "CON.pdf"),
+                    ("device_lpt", "lpt1.doc"),
+                    ("forbidden_char", "a?.pdf"),
+                ]
+            )
+        ),
     ]
 
 
@@ -370,7 +402,7 @@ def cases() -> list[Case]:
             "name_fullwidth_digits",
             f"CISP-\uff14\uff11\uff12\uff11\uff10\uff10\uff10\uff10_D1001_V01_1_{d}_01_Q.TXT",
         ),
-        name_case("name_lowercase_ext", f"{valid}.txt"),
+        replace(name_case("name_lowercase_ext", f"{valid}.txt"), distinct=True),
         # -- TXT content --------------------------------------------------------------------------------
         text_case("text_bom", 101, b"\xef\xbb\xbf" + good_d1001(101), "BOM_PRESENT"),
         text_case(
@@ -411,6 +443,12 @@ def cases() -> list[Case]:
             109,
             good_d1001(109, rows=2).replace(b"\n", b"\r\n", 1),
             "LINE_ENDINGS_MIXED",
+        ),
+        # pathological contents: checked within a small factor of valid rows (bench/adversarial_text.py)
+        text_case("text_2mb_of_lines_1", 112, b"1\n" * (MAX_FILE_BYTES // 2 - 8), "FIELD_COUNT"),
+        text_case("text_2mb_of_blank_lines", 113, b"\n" * (MAX_FILE_BYTES - 16), "FIELD_COUNT"),
+        text_case(
+            "text_2mb_of_invalid_utf8_lines", 114, b"\xff\n" * (MAX_FILE_BYTES // 2 - 8), "ENCODING_INVALID"
         ),
         # -- ZIPs (with their valid TXT) ------------------------------------------------------------
         *zip_cases(),
@@ -479,6 +517,12 @@ def receipt_path(outbox: Path, name: str, ok: bool) -> Path:
     while len((stem + suffix).encode("utf-8", "surrogateescape")) > 255:
         stem = stem[:-1]
     return outbox / (stem + suffix)
+
+
+def distinct_receipt_path(outbox: Path, name: str, ok: bool, file_id: str) -> Path:
+    """The receipt of a name that could pass for another's: ``<stem>_<file_id>_BAD.TXT``."""
+    stem = name.rsplit(".", 1)[0]
+    return outbox / f"{stem}_{file_id}_{'OK' if ok else 'BAD'}.TXT"
 
 
 def outcomes_of(gateway: Gateway) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
@@ -573,6 +617,8 @@ def test_hostile_case(run: Run, case: Case) -> None:
     if case.receipt:
         ok = case.code is None
         path = receipt_path(gateway.outbox(case.station, case.tc), case.history_name, ok)
+        if case.distinct:
+            path = distinct_receipt_path(path.parent, case.history_name, ok, event["file_id"])
         assert path.exists(), f"no receipt {path.name!r} in {sorted(listing(path.parent))[:3]}..."
         head = path.read_bytes().decode("utf-8").splitlines()[0].split("|")
         assert head[1] == ("OK" if ok else "BAD")
@@ -624,3 +670,310 @@ def test_log_has_no_raw_control_characters(run: Run) -> None:
     ]
     assert bad == [], bad[:5]
     assert "\ufffd" not in text, "the log is not valid UTF-8 (a raw undecodable name byte?)"
+
+
+# --- round two (issue 19): receipts that lie, senders that keep write access, special files in out/ ---
+
+
+@dataclass
+class Run2:
+    gateway: Gateway
+    scratch: Path
+    originals: dict[str, bytes] = field(default_factory=dict)  # name -> the bytes as validated
+    specials: dict[str, str] = field(default_factory=dict)  # stem -> what sits at <stem>_OK.TXT in out/
+    handles: dict[str, int] = field(default_factory=dict)  # name -> a writable fd the sender kept
+    maps: dict[str, mmap.mmap] = field(default_factory=dict)  # name -> a shared writable mapping kept
+
+
+def _other_institution(data: bytes) -> bytes:
+    """The same length, another institution's row: what a sender could make the core hold."""
+    return data.replace(ORG.encode(), b"41220000")
+
+
+SPECIAL_MAKERS: dict[str, Callable[[Path, Path], None]] = {
+    "fifo": lambda path, scratch: os.mkfifo(path),
+    "symlink": lambda path, scratch: path.symlink_to(scratch / "sender-target.txt"),
+    "dangling": lambda path, scratch: path.symlink_to(scratch / "nowhere"),
+    "directory": lambda path, scratch: path.mkdir(),
+    "socket": lambda path, scratch: unix_socket(path.name)(path.parent, scratch),
+}
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run2]:
+    root = tmp_path_factory.mktemp("hostile2")
+    gateway = Gateway(root=root, config_path=root / "gateway.yaml")
+    routes = {
+        "core-test": {"type": "directory", "path": str(root / "core" / "k1237"), "hand_off": "link"},
+        "core-prod": {"type": "directory", "path": str(root / "core" / "k6666")},
+    }
+    gateway.write_config(routes=routes, pair_timeout_seconds=3)
+    scratch = root / "scratch"
+    scratch.mkdir()
+    (scratch / "sender-target.txt").write_text("the sender's own file\n")
+    inbox, outbox = gateway.inbox(), gateway.outbox()
+    outbox.mkdir(parents=True, exist_ok=True)
+    result = Run2(gateway, scratch)
+    for n, (what, make) in enumerate(SPECIAL_MAKERS.items()):
+        stem = d1001_name(date=day(500 + n)).removesuffix(".TXT")
+        make(outbox / f"{stem}_OK.TXT", scratch)
+        result.specials[stem] = what
+    gateway.start()
+    try:
+        for n, stem in enumerate(result.specials):
+            drop(inbox, f"{stem}.TXT", good_d1001(500 + n))
+        # a file of the sender's own, hard-linked into in/
+        linked = d1001_name(date=day(510))
+        outside = scratch / "own-file.TXT"
+        outside.write_bytes(good_d1001(510))
+        os.link(outside, inbox / linked)
+        result.originals[linked] = good_d1001(510)
+        # written in place and renamed in, the handle kept: one valid, one rejected (a BOM)
+        for n, data in ((511, good_d1001(511)), (512, b"\xef\xbb\xbf" + good_d1001(512))):
+            name = d1001_name(date=day(n))
+            part = inbox / f".{name}.part"
+            fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)
+            os.write(fd, data)
+            part.rename(inbox / name)
+            result.handles[name] = fd
+            result.originals[name] = data
+        # a shared writable mapping kept, its descriptor closed before the rename
+        mapped = d1001_name(date=day(513))
+        part = inbox / f".{mapped}.part"
+        part.write_bytes(good_d1001(513))
+        fd = os.open(part, os.O_RDWR)
+        result.maps[mapped] = mmap.mmap(fd, len(good_d1001(513)))
+        os.close(fd)
+        part.rename(inbox / mapped)
+        result.originals[mapped] = good_d1001(513)
+        # a valid file first; then names that would have taken or shadowed its receipt
+        valid = d1001_name(date=day(520))
+        drop(inbox, valid, good_d1001(520))
+        wait_for(lambda: valid in gateway.outcomes(), timeout=20, what="the valid file")
+        stem = valid.removesuffix(".TXT")
+        for liar in (f"{valid} ", valid.lower(), f"{stem}.txt", f"{stem}.ZIP", f"{stem}.TXT.", f"{valid}\t"):
+            drop(inbox, liar, good_d1001(520))
+        expected = [*(f"{s}.TXT" for s in result.specials), *result.originals, valid]
+        wait_for(
+            lambda: (
+                all(n in gateway.outcomes() for n in expected)
+                and len(gateway.outcomes()) >= len(expected) + 6
+            ),
+            timeout=30,
+            what="every round-two file to reach an outcome",
+        )
+        # now the sender writes through what it kept
+        outside.write_bytes(_other_institution(outside.read_bytes()))
+        for name, fd in result.handles.items():
+            os.pwrite(fd, _other_institution(result.originals[name]), 0)
+        for name, mapping in result.maps.items():
+            mapping[:] = _other_institution(result.originals[name])
+            mapping.flush()
+        yield result
+    finally:
+        for fd in result.handles.values():
+            os.close(fd)
+        for mapping in result.maps.values():
+            mapping.close()
+        if gateway.process is not None and gateway.process.poll() is None:
+            gateway.kill()
+
+
+def _kept_copy(gateway: Gateway, state: str, name: str) -> Path:
+    (path,) = [p for p in state_files(gateway, state) if p.name.endswith("." + name)]
+    return path
+
+
+def test_a_forwarded_receipt_is_never_replaced_or_shadowed_by_another_name(run2: Run2) -> None:
+    gateway, outbox = run2.gateway, run2.gateway.outbox()
+    valid = d1001_name(date=day(520))
+    stem = valid.removesuffix(".TXT")
+    assert gateway.outcomes()[valid] == ["forwarded"]
+    ok = outbox / f"{stem}_OK.TXT"
+    assert receipt_head(ok)[:2] == [valid, "OK"]
+    beside = [
+        p.name for p in outbox.iterdir() if p.name.lower() in (f"{stem}_bad.txt".lower(), ok.name.lower())
+    ]
+    assert beside == [ok.name], beside
+    rejected = [e for e in gateway.events() if e["event"] == "rejected" and e["name"] != valid]
+    liars = [e for e in rejected if e["name"].upper().startswith(stem)]
+    assert len(liars) == 6, [e["name"] for e in liars]
+    heads = [receipt_head(p) for p in outbox.iterdir() if p.is_file() and not p.is_symlink()]
+    for event in liars:  # each has its own truthful receipt
+        assert [h[1] for h in heads if h[5] == event["file_id"]] == ["BAD"], event["name"]
+
+
+@pytest.mark.parametrize("what", list(SPECIAL_MAKERS))
+def test_a_special_file_at_a_receipts_name_neither_blocks_nor_hides_the_receipt(
+    run2: Run2, what: str
+) -> None:
+    gateway, outbox = run2.gateway, run2.gateway.outbox()
+    (stem,) = [s for s, w in run2.specials.items() if w == what]
+    (event,) = gateway.outcome_events(f"{stem}.TXT")
+    assert event["event"] == "forwarded"
+    entry = outbox / f"{stem}_OK.TXT"
+    assert entry.is_symlink() or not stat.S_ISREG(entry.lstat().st_mode), "the sender's entry was replaced"
+    receipt = outbox / f"{stem}_{event['file_id']}_OK.TXT"
+    assert receipt_head(receipt)[:2] == [f"{stem}.TXT", "OK"]
+    assert (run2.scratch / "sender-target.txt").read_text() == "the sender's own file\n"
+    assert '"receipt.distinct_name"' in gateway.log()
+
+
+def test_a_fifo_in_out_does_not_stop_the_daemon(run2: Run2) -> None:
+    """The FIFO case blocked the receipt step for good and then SIGTERM: the daemon must stop cleanly."""
+    assert state_files(run2.gateway, "work") == []
+    name = d1001_name(date=day(530))
+    drop(run2.gateway.inbox(), name, good_d1001(530))
+    wait_for(lambda: name in run2.gateway.outcomes(), timeout=10, what="a file after the FIFO")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [d1001_name(date=day(n)) for n in (510, 511, 512, 513)],
+    ids=["hardlink", "kept", "kept-rejected", "mmap"],
+)
+def test_what_the_gateway_keeps_or_forwards_cannot_be_changed_by_the_sender(run2: Run2, name: str) -> None:
+    gateway = run2.gateway
+    original = run2.originals[name]
+    (event,) = gateway.outcome_events(name)
+    if event["event"] == "forwarded":
+        assert (gateway.core() / name).read_bytes() == original, "the core's file was changed"
+        kept = _kept_copy(gateway, "archive", name)
+    else:
+        kept = _kept_copy(gateway, "quarantine", name)
+    assert kept.read_bytes() == original, f"the {kept.parent.parent.parent.name} copy was changed"
+    assert kept.stat().st_nlink <= 2  # its own inode (and the core's link in link mode)
+
+
+def test_round_two_daemon_stops_on_sigterm(run2: Run2) -> None:
+    assert run2.gateway.process is not None
+    assert run2.gateway.stop() == 0
+
+
+# --- round two: an HTTP core whose answer is lost, a core that redirects --------------------------------
+
+
+def _kinds(gateway: Gateway, name: str) -> list[str]:
+    return [e["event"] for e in gateway.events() if e["name"] == name]
+
+
+@pytest.mark.parametrize("lost", ["slow", "cut", "killed"])
+def test_a_core_that_holds_the_file_but_whose_answer_was_lost_gets_it_forwarded(
+    gateway: Gateway, lost: str
+) -> None:
+    """The core stored the file, its 201 never arrived whole (past the timeout, the connection closed
+    mid-body, the daemon killed while the core held its answer back): the repeat with the same file id
+    was answered 409 and the file rejected CORE_REJECTED. By the contract the repeat is a success."""
+    core = Core()
+    try:
+        use_http_core(gateway, core.url, timeout_seconds=0.5 if lost == "slow" else 5)
+        stored = {"code": "STORED", "message": "stored " * 50}
+        first = {"slow": Reply(201, delay=10), "cut": Reply(201, stored, partial=True)}.get(lost)
+        core.script(first or Reply(201, delay=30))
+        launch(gateway)
+        name = d1001_name(date=day(600))
+        drop(gateway.inbox(), name, good_d1001(600))
+        if lost == "killed":
+            wait_for(lambda: core.held, timeout=20, what="the core to hold the file")
+            gateway.kill()
+            launch(gateway)
+        wait_for(lambda: name in gateway.outcomes(), timeout=30, what="the outcome")
+        assert gateway.outcomes()[name] == ["forwarded"], _kinds(gateway, name)
+        assert len(core.held) == 1 and len({r.path for r in core.requests}) == 1
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
+
+
+def test_a_bare_409_for_a_repeat_is_never_read_as_a_rejection(gateway: Gateway) -> None:
+    """A core that breaks the contract (a bare 409 for a file id it holds): retried, never rejected."""
+    core = Core(contract=False)
+    try:
+        use_http_core(gateway, core.url, timeout_seconds=0.5)
+        core.script(Reply(201, delay=10))
+        launch(gateway)
+        name = d1001_name(date=day(601))
+        drop(gateway.inbox(), name, good_d1001(601))
+        wait_for(lambda: len(core.requests) >= 4, timeout=30, what="repeats")
+        assert name not in gateway.outcomes(), gateway.outcomes().get(name)
+        assert "deferred" in _kinds(gateway, name)
+        assert "TASK_NOT_IN_PREPARATION" in gateway.log()
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
+
+
+def test_a_core_that_redirects_is_a_configuration_error_not_an_endless_loop(gateway: Gateway) -> None:
+    """An HTTP 301: the file was deferred forever and uploaded again every ~2 s."""
+    core = Core()
+    try:
+        use_http_core(gateway, core.url)
+        core.script(then=Reply(301, headers={"Location": "http://elsewhere/files"}))
+        launch(gateway)
+        name = d1001_name(date=day(602))
+        drop(gateway.inbox(), name, good_d1001(602))
+        wait_for(lambda: '"forward.route_misconfigured"' in gateway.log(), timeout=30, what="the alert")
+        time.sleep(1.5)
+        assert len(core.requests) == MISCONFIGURED_TRIES
+        line = next(x for x in gateway.log().splitlines() if '"forward.route_misconfigured"' in x)
+        assert json.loads(line)["level"] == "error" and "http://elsewhere/files" in line
+        assert name not in gateway.outcomes() and _kinds(gateway, name)[-1] == "deferred"
+        assert gateway.stop() == 0
+    finally:
+        core.stop()
+
+
+# --- round two: the ledger missing or damaged while the daemon was stopped -------------------------------
+
+LEDGER_EXIT = 65
+
+
+def _serve_one_file(gateway: Gateway) -> str:
+    launch(gateway)
+    name = d1001_name(date=day(700))
+    drop(gateway.inbox(), name, good_d1001(700))
+    wait_for(lambda: name in gateway.outcomes(), timeout=20, what="the first file")
+    assert gateway.stop() == 0
+    return name
+
+
+def _start_refused(gateway: Gateway) -> tuple[int, str]:
+    result = gateway.command("run", "-c", str(gateway.config_path), timeout=60)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("harm", ["deleted", "emptied", "header", "garbage"])
+def test_a_missing_or_damaged_ledger_refuses_to_start_with_its_own_exit_code(
+    gateway: Gateway, harm: str
+) -> None:
+    """Deleted: a new empty ledger was made silently and a resend of a forwarded file forwarded again.
+    A damaged header: a Python traceback and exit 1, restarted by systemd every 5 s for ever."""
+    name = _serve_one_file(gateway)
+    ledger = gateway.spool / ".gateway-ledger.sqlite"
+    for extra in (ledger.with_name(ledger.name + "-wal"), ledger.with_name(ledger.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    if harm == "deleted":
+        ledger.unlink()
+    elif harm == "emptied":
+        ledger.write_bytes(b"")
+    elif harm == "header":
+        with ledger.open("r+b") as db:
+            db.write(b"not a database!!")
+    else:
+        ledger.write_bytes(os.urandom(8192))
+    code, stderr = _start_refused(gateway)
+    assert code == LEDGER_EXIT, stderr[-2000:]
+    assert "Traceback" not in stderr
+    lines = [json.loads(x) for x in stderr.splitlines() if x.startswith("{")]
+    refused = [x for x in lines if x.get("event") == "ledger.unusable"]
+    assert len(refused) == 1 and refused[0]["level"] == "error", stderr[-2000:]
+    assert "restore" in refused[0]["error"]
+    if harm == "deleted":
+        assert not ledger.exists(), "a new empty ledger was made"
+    assert gateway.outcomes()[name] == ["forwarded"]  # nothing else happened: not forwarded again
+
+
+def test_a_new_spool_gets_a_new_ledger_and_says_so(gateway: Gateway) -> None:
+    launch(gateway)
+    assert '"ledger.created"' in gateway.log()
+    assert gateway.stop() == 0

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
+from spool.tree import remove_tree
 from tests.e2e.harness import ORG, TC, ZONE, Gateway, wait_for
 
 
@@ -28,6 +30,7 @@ def test_core_feedback_reaches_the_institutions_outbox(gateway: Gateway) -> None
 
 
 def test_old_archive_days_are_swept_at_start(gateway: Gateway) -> None:
+    gateway.drain()  # the spool's first run makes its ledger (a ledger missing later is refused)
     old = (datetime.now(ZONE) - timedelta(days=400)).strftime("%Y%m%d")
     kept = (datetime.now(ZONE) - timedelta(days=3)).strftime("%Y%m%d")
     for day in (old, kept):
@@ -37,3 +40,31 @@ def test_old_archive_days_are_swept_at_start(gateway: Gateway) -> None:
     gateway.drain()
     archive = gateway.spool / "k1237" / ".gateway" / "archive"
     assert sorted(p.name for p in archive.iterdir()) == [kept]
+
+
+def test_a_deep_tree_in_quarantine_does_not_stop_the_sweep(gateway: Gateway) -> None:
+    """Issue 19: a directory nested 1,500 levels, quarantined, ended every sweep with RecursionError:
+    nothing else was removed, on any station, and no old history file either."""
+    gateway.drain()
+    old = (datetime.now(ZONE) - timedelta(days=500)).strftime("%Y%m%d")
+    deep = gateway.spool / "k1237" / ".gateway" / "quarantine" / old / TC / f"{old}-000000-000000-0000.DEEP"
+    deep.mkdir(parents=True)
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1500):
+        os.mkdir("d", dir_fd=fd)
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    other = gateway.spool / "k6666" / ".gateway" / "archive" / old / TC
+    other.mkdir(parents=True)
+    (other / f"{old}-000000-000000-0001.X.TXT").write_bytes(b"x")
+    history = gateway.root / "history" / f"history-{old}.jsonl"
+    history.write_bytes(b"")
+    try:
+        gateway.drain()
+        assert not deep.exists() and not other.exists() and not history.exists()
+        assert "RecursionError" not in gateway.log()
+    finally:
+        if deep.exists():
+            remove_tree(deep)

@@ -84,6 +84,7 @@ class Reply:
     body: bytes | str | dict[str, Any] = b""
     delay: float = 0.0  # hang this long before answering (released at teardown)
     close: bool = False  # drop the connection without any answer
+    partial: bool = False  # send the status line, headers and half the body, then drop the connection
     headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -100,9 +101,17 @@ class Request:
 
 
 class Core:
-    """A scripted HTTP core: answers ``replies`` in order, then ``default``; records every request."""
+    """A scripted HTTP core: answers ``replies`` in order, then ``default``; records every request.
 
-    def __init__(self, port: int = 0) -> None:
+    It keeps the contract of ``docs/http-core.md``: a complete PUT answered (or about to be answered)
+    with a 2xx is held, whether or not the answer reaches the gateway (a ``close`` reply drops the
+    request unstored); a repeated PUT of a held file id
+    answers 200 ``ALREADY_HELD`` (422 ``FILE_ID_CONFLICT`` for other bytes) without taking a scripted
+    reply. ``contract=False`` is a core that breaks it: a repeat gets a bare 409, as one core did."""
+
+    def __init__(self, port: int = 0, *, contract: bool = True) -> None:
+        self.contract = contract
+        self.held: dict[str, str] = {}  # path -> sha256 of what the core stored
         self.replies: list[Reply] = []
         self.default = Reply()
         self.requests: list[Request] = []
@@ -138,7 +147,17 @@ class Core:
             self.requests.append(request)
             if self.on_request is not None:
                 self.on_request(request)
-            return self.replies.pop(0) if self.replies else self.default
+            held = self.held.get(request.path)
+            if held is not None and request.complete:
+                if not self.contract:
+                    return Reply(409, {"message": "conflict"})
+                if held == request.sha256:
+                    return Reply(200, {"code": "ALREADY_HELD", "message": "file id already held"})
+                return Reply(422, {"code": "FILE_ID_CONFLICT", "message": "file id held with other bytes"})
+            reply = self.replies.pop(0) if self.replies else self.default
+            if request.complete and 200 <= reply.status < 300 and not reply.close:
+                self.held[request.path] = request.sha256  # stored, whether the answer arrives or not
+            return reply
 
     def stop(self) -> None:
         self.released.set()
@@ -191,6 +210,11 @@ def _handler(core: Core) -> type[BaseHTTPRequestHandler]:
                     self.send_header(key, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if reply.partial:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
             except OSError:
                 self.close_connection = True  # the client gave up (timeout): nothing to answer

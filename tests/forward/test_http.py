@@ -11,6 +11,7 @@ import pytest
 
 from gateway.config import HttpRoute
 from gateway.forward import ForwardError, HttpForwarder, Rejected, TaskNotReady, Transient, make_forwarder
+from gateway.forward.base import Misconfigured
 from tests.forward.helpers import (
     NAME,
     Core,
@@ -117,11 +118,40 @@ async def test_409_task_not_in_preparation_is_task_not_ready(
     assert caught.value.core_message == "任务不在数据准备状态"
 
 
-async def test_other_409_is_rejected(core: Core, forwarder: HttpForwarder, make_file: MakeFile) -> None:
-    core.script(Reply(409, {"code": "VERSION_CONFLICT", "message": "a newer batch exists"}))
-    with pytest.raises(Rejected) as caught:
+@pytest.mark.parametrize("body", [{"code": "VERSION_CONFLICT", "message": "a newer batch exists"}, b""])
+async def test_a_409_without_the_task_code_is_retried_never_a_rejection(
+    core: Core, forwarder: HttpForwarder, make_file: MakeFile, body: dict[str, str] | bytes
+) -> None:
+    """The contract (docs/http-core.md) keeps 409 for the task state: a core that answers a repeated
+    PUT of a file it holds with 409 must not have the file rejected (it was CORE_REJECTED)."""
+    core.script(Reply(409, body))
+    with pytest.raises(Transient) as caught:
         await forwarder.send(outbound(make_file(b"x")))
-    assert (caught.value.code, caught.value.core_message) == ("CORE_REJECTED", "a newer batch exists")
+    assert "TASK_NOT_IN_PREPARATION" in str(caught.value)
+
+
+async def test_a_redirect_is_a_misconfigured_route(
+    core: Core, forwarder: HttpForwarder, make_file: MakeFile
+) -> None:
+    core.script(Reply(301, headers={"Location": "http://elsewhere/files"}))
+    with pytest.raises(Misconfigured) as caught:
+        await forwarder.send(outbound(make_file(b"x")))
+    assert "http://elsewhere/files" in str(caught.value)
+
+
+async def test_a_repeat_of_a_held_file_id_is_a_success_at_the_test_core(
+    core: Core, forwarder: HttpForwarder, make_file: MakeFile
+) -> None:
+    """Both sides of the contract: the test core holds what it answered 2xx for, even when the answer
+    was cut off mid-body; the repeat answers 200 ALREADY_HELD, other bytes 422."""
+    core.script(Reply(201, {"code": "STORED", "message": "stored, and a long message " * 20}, partial=True))
+    item = outbound(make_file(b"x"))
+    with pytest.raises(Transient):
+        await forwarder.send(item)
+    assert "200" in await forwarder.send(item)
+    with pytest.raises(Rejected) as caught:
+        await forwarder.send(outbound(make_file(b"y")))
+    assert caught.value.core_message == "file id held with other bytes"
 
 
 async def test_400_is_rejected_with_the_core_message(

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from gateway.config import HttpRoute
-from gateway.forward import Cancelled, HttpForwarder, Outbound, Rejected, RetryPolicy, deliver
+from gateway.forward import Cancelled, HttpForwarder, Outbound, Rejected, RetryPolicy, RouteBroken, deliver
+from gateway.forward.retry import MISCONFIGURED_TRIES
 from tests.forward.helpers import Core, Reply, free_port, outbound
 
 MakeFile = Callable[[bytes], Path]
@@ -201,3 +202,23 @@ async def test_failure_to_defer_stops_the_delivery(core: Core, make_file: MakeFi
     finally:
         await sender.aclose()
     assert len(core.requests) == 1
+
+
+async def test_a_core_that_keeps_redirecting_is_a_broken_route_after_a_few_tries(
+    core: Core, make_file: MakeFile
+) -> None:
+    """A 301 was retried every ~2 s forever: now a bounded number of tries, then RouteBroken."""
+    core.script(then=Reply(301, headers={"Location": "http://elsewhere/"}))
+    deferrals = Deferrals()
+    with pytest.raises(RouteBroken) as caught:
+        await asyncio.wait_for(run(http_route(core.url), outbound(make_file(b"x")), deferrals), timeout=10)
+    assert len(core.requests) == MISCONFIGURED_TRIES
+    assert "fix the route's url" in str(caught.value)
+    assert len(deferrals.reasons) == 1
+
+
+async def test_a_brief_redirect_between_other_answers_is_retried(core: Core, make_file: MakeFile) -> None:
+    moved = Reply(301, headers={"Location": "http://elsewhere/"})
+    core.script(*([moved] * (MISCONFIGURED_TRIES - 1)), Reply(503), *([moved] * 2), then=Reply(201))
+    where = await run(http_route(core.url), outbound(make_file(b"x")), Deferrals())
+    assert where.endswith(": 201")

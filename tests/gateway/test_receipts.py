@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -148,3 +150,99 @@ def test_threads_of_two_processes_waiting_crosswise_are_not_a_deadlock(tmp_path:
     finally:
         _out, err = child.communicate(timeout=20)
     assert errors == [] and child.returncode == 0, err.decode()[-2000:]
+
+
+# --- issue 19: a receipt that lies, special files at a receipt's name ----------------------------------
+
+STEM = NAME.removesuffix(".TXT")
+ID_D = "20261125-093008-000001-0004"
+
+
+def _forwarded(outbox: Path) -> Path:
+    path = write_receipt(outbox, Receipt(NAME, True, 1, [], 0, AT, ID_A, "forwarded"))
+    assert path is not None and path.name == f"{STEM}_OK.TXT"
+    return path
+
+
+def _names(outbox: Path) -> list[str]:
+    return sorted(p.name for p in outbox.iterdir() if not p.name.startswith("."))
+
+
+def test_another_name_of_the_same_stem_never_replaces_a_receipt(tmp_path: Path) -> None:
+    """The sender drops the name of a forwarded file with a trailing space, a lower-case extension, or a
+    stray ZIP of the same stem: each is rejected, and each BAD receipt goes under its own name."""
+    ok = _forwarded(tmp_path)
+    bad = Receipt(f"{NAME} ", False, 0, [], 1, AT, ID_B, "rejected")
+    assert write_receipt(tmp_path, bad) == tmp_path / f"{STEM}_{ID_B}_BAD.TXT"
+    lower = Receipt(f"{STEM}.txt", False, 0, [], 1, AT, ID_C, "rejected")
+    assert write_receipt(tmp_path, lower) == tmp_path / f"{STEM}_{ID_C}_BAD.TXT"
+    stray = Receipt(f"{STEM}.ZIP", False, 0, [], 1, AT, ID_D, "rejected")
+    assert write_receipt(tmp_path, stray) == tmp_path / f"{STEM}_{ID_D}_BAD.TXT"
+    assert ok.read_text().split("|")[:2] == [NAME, "OK"]
+    assert _names(tmp_path) == sorted(
+        [ok.name, f"{STEM}_{ID_B}_BAD.TXT", f"{STEM}_{ID_C}_BAD.TXT", f"{STEM}_{ID_D}_BAD.TXT"]
+    )
+
+
+def test_no_receipt_sits_beside_another_in_another_case(tmp_path: Path) -> None:
+    ok = _forwarded(tmp_path)
+    lower = NAME.lower()
+    path = write_receipt(tmp_path, Receipt(lower, False, 0, [], 1, AT, ID_B, "rejected"))
+    assert path is not None and path.name.lower() != f"{STEM}_BAD.TXT".lower()
+    assert [p.name for p in tmp_path.iterdir() if p.name.lower() == f"{STEM}_bad.txt".lower()] == []
+    assert ok.exists()
+    other = "report.TXT"  # not a valid name at all: upper and lower case still never side by side
+    write_receipt(tmp_path, Receipt(other, False, 0, [], 1, AT, ID_C, "rejected"))
+    again = write_receipt(tmp_path, Receipt("REPORT.txt", False, 0, [], 1, AT, ID_D, "rejected"))
+    assert again == tmp_path / f"REPORT_{ID_D}_BAD.TXT"
+
+
+def test_the_same_name_again_and_the_units_partner_still_replace(tmp_path: Path) -> None:
+    """A resend of the same name answers for it (newest file stands); a TXT+ZIP unit speaks for both."""
+    write_receipt(tmp_path, Receipt(NAME, False, 1, [], 1, AT, ID_A, "rejected"))
+    zipped = f"{STEM}.ZIP"
+    both = Receipt(zipped, True, 1, [], 0, AT, ID_B, "forwarded", names=(NAME,))
+    assert write_receipt(tmp_path, both) == tmp_path / f"{STEM}_OK.TXT"
+    assert _names(tmp_path) == [f"{STEM}_OK.TXT"]
+    assert write_receipt(tmp_path, Receipt(zipped, False, 1, [], 1, AT, ID_C, "rejected")) == (
+        tmp_path / f"{STEM}_BAD.TXT"
+    )
+
+
+def test_a_fifo_at_the_receipts_name_never_blocks_and_is_never_replaced(tmp_path: Path) -> None:
+    """The receipt step opened a FIFO a sender made at the receipt's name, and blocked for good."""
+    os.mkfifo(tmp_path / f"{STEM}_OK.TXT")
+    done: list[Path | None] = []
+    writer = threading.Thread(
+        target=lambda: done.append(
+            write_receipt(tmp_path, Receipt(NAME, True, 1, [], 0, AT, ID_A, "forwarded"))
+        ),
+        daemon=True,
+    )
+    writer.start()
+    writer.join(timeout=5)
+    if writer.is_alive():  # unblock the thread (open the FIFO's other end) before failing
+        os.close(os.open(tmp_path / f"{STEM}_OK.TXT", os.O_WRONLY | os.O_NONBLOCK))
+        writer.join(timeout=5)
+        raise AssertionError("the receipt step blocked on a FIFO")
+    assert done == [tmp_path / f"{STEM}_{ID_A}_OK.TXT"]
+    assert stat.S_ISFIFO((tmp_path / f"{STEM}_OK.TXT").lstat().st_mode)
+
+
+def test_a_symlink_directory_or_socket_at_the_receipts_name_gets_a_receipt_beside_it(tmp_path: Path) -> None:
+    target = tmp_path.parent / f"{tmp_path.name}-target"
+    target.write_text("sender's own file\n")
+    for n, make in enumerate(
+        (
+            lambda p: p.symlink_to(target),
+            lambda p: p.symlink_to(tmp_path / "nowhere"),
+            lambda p: p.mkdir(),
+        )
+    ):
+        outbox = tmp_path / str(n)
+        outbox.mkdir()
+        make(outbox / f"{STEM}_BAD.TXT")
+        path = write_receipt(outbox, Receipt(NAME, False, 1, [], 1, AT, ID_A, "rejected"))
+        assert path == outbox / f"{STEM}_{ID_A}_BAD.TXT"
+        assert path.read_text().startswith(f"{NAME}|BAD|")
+    assert target.read_text() == "sender's own file\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,6 +13,7 @@ from gateway import retention
 from gateway.history import daily_path
 from gateway.retention import next_sweep, sweep
 from spool.layout import SpoolLayout, State
+from spool.tree import remove_tree
 
 TODAY = date(2026, 3, 10)
 STATIONS = ["k1237", "k6666"]
@@ -217,14 +217,14 @@ def test_a_folder_that_cannot_be_removed_is_reported_and_the_sweep_goes_on(
 ) -> None:
     stuck = state_file(layout, "k1237", State.ARCHIVE, 100).parent.parent
     other = state_file(layout, "k6666", State.ARCHIVE, 100).parent.parent
-    real = retention._rmtree_fixing_modes
+    real = remove_tree
 
-    def failing(path: str) -> None:
-        if Path(path) == stuck:
-            raise OSError(5, "Input/output error", path)
+    def failing(path: Path) -> None:
+        if path == stuck:
+            raise OSError(5, "Input/output error", str(path))
         real(path)
 
-    monkeypatch.setattr(retention, "_rmtree_fixing_modes", failing)
+    monkeypatch.setattr("gateway.retention.remove_tree", failing)
     report = run(layout, history_dir)
     assert stuck.exists()
     assert not other.exists()
@@ -247,27 +247,48 @@ def test_read_only_folders_inside_a_day_are_removed(layout: SpoolLayout, history
     assert report.quarantine_days == 1 and report.errors == []
 
 
-def test_the_permission_hook_makes_a_folder_writable_and_retries(tmp_path: Path) -> None:
-    """Exercised directly: as root the sweep never meets a PermissionError, other users do."""
-    folder = tmp_path / "ro"
-    entry = put(folder / "a.txt")
-    folder.chmod(0o500)
-    retention._retry_writable(os.unlink, str(entry), PermissionError(13, "Permission denied"))
-    assert not entry.exists()
-    assert stat.S_IMODE(folder.stat().st_mode) & stat.S_IRWXU == stat.S_IRWXU
+def test_a_tree_deeper_than_the_recursion_limit_is_removed_and_the_sweep_goes_on(
+    layout: SpoolLayout, history_dir: Path
+) -> None:
+    """A sender's directory nested 1,500 levels deep, quarantined: shutil.rmtree raised RecursionError
+    (not an OSError), which ended the sweep before any other station or the history was swept."""
+    q = layout.station("k1237").state_dir(State.QUARANTINE, "TC41210000", day(200))
+    deep = q / "20250820-000000-000000-8000.DEEP"
+    deep.mkdir(parents=True)
+    fd = os.open(deep, os.O_RDONLY | os.O_DIRECTORY)
+    for level in range(1500):  # by descriptor: the whole path is far beyond PATH_MAX
+        os.mkdir("d", dir_fd=fd)
+        if level % 100 == 0:
+            os.close(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+        child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    os.close(fd)
+    other = state_file(layout, "k6666", State.ARCHIVE, 100).parent.parent
+    old_history = put(daily_path(history_dir, TODAY - timedelta(days=500)))
+    try:
+        report = run(layout, history_dir)
+        assert report.errors == []
+        assert not q.parent.exists() and not other.exists() and not old_history.exists()
+    finally:  # pytest's own clean-up of tmp_path recurses too
+        if deep.exists():
+            remove_tree(deep)
 
-    closed = tmp_path / "closed"
-    put(closed / "deep" / "b.txt")
+
+def test_the_tree_walk_fixes_modes_never_follows_and_keeps_descriptors_bounded(tmp_path: Path) -> None:
+    """As root the sweep never meets a PermissionError, other users do: exercised directly."""
+    outside = put(tmp_path / "outside" / "keep.txt")
+    tree = tmp_path / "tree"
+    put(tree / "a" / "b" / "c.txt")
+    (tree / "a" / "link").symlink_to(outside.parent)
+    (tree / "a" / "b").chmod(0o500)
+    closed = tree / "closed"
+    put(closed / "deep" / "d.txt")
     closed.chmod(0)
-    retention._retry_writable(os.open, str(closed), PermissionError(13, "Permission denied"))
-    assert not closed.exists()
-
-    with pytest.raises(FileNotFoundError):  # not a permission problem: raised, not hidden
-        retention._retry_writable(os.unlink, str(tmp_path / "x"), FileNotFoundError(2, "gone"))
-    fine = tmp_path / "fine"
-    put(fine / "c")
-    with pytest.raises(PermissionError):  # rwx already there: the mode is not the problem
-        retention._retry_writable(os.unlink, str(fine / "c"), PermissionError(13, "Permission denied"))
+    before = sum(1 for _ in Path("/proc/self/fd").iterdir())
+    remove_tree(tree)
+    assert not tree.exists() and outside.read_bytes() == b"x"
+    assert sum(1 for _ in Path("/proc/self/fd").iterdir()) == before
 
 
 def test_next_sweep_is_today_at_the_hour_or_tomorrow() -> None:

@@ -137,10 +137,11 @@ def test_unit_is_hardened() -> None:
         assert one(key) == value, key
 
 
-def test_exit_code_the_unit_refuses_to_restart_is_the_bad_config_one() -> None:
+def test_exit_codes_the_unit_refuses_to_restart_are_bad_config_and_unusable_ledger() -> None:
     from gateway.cli import EXIT_CONFIG
+    from gateway.ledgercheck import EXIT_LEDGER
 
-    assert one("RestartPreventExitStatus") == str(EXIT_CONFIG)
+    assert settings()["RestartPreventExitStatus"] == [str(EXIT_CONFIG), str(EXIT_LEDGER)]
 
 
 def tmpfiles_dirs() -> list[tuple[str, str, str, str]]:

@@ -455,3 +455,53 @@ def test_validate_text_takes_bytes_or_chunks() -> None:
     data = d2001() + b"\n" + d2001(**{"3": "2"})
     assert validate_text(data, D2001) == validate_text(iter([data[:10], data[10:]]), D2001)
     assert codes(validate_text(data, D2001)) == [("FIELD_ENUM", 2, 3)]
+
+
+# --- issue 19: the cost per byte of any content; past the cap lines are counted -------------------------
+
+
+ADVERSARIAL = {
+    "ones": b"1\n" * 3000,
+    "blank": b"\n" * 5000,
+    "control_a_line": b"\x01\n" * 3000,
+    "invalid_utf8_a_line": b"\xff\n" * 3000,
+    "nul_a_line": b"\x00\n" * 3000,
+    "u2028_a_line": "a\u2028\n".encode() * 3000,
+    "crlf_in_lf": b"\n" + b"\r\n" * 3000,
+}
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+@pytest.mark.parametrize("chunk", [None, 1000, 64 * 1024])
+def test_past_the_cap_each_refused_line_is_counted_once(name: str, chunk: int | None) -> None:
+    """Once the kept findings are full of errors the file is rejected: its lines are only counted, a
+    refused line one finding, so a file of millions of bad lines costs what valid rows cost."""
+    data = ADVERSARIAL[name]
+    report = feed(data, D2001, chunk, ORG, DATE)
+    assert len(report.findings) == MAX_REPORTED
+    assert report.records == data.count(b"\n")
+    assert report.findings[-1].line <= MAX_REPORTED + 1  # the first lines are the ones diagnosed
+    assert data.count(b"\n") - 1 <= report.total <= data.count(b"\n") + MAX_REPORTED
+
+
+def test_the_findings_kept_are_those_of_the_first_bad_lines_whatever_follows() -> None:
+    good = d2001() + b"\n"
+    data = good * 50 + b"1\n" * 150 + good * 50 + b"\xff\n" * 50
+    report = feed(data, D2001, None, ORG, DATE)
+    assert [f.line for f in report.findings] == list(range(51, 151))
+    assert report.total == 200 and report.records == 300
+
+
+def test_valid_rows_after_the_cap_are_not_counted_as_findings() -> None:
+    good = d2001() + b"\n"
+    report = feed(b"1\n" * 200 + good * 1000, D2001, 4096, ORG, DATE)
+    assert report.total == 200 and report.records == 1200
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_counting_past_the_cap_gives_the_same_report_in_any_chunking(name: str) -> None:
+    data = ADVERSARIAL[name] + d2001().replace(b"|", b"||", 1) + b"\n" + b"1|2\n" * 300
+    reports = [feed(data, D2001, chunk, ORG, DATE) for chunk in (None, 7, 1000, 4096, 64 * 1024)]
+    first = reports[0]
+    for report in reports[1:]:
+        assert (codes(report), report.total, report.records) == (codes(first), first.total, first.records)
