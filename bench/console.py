@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from burst import REPO, save_result
 
-from gateway.historyview import query
+from gateway.store.historyview import query
 
 ZONE = ZoneInfo("Asia/Shanghai")
 CODES = 50

@@ -40,10 +40,10 @@ sys.path.insert(0, str(REPO))
 
 from codes.tables import bundled_tables  # noqa: E402
 from gateway.config import load_config  # noqa: E402
-from gateway.history import HistoryEvent, HistoryWriter  # noqa: E402
-from gateway.ledger import Ledger  # noqa: E402
 from gateway.obligations.assess import LEDGER_NAME, assess, ledger_facts  # noqa: E402
 from gateway.obligations.command import add_arguments, show_due  # noqa: E402
+from gateway.store.history import HistoryEvent, HistoryWriter  # noqa: E402
+from gateway.store.ledger import Ledger  # noqa: E402
 from gateway.windows import PLATFORM_ZONE  # noqa: E402
 from spool.ids import new_file_id  # noqa: E402
 

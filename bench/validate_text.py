@@ -9,7 +9,7 @@ too: file size over the CPU seconds of all its threads and worker processes toge
 - baseline: read 1 MiB chunks, incremental UTF-8 decode, split lines, split each line on ``|``.
 - baseline+sha256: the same, also hashing every chunk (to compare with ``validator``, which hashes).
 - validator-nohash: ``TextValidator`` fed 1 MiB chunks, no hash (to compare with ``baseline``).
-- validator: ``gateway.scan.scan_text_file`` without a pool (validation and sha256 of the file).
+- validator: ``gateway.pipeline.scan.scan_text_file`` without a pool (validation and sha256 of the file).
 - validator-pool2: the same with a 2-process pool (64 MiB segments).
 
 Fair pairs: baseline / validator-nohash (neither hashes), baseline+sha256 / validator (both hash).
@@ -95,7 +95,7 @@ def measure(kind: str, path: Path, cpus: int = 0) -> dict[str, float]:
         from concurrent.futures import ProcessPoolExecutor
 
         from codes.tables import bundled_tables
-        from gateway.scan import scan_text_file
+        from gateway.pipeline.scan import scan_text_file
         from validators.text import TextValidator  # noqa: F401
     start, cpu = time.perf_counter(), time.process_time()
     if kind in ("baseline", "baseline+sha256"):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.commit import GroupSync
+from gateway.batch.commit import GroupSync
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
 from spool.fsio import fsync_dir, rename_noreplace, temp_name

@@ -2,7 +2,7 @@
 
 ``ReceivedFacts`` is all the obligation logic needs from a store. ``LedgerFacts`` answers it on the
 embedded store: accepted files from the SQLite ledger (it keeps every row forever, see
-``gateway.retention``), rejected ones from the sync history's ``rejected`` events, because the ledger
+``gateway.daemon.retention``), rejected ones from the sync history's ``rejected`` events, because the ledger
 row of a file rejected by validation holds no table or date and no finding, and the history holds both.
 A PostgreSQL store answers the same two questions from its own tables.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from gateway.history import daily_files
-from gateway.ledger import TAKEN, State
 from gateway.obligations.status import Arrival
+from gateway.store.history import daily_files
+from gateway.store.ledger import TAKEN, State
 from spool.ids import file_id_time
 
 _REJECTED = b'"event":"rejected"'

@@ -28,8 +28,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from gateway.config import GatewayConfig
-from gateway.operate import ReplayError, mailbox_status, replay_file, summed
-from gateway.receipts import find_receipt, receipt_name
+from gateway.ops.operate import ReplayError, mailbox_status, replay_file, summed
+from gateway.pipeline.receipts import find_receipt, receipt_name
 from gateway.web.accounts import Account, Accounts, LoginResult, Role
 from gateway.web.audit import AuditLog
 from gateway.web.i18n import LANGUAGES, text

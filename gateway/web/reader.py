@@ -16,8 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Protocol
 
-from gateway.history import daily_files
-from gateway.historyview import read_after
+from gateway.store.history import daily_files
+from gateway.store.historyview import read_after
 
 STATE_EVENTS = ("received", "held", "deferred", "forwarded", "rejected", "duplicate", "vanished", "replayed")
 """Events that change where a file stands; ``feedback`` and ``recovered`` add to its story only."""

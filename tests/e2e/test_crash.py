@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 
-from gateway.history import HistoryEvent, HistoryWriter
-from gateway.ledger import Ledger
+from gateway.store.history import HistoryEvent, HistoryWriter
+from gateway.store.ledger import Ledger
 from spool.ids import new_file_id
 from spool.layout import State, StationLayout
 from tests.conftest import base_config

@@ -10,7 +10,7 @@ import os
 import signal
 from pathlib import Path
 
-from gateway.shard import Shard
+from gateway.daemon.shard import Shard
 from tests.e2e.harness import (
     Gateway,
     d1001_body,

@@ -23,9 +23,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from codes.registry import TransferCode
-from gateway import feedback, history
 from gateway.config import load_config
-from gateway.feedback import (
+from gateway.pipeline import feedback
+from gateway.pipeline.feedback import (
     FEEDBACK_DIR,
     FeedbackResult,
     deliver_all,
@@ -34,8 +34,9 @@ from gateway.feedback import (
     parse_feedback_name,
     scan_feedback_dir,
 )
-from gateway.history import HistoryEvent, HistoryWriter
-from gateway.receipts import Receipt, receipt_lock, write_receipt
+from gateway.pipeline.receipts import Receipt, receipt_lock, write_receipt
+from gateway.store import history
+from gateway.store.history import HistoryEvent, HistoryWriter
 from spool import fsio
 from spool.layout import SpoolLayout, State
 
@@ -322,7 +323,7 @@ def test_sigkill_after_the_copy_then_a_rerun(layout: SpoolLayout, inbox: Path, t
         from datetime import datetime
         from zoneinfo import ZoneInfo
         from codes.registry import TransferCode
-        from gateway.feedback import deliver_feedback
+        from gateway.pipeline.feedback import deliver_feedback
         from spool.layout import SpoolLayout
         deliver_feedback(
             __import__("pathlib").Path({str(src)!r}),

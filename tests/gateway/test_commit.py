@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.commit import GroupCommit, GroupSync, GroupTransaction, StoppedError
-from gateway.ledger import Accept, Ledger
+from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction, StoppedError
+from gateway.store.ledger import Accept, Ledger
 
 
 async def test_callers_queued_during_a_flush_share_the_next_one() -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.logs import configure_logging
+from gateway.daemon.logs import configure_logging
 
 
 class Costly:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gateway import offload
+from gateway.batch import offload
 
 
 class CountingExecutor(ThreadPoolExecutor):

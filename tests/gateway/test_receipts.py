@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.receipts import Receipt, lock_stripe, receipt_lock, receipt_name, render, write_receipt
+from gateway.pipeline.receipts import Receipt, lock_stripe, receipt_lock, receipt_name, render, write_receipt
 from tests.conftest import REPO
 from validators import findings
 
@@ -69,7 +69,7 @@ def test_control_characters_in_names_are_escaped() -> None:
 HOLD_IN_ANOTHER_PROCESS = """
 import sys, time
 from pathlib import Path
-from gateway.receipts import receipt_lock
+from gateway.pipeline.receipts import receipt_lock
 with receipt_lock(Path(sys.argv[1]), sys.argv[2]):
     print("held", flush=True)
     time.sleep(1.0)
@@ -100,7 +100,7 @@ def test_the_stems_lock_holds_across_processes(tmp_path: Path) -> None:
 CROSSING_IN_ANOTHER_PROCESS = """
 import sys, threading, time
 from pathlib import Path
-from gateway.receipts import receipt_lock
+from gateway.pipeline.receipts import receipt_lock
 outbox, first, second = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 def hold_first():
     with receipt_lock(outbox, first):

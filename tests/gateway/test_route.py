@@ -4,7 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.config import load_config
-from gateway.route import route
+from gateway.pipeline.route import route
 from validators.names import parse_name
 
 

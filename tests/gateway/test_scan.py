@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from codes.tables import bundled_tables
-from gateway.scan import scan_text_file
+from gateway.pipeline.scan import scan_text_file
 from validators.text import validate_text
 
 D2001 = bundled_tables()["D2001"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.shard import WHOLE, Shard
+from gateway.daemon.shard import WHOLE, Shard
 
 CODES = [f"TC{41000000 + n * 37:08d}" for n in range(1000)]
 

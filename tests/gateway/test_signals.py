@@ -7,7 +7,7 @@ import os
 import signal
 import threading
 
-from gateway.signals import on_signals
+from gateway.daemon.signals import on_signals
 
 
 async def test_a_signal_is_not_lost_when_the_self_pipe_is_full() -> None:

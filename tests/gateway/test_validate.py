@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codes.tables import bundled_tables
-from gateway.validate import Rules, Verdict, validate_bytes, validate_file
+from gateway.pipeline.validate import Rules, Verdict, validate_bytes, validate_file
 from validators.archive import ZipLimits
 
 TODAY = date(2024, 1, 20)

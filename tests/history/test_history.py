@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.history import HistoryEvent, HistoryWriter, daily_path
+from gateway.store.history import HistoryEvent, HistoryWriter, daily_path
 from spool import fsio
 from validators import findings
 
@@ -250,7 +250,7 @@ def test_rollover_at_midnight_creates_and_fsyncs_the_new_file(
         synced.append(path)
         fsio.fsync_dir(path)
 
-    monkeypatch.setattr("gateway.history.fsync_dir", sync)
+    monkeypatch.setattr("gateway.store.history.fsync_dir", sync)
     clock = Clock(datetime(2026, 11, 25, 23, 59, 59, 900000, tzinfo=ZONE))
     writer = HistoryWriter(tmp_path, ZONE, now=clock)
     writer.append([event(file_id="a")])

@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.history import HistoryEvent, HistoryWriter, daily_files, daily_path
-from gateway.historyview import Skipped, follow, format_event, query
+from gateway.store.history import HistoryEvent, HistoryWriter, daily_files, daily_path
+from gateway.store.historyview import Skipped, follow, format_event, query
 from validators import findings
 
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -243,7 +243,7 @@ def test_follow_does_not_lose_the_last_lines_of_a_day_at_rollover(
             writer.append([ev("first-of-next")])
         return daily_files(dir)
 
-    monkeypatch.setattr("gateway.historyview.daily_files", listing)
+    monkeypatch.setattr("gateway.store.historyview.daily_files", listing)
     got: list[dict[str, Any]] = []
     thread = _collect(follow(tmp_path, since=clock.value, poll_seconds=0.01), 3, got)
     thread.join(timeout=5)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.ledger import (
+from gateway.store.ledger import (
     Accept,
     Duplicate,
     FirstNotFull,

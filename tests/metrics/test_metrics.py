@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
 from gateway.config import MetricsConfig
-from gateway.metrics import (
+from gateway.metrics.exporter import (
     LABEL_NAMES,
     LATENCY_BUCKETS,
     NULL_METRICS,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import GatewayConfig, load_config
-from gateway.history import HistoryEvent, HistoryWriter
-from gateway.ledger import Ledger, State
+from gateway.daemon.service import ledger_path
 from gateway.obligations.assess import LEDGER_NAME
-from gateway.service import ledger_path
+from gateway.store.history import HistoryEvent, HistoryWriter
+from gateway.store.ledger import Ledger, State
 from gateway.windows import PLATFORM_ZONE
 from spool.ids import new_file_id
 

@@ -9,10 +9,10 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig
-from gateway.ledger import Ledger, State
-from gateway.metrics import Metrics, NullMetrics
+from gateway.daemon.service import ledger_path
+from gateway.metrics.exporter import Metrics, NullMetrics
 from gateway.obligations.gauges import register
-from gateway.service import ledger_path
+from gateway.store.ledger import Ledger, State
 from spool.ids import new_file_id
 from tests.obligations.conftest import BJ
 

@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway import retention
-from gateway.history import daily_path
-from gateway.retention import next_sweep, sweep
+from gateway.daemon import retention
+from gateway.daemon.retention import next_sweep, sweep
+from gateway.store.history import daily_path
 from spool.layout import SpoolLayout, State
 from spool.tree import remove_tree
 
@@ -224,7 +224,7 @@ def test_a_folder_that_cannot_be_removed_is_reported_and_the_sweep_goes_on(
             raise OSError(5, "Input/output error", str(path))
         real(path)
 
-    monkeypatch.setattr("gateway.retention.remove_tree", failing)
+    monkeypatch.setattr("gateway.daemon.retention.remove_tree", failing)
     report = run(layout, history_dir)
     assert stuck.exists()
     assert not other.exists()

@@ -4,7 +4,7 @@ A sender whose file was rejected sends the corrected file under the same name as
 left ``in/``. Both are in flight together; the big bad one finishes last, so its BAD receipt is written
 after the small good one's OK receipt and, by the "a newer receipt replaces the older one of the other
 kind" rule, deletes it: the outbox says BAD although the newest file was forwarded. The receipt should
-follow the newest file (file_ids sort by time). Expected to fail until gateway/receipts.py compares
+follow the newest file (file_ids sort by time). Expected to fail until gateway/pipeline/receipts.py compares
 file_ids (see docs/reliability.md).
 """
 

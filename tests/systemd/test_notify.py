@@ -1,4 +1,4 @@
-"""gateway.notify against real unix datagram sockets: what systemd would receive, and what it never sees."""
+"""gateway.daemon.notify on real unix datagram sockets: what systemd would receive, and what it never sees."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-import gateway.notify as notify
-from gateway.notify import Notifier
+import gateway.daemon.notify as notify
+from gateway.daemon.notify import Notifier
 from tests.systemd.listener import NotifySocket
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REPO
 
-UNIT = REPO / "systemd" / "fdep-gateway.service"
+UNIT = REPO / "systemd" / "fdep-gateway.daemon.service"
 TMPFILES = REPO / "systemd" / "fdep-gateway.tmpfiles.conf"
 SYSUSERS = REPO / "systemd" / "fdep-gateway.sysusers.conf"
 HOST_UNITS = Path("/usr/lib/systemd/system")
@@ -138,8 +138,8 @@ def test_unit_is_hardened() -> None:
 
 
 def test_exit_codes_the_unit_refuses_to_restart_are_bad_config_and_unusable_ledger() -> None:
-    from gateway.cli import EXIT_CONFIG
-    from gateway.ledgercheck import EXIT_LEDGER
+    from gateway.ops.cli import EXIT_CONFIG
+    from gateway.store.ledgercheck import EXIT_LEDGER
 
     assert settings()["RestartPreventExitStatus"] == [str(EXIT_CONFIG), str(EXIT_LEDGER)]
 

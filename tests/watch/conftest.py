@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.watch import InboxWatcher
+from gateway.detect.watch import InboxWatcher
 from tests.watch.helpers import STATION_TC, Recorder
 
 

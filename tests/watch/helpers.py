@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.watch import WatchEvent, WatchKind
+from gateway.detect.watch import WatchEvent, WatchKind
 
 STATION_TC = ("k1237", "TC41210000")
 NAME = "CISP-41210000_D1001_V01_1_20241031_01_Q.TXT"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.settle import SettleTracker, Snapshot, is_candidate
+from gateway.detect.settle import SettleTracker, Snapshot, is_candidate
 
 K = ("k1237", "TC41210000", "CISP-41210000_D1001_V01_1_20241031_01_Q.TXT")
 OTHER = ("k1237", "TC41210000", "CISP-41210000_D1001_V01_1_20241031_02_Q.TXT")

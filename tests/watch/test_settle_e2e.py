@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settle import SettleTracker, Snapshot, is_candidate
-from gateway.watch import InboxWatcher, WatchEvent, WatchKind
+from gateway.detect.settle import SettleTracker, Snapshot, is_candidate
+from gateway.detect.watch import InboxWatcher, WatchEvent, WatchKind
 from tests.watch.helpers import NAME, SLOW_WRITER, STATION_TC, run_python
 
 SETTLE = 1.0

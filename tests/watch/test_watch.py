@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from watchdog.observers import inotify_c
 
-from gateway.watch import DEFAULT_MAX_PENDING, InboxWatcher, WatchEvent, WatchKind
+from gateway.detect.watch import DEFAULT_MAX_PENDING, InboxWatcher, WatchEvent, WatchKind
 from tests.watch.helpers import (
     NAME,
     SLOW_WRITER,

@@ -143,7 +143,7 @@ def test_restricted_table_never_shows_values(site: Site) -> None:
     values, so the console's own guard is what is tested.
     """
     from gateway.config import load_config
-    from gateway.history import HistoryEvent, HistoryWriter
+    from gateway.store.history import HistoryEvent, HistoryWriter
 
     config = load_config(site.gateway.config_path)
     ids = {"D1001": "20200102-000000-000000-0001", "D1005": "20200102-000000-000000-0002"}

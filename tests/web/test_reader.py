@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from gateway.history import HistoryEvent, HistoryWriter, daily_path
+from gateway.store.history import HistoryEvent, HistoryWriter, daily_path
 from gateway.web.reader import FileFilter, HistoryIndex
 
 ZONE = ZoneInfo("Asia/Shanghai")

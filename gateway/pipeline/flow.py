@@ -1,7 +1,7 @@
 """The pipeline: route -> validate -> pair -> decide -> forward -> record, for one claimed file.
 
 ``Pipeline.process`` reads like the path a file travels; each step is a call into its own module.
-Detection, settling and claiming happen before (gateway/detect.py); recovery re-enters here.
+Detection, settling and claiming happen before (gateway/detect/detector.py); recovery re-enters here.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from datetime import datetime
 import structlog
 
 from codes.tables import Frequency
-from gateway import offload
-from gateway.commit import GroupTransaction
+from gateway.batch import offload
+from gateway.batch.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
-from gateway.item import Item
-from gateway.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
-from gateway.ledger import State as FileState
-from gateway.metrics import NULL_METRICS, MetricsSink
+from gateway.metrics.exporter import NULL_METRICS, MetricsSink
 from gateway.obligations.rules import deadline_of
-from gateway.outcome import Recorder
-from gateway.route import route
-from gateway.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
+from gateway.pipeline.item import Item
+from gateway.pipeline.record import Recorder
+from gateway.pipeline.route import route
+from gateway.pipeline.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
+from gateway.store.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
+from gateway.store.ledger import State as FileState
 from gateway.windows import Calendar, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, publish, read_small

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.history import HistoryWriter, Logged
-from gateway.item import Item
-from gateway.ledger import FileRow, Ledger
-from gateway.ledger import State as FileState
-from gateway.shard import WHOLE, Shard
+from gateway.daemon.shard import WHOLE, Shard
+from gateway.pipeline.item import Item
+from gateway.store.history import HistoryWriter, Logged
+from gateway.store.ledger import FileRow, Ledger
+from gateway.store.ledger import State as FileState
 from spool.entries import classify
 from spool.layout import SpoolLayout, State
 from spool.recovery import inbox_duplicates_after_link, remove_temp_files, scan_states

@@ -51,8 +51,8 @@ import structlog
 
 from codes.registry import TransferCode
 from gateway.config import FEEDBACK_DIR
-from gateway.history import HistoryEvent
-from gateway.receipts import OWN_RECEIPT, receipt_lock
+from gateway.pipeline.receipts import OWN_RECEIPT, receipt_lock
+from gateway.store.history import HistoryEvent
 from gateway.text import visible
 from spool.entries import NotRegularFileError, is_temp_name, open_regular
 from spool.fsio import fsync_dir, makedirs_durable, rename_noreplace, temp_name, write_atomic
@@ -70,7 +70,7 @@ log = structlog.get_logger("gateway.feedback")
 _NAME = re.compile(r"(?P<stem>.+)_(?P<verdict>OK|BAD)\.TXT")
 _CHUNK = 1024 * 1024
 _HEAD = 4096
-# Line 1 of a receipt the gateway wrote (gateway.receipts.render): name|OK|records|findings|time|id|status
+# Line 1 of a receipt the gateway wrote (receipts.render): name|OK|records|findings|time|id|status
 
 Reason = Literal["FEEDBACK_NAME_INVALID", "FEEDBACK_NO_MAILBOX", "FEEDBACK_OUTBOX_BLOCKED"]
 Action = Literal["written", "present", "replaced"]

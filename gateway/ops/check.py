@@ -12,8 +12,8 @@ from typing import IO, Any
 
 from tqdm import tqdm
 
+from gateway.pipeline.validate import Rules, Verdict, check_partners, partner_missing, validate_file
 from gateway.text import visible
-from gateway.validate import Rules, Verdict, check_partners, partner_missing, validate_file
 from validators.findings import Finding, Severity
 from validators.pair import partner_rejected
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from codes.tables import TableSpec
-from gateway.route import Routed
-from gateway.validate import Verdict
+from gateway.pipeline.route import Routed
+from gateway.pipeline.validate import Verdict
 from spool.entries import EntryKind
 from validators.findings import Finding, FindingLog
 from validators.names import ReportName, parse_name

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success, 1 a checked file is invalid or an operation failed, 2 usage, 78 bad config
 (EX_CONFIG: systemd's RestartPreventExitStatus keeps a misconfigured daemon from flapping),
-65: the ledger is missing or damaged while the spool shows earlier work (``gateway/ledgercheck.py``).
+65: the ledger is missing or damaged while the spool shows earlier work (``gateway/store/ledgercheck.py``).
 
 The config is ``-c CONFIG``, else ``$FDEP_GATEWAY_CONFIG``, else ``/etc/fdep-gateway/gateway.yaml``.
 """
@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from gateway.config import ConfigError, GatewayConfig, default_check_config, load_config
-from gateway.history import EVENTS
+from gateway.store.history import EVENTS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,8 +58,8 @@ def _version() -> str:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from gateway.check import UncheckablePathError, check_all, collect, render_json, render_text
-    from gateway.validate import Rules
+    from gateway.ops.check import UncheckablePathError, check_all, collect, render_json, render_text
+    from gateway.pipeline.validate import Rules
 
     explicit = args.config or os.environ.get(CONFIG_ENV)
     config = load_config(explicit) if explicit else default_check_config()
@@ -95,17 +95,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args)
     config = load_config(path)
     if config.processes > 1:
-        from gateway.workers import run_supervised
+        from gateway.daemon.workers import run_supervised
 
         return run_supervised(config, path)
-    from gateway.service import run_service
+    from gateway.daemon.service import run_service
 
     return run_service(config, config_path=path, drain=False)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from gateway.shard import Shard
-    from gateway.workers import run_worker
+    from gateway.daemon.shard import Shard
+    from gateway.daemon.workers import run_worker
 
     number, count = (int(part) for part in args.shard.split("/"))
     path = config_path(args)
@@ -113,8 +113,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _cmd_drain(args: argparse.Namespace) -> int:
-    from gateway.operate import drain_summary
-    from gateway.service import run_service
+    from gateway.daemon.service import run_service
+    from gateway.ops.operate import drain_summary
 
     path = config_path(args)
     config = load_config(path)
@@ -125,25 +125,25 @@ def _cmd_drain(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from gateway.operate import show_file
+    from gateway.ops.operate import show_file
 
     return show_file(_config(args), args.file_id, as_json=args.json)
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from gateway.operate import show_history
+    from gateway.ops.operate import show_history
 
     return show_history(_config(args), args)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from gateway.operate import show_status
+    from gateway.ops.operate import show_status
 
     return show_status(_config(args), as_json=args.json)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from gateway.operate import replay
+    from gateway.ops.operate import replay
 
     return replay(_config(args), args.file_id)
 

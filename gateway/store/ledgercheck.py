@@ -18,8 +18,8 @@ from pathlib import Path
 
 import structlog
 
-from gateway.history import daily_files
-from gateway.ledger import Ledger, LedgerError
+from gateway.store.history import daily_files
+from gateway.store.ledger import Ledger, LedgerError
 from spool.layout import SpoolLayout, State
 
 log = structlog.get_logger("gateway.ledgercheck")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from gateway.metrics import NULL_METRICS, MetricsSink
-from gateway.settle import SettleTracker, Snapshot, is_candidate
-from gateway.watch import InboxWatcher, WatchEvent, WatchKind
+from gateway.detect.settle import SettleTracker, Snapshot, is_candidate
+from gateway.detect.watch import InboxWatcher, WatchEvent, WatchKind
+from gateway.metrics.exporter import NULL_METRICS, MetricsSink
 from spool.claim import Claimed, claim_many
 from spool.entries import EntryKind, list_inbox
 from spool.errors import BatchError

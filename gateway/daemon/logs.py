@@ -1,7 +1,7 @@
 """Operational logging with structlog: a readable console on a terminal, JSON lines otherwise.
 
 Under systemd stdout goes to journald, where JSON keeps every key searchable. Log lines are for
-operators; the sync history (gateway/history.py) is the record of what happened to each file.
+operators; the sync history (gateway/store/history.py) is the record of what happened to each file.
 """
 
 from __future__ import annotations

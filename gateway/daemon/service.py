@@ -22,26 +22,26 @@ from pathlib import Path
 
 import structlog
 
-from gateway.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
-from gateway.detect import Detector
-from gateway.feedback import deliver_all, feedback_sources
+from gateway.daemon.logs import configure_logging
+from gateway.daemon.notify import Heartbeat, Notifier
+from gateway.daemon.recovery import recover
+from gateway.daemon.retention import next_sweep, sweep
+from gateway.daemon.shard import WHOLE, Shard
+from gateway.daemon.signals import on_signals
+from gateway.detect.detector import Detector
 from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
-from gateway.history import HistoryEvent, HistoryWriter
-from gateway.item import Item
-from gateway.ledger import Ledger
-from gateway.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
-from gateway.logs import configure_logging
-from gateway.metrics import QueueDepth, metrics_for, queue_depths
-from gateway.notify import Heartbeat, Notifier
+from gateway.metrics.exporter import QueueDepth, metrics_for, queue_depths
 from gateway.obligations import daily as obligations
-from gateway.outcome import Recorder
-from gateway.pipeline import Pipeline
-from gateway.recovery import recover
-from gateway.retention import next_sweep, sweep
-from gateway.shard import WHOLE, Shard
-from gateway.signals import on_signals
-from gateway.validate import Rules
+from gateway.pipeline.feedback import deliver_all, feedback_sources
+from gateway.pipeline.flow import Pipeline
+from gateway.pipeline.item import Item
+from gateway.pipeline.record import Recorder
+from gateway.pipeline.validate import Rules
+from gateway.store.history import HistoryEvent, HistoryWriter
+from gateway.store.ledger import Ledger
+from gateway.store.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
 from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
@@ -55,7 +55,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 _MAX_IN_FLIGHT = 2048
 _IO_THREADS = 64
-"""Threads for blocking file-system steps (asyncio.to_thread, gateway/offload.py). The disk takes
+"""Threads for blocking file-system steps (asyncio.to_thread, gateway/batch/offload.py). The disk takes
 several fsyncs at once (here one thread makes ~3,400 small durable files a second, eight ~10,800); the
 rest is headroom for steps that block long, each on a thread of its own: a large file's copy or
 fdatasync, a slow core directory (12 or 16 threads measured no faster in bursts)."""

@@ -1,6 +1,6 @@
 """Bridge from watchdog's inotify reader thread to the asyncio loop that owns the gateway's state.
 
-Events are hints for settle (gateway/settle.py); the reconcile scan is the truth. Whenever events may
+Events are hints for settle (gateway/detect/settle.py); the reconcile scan is the truth. Whenever events may
 have been lost, the sink gets an OVERFLOW event and the daemon should rescan at once:
 
 - the kernel's queue overflowed (IN_Q_OVERFLOW, more than fs.inotify.max_queued_events unread).

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.history import daily_files
+from gateway.store.history import daily_files
 from spool.fsio import fsync_dir
 from spool.layout import SpoolLayout, State, check_day
 from spool.tree import remove_tree

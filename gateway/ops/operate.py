@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.check import render_finding
 from gateway.config import FEEDBACK_DIR, GatewayConfig
-from gateway.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
-from gateway.historyview import follow, format_event, query
-from gateway.receipts import find_receipt
+from gateway.ops.check import render_finding
+from gateway.pipeline.receipts import find_receipt
+from gateway.store.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
+from gateway.store.historyview import follow, format_event, query
 from gateway.text import visible
 from spool.entries import list_inbox
 from spool.fsio import move_durable

@@ -19,7 +19,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
-from gateway.history import daily_files, whole_length
+from gateway.store.history import daily_files, whole_length
 
 _GLOB = frozenset("*?[")
 # A file is named by its day in the gateway's zone, which the reader does not know; the dates of one

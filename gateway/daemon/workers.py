@@ -1,5 +1,5 @@
 """Several gateway processes on one spool (``processes`` in the config), each serving a share of the
-mailboxes (gateway/shard.py).
+mailboxes (gateway/daemon/shard.py).
 
 One interpreter runs the gateway's Python on one CPU at a time, and under load its threads mostly
 wait for each other. Two gateways sharing out the transfer codes forward about twice as many files
@@ -34,14 +34,10 @@ from types import FrameType
 import structlog
 
 from gateway.config import DirectoryRoute, GatewayConfig
-from gateway.forward import DirectoryForwarder
-from gateway.ledger import Ledger
-from gateway.logs import configure_logging
-from gateway.metrics import SharedEndpoint
-from gateway.notify import Heartbeat, Notifier
-from gateway.obligations.gauges import ObligationGauges
-from gateway.recovery import clean_up
-from gateway.service import (
+from gateway.daemon.logs import configure_logging
+from gateway.daemon.notify import Heartbeat, Notifier
+from gateway.daemon.recovery import clean_up
+from gateway.daemon.service import (
     EXIT_FAILED,
     EXIT_OK,
     Service,
@@ -50,7 +46,11 @@ from gateway.service import (
     ledger_path,
     run_locked,
 )
-from gateway.shard import Shard
+from gateway.daemon.shard import Shard
+from gateway.forward import DirectoryForwarder
+from gateway.metrics.exporter import SharedEndpoint
+from gateway.obligations.gauges import ObligationGauges
+from gateway.store.ledger import Ledger
 from spool.ids import share_suffixes
 from spool.layout import SpoolLayout
 from spool.lock import hold_shared, wait_until_free

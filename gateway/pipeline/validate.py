@@ -17,7 +17,7 @@ from pathlib import Path
 
 from codes.tables import TableSpec
 from gateway.config import GatewayConfig
-from gateway.scan import Progress, scan_text_file
+from gateway.pipeline.scan import Progress, scan_text_file
 from validators import findings
 from validators.archive import ArchiveReport, ZipLimits, inspect_zip
 from validators.attachments import AttachmentRow, Member

@@ -17,14 +17,14 @@ from typing import Any
 
 import structlog
 
-from gateway import offload
-from gateway.commit import GroupCommit, GroupSync, GroupTransaction
-from gateway.history import EVENTS, EventKind, HistoryEvent
-from gateway.item import Item
-from gateway.ledger import Facts, Ledger
-from gateway.ledger import State as FileState
-from gateway.metrics import NULL_METRICS, MetricsSink, claim_age
-from gateway.receipts import Receipt, publish_receipt, stage_receipt, write_receipt
+from gateway.batch import offload
+from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.metrics.exporter import NULL_METRICS, MetricsSink, claim_age
+from gateway.pipeline.item import Item
+from gateway.pipeline.receipts import Receipt, publish_receipt, stage_receipt, write_receipt
+from gateway.store.history import EVENTS, EventKind, HistoryEvent
+from gateway.store.ledger import Facts, Ledger
+from gateway.store.ledger import State as FileState
 from gateway.text import visible
 from gateway.windows import stamp
 from spool.claim import move

@@ -1,0 +1,1 @@
+"""Many files' work as one: group commits of syncs and transactions, shared thread jobs."""

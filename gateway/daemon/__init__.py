@@ -1,0 +1,1 @@
+"""The process: composition and lifecycle, workers, systemd, signals, recovery, housekeeping."""

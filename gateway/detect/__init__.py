@@ -1,0 +1,1 @@
+"""Detection: inotify hints and reconcile scans (watch), readiness (settle), the claim (detector)."""

@@ -1,0 +1,1 @@
+"""What people run: the command line, offline check, history, show, status, replay."""

@@ -1,0 +1,1 @@
+"""One claimed file's way: route -> validate -> decide -> hold -> forward -> record (flow)."""
