@@ -32,7 +32,8 @@ from gateway.daemon.shard import WHOLE, Shard
 from gateway.daemon.signals import on_signals
 from gateway.detect.detector import Detector
 from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
-from gateway.metrics.exporter import QueueDepth, metrics_for, queue_depths
+from gateway.metrics.exporter import metrics_for
+from gateway.metrics.sink import QueueDepth, queue_depths
 from gateway.obligations import daily as obligations
 from gateway.pipeline.feedback import deliver_all, feedback_sources
 from gateway.pipeline.flow import Pipeline

@@ -19,7 +19,7 @@ import structlog
 
 from gateway.detect.settle import SettleTracker, Snapshot, is_candidate
 from gateway.detect.watch import InboxWatcher, WatchEvent, WatchKind
-from gateway.metrics.exporter import NULL_METRICS, MetricsSink
+from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from spool.claim import Claimed, claim_many
 from spool.entries import EntryKind, list_inbox
 from spool.errors import BatchError

@@ -21,7 +21,8 @@ from datetime import datetime
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from gateway.config import GatewayConfig
-from gateway.metrics.exporter import Metrics, NullMetrics
+from gateway.metrics.exporter import Metrics
+from gateway.metrics.sink import NullMetrics
 from gateway.obligations.assess import assess_days, calendar_of, ledger_facts, open_days
 from gateway.obligations.status import Standing, State
 from gateway.windows import PLATFORM_ZONE

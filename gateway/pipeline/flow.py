@@ -22,7 +22,7 @@ from gateway.batch import offload
 from gateway.batch.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
-from gateway.metrics.exporter import NULL_METRICS, MetricsSink
+from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from gateway.obligations.rules import deadline_of
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder

@@ -19,7 +19,7 @@ import structlog
 
 from gateway.batch import offload
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
-from gateway.metrics.exporter import NULL_METRICS, MetricsSink, claim_age
+from gateway.metrics.sink import NULL_METRICS, MetricsSink, claim_age
 from gateway.pipeline.item import Item
 from gateway.pipeline.receipts import Receipt, publish_receipt, stage_receipt, write_receipt
 from gateway.store.history import EVENTS, EventKind, HistoryEvent

@@ -22,18 +22,20 @@ from gateway.config import MetricsConfig
 from gateway.metrics.exporter import (
     LABEL_NAMES,
     LATENCY_BUCKETS,
-    NULL_METRICS,
     OTHER,
     OTHER_CODE,
     OUTCOMES,
+    Metrics,
+    metrics_for,
+    parse_listen,
+)
+from gateway.metrics.sink import (
+    NULL_METRICS,
     STATES,
     DepthSource,
-    Metrics,
     NullMetrics,
     QueueDepth,
     claim_age,
-    metrics_for,
-    parse_listen,
     queue_depths,
 )
 from spool.ids import new_file_id

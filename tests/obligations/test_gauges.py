@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig
 from gateway.daemon.service import ledger_path
-from gateway.metrics.exporter import Metrics, NullMetrics
+from gateway.metrics.exporter import Metrics
+from gateway.metrics.sink import NullMetrics
 from gateway.obligations.gauges import register
 from gateway.store.ledger import Ledger, State
 from spool.ids import new_file_id
