@@ -25,7 +25,6 @@ from pydantic import (
 
 from codes.registry import STATION_PATTERN, TRANSFER_CODE_PATTERN, TransferCode
 from codes.tables import CatalogueError, TableSpec, bundled_tables, merge_tables, parse_table
-from gateway.obligations.settings import ObligationsConfig
 
 FEEDBACK_DIR = "_feedback"
 """The quarantine folder of feedback files that matched no mailbox; so not a transfer code."""
@@ -119,6 +118,14 @@ class WebConfig(_Strict):
         return self
 
 
+class ObligationsConfig(_Strict):
+    """What is due, by when (``fdep-gateway due``, the reconciliation report, the obligation gauges)."""
+
+    at_risk_hours: float = Field(default=24, gt=0)  # nothing accepted this close to a deadline: at risk
+    reports_dir: Path | None = None  # daily reconciliation reports; None: ``reports`` beside history.dir
+    gauges_seconds: float = Field(default=300, gt=0)  # how often the daemon refreshes the gauges
+
+
 class GatewayConfig(_Strict):
     """Everything the daemon and ``check`` need; paths are absolute once loaded."""
 
@@ -142,7 +149,7 @@ class GatewayConfig(_Strict):
     web: WebConfig = WebConfig()
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
-    obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when (spec 18)
+    obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when
 
     @field_validator("timezone")
     @classmethod

@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo
 
 import chinese_calendar  # type: ignore[import-untyped]
 
+from codes.tables import Frequency, TableSpec
+
 PLATFORM_ZONE = ZoneInfo("Asia/Shanghai")
 """The zone the platform's windows and deadlines are written in (Beijing time, no DST)."""
 
@@ -215,3 +217,14 @@ def _day(value: date) -> date:
     if isinstance(value, datetime):  # a datetime is a date too, and would silently miss every override
         raise TypeError(f"expected a date, got the datetime {value.isoformat()}")
     return value
+
+
+def deadline_of(table: TableSpec, data_date: date, calendar: Calendar) -> datetime:
+    """When a report of ``table`` for ``data_date`` is due (Beijing time); later is LATE."""
+    rule = table.deadline
+    if table.frequency is Frequency.DAILY:
+        days = rule.days if rule else DAILY_DUE_TRADING_DAYS
+        return daily_deadline(data_date, calendar, days, rule.at if rule else None)
+    nth = rule.days if rule else MONTHLY_DUE_WORKING_DAY
+    at = rule.at if rule and rule.at else MONTHLY_DUE_TIME
+    return monthly_deadline(data_date, calendar, nth, at)

@@ -2,9 +2,16 @@
 
 ``make_forwarder(route).send(item)`` makes one attempt; ``deliver`` wraps it in the retry policy of
 spec section 10. See ``base`` for the exceptions that tell the pipeline what happened.
+
+A new kind of core is a module with a class that meets ``base.Forwarder`` and takes its route's config,
+a config model with its ``type`` (``gateway/config.py``, ``Route``), and one entry in ``TARGETS``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from gateway.config import DirectoryRoute, HttpRoute
 from gateway.forward.base import (
@@ -20,6 +27,7 @@ from gateway.forward.http import HttpForwarder
 from gateway.forward.retry import Cancelled, RetryPolicy, RouteBroken, deliver
 
 __all__ = [
+    "TARGETS",
     "Cancelled",
     "DirectoryForwarder",
     "ForwardError",
@@ -35,8 +43,11 @@ __all__ = [
     "make_forwarder",
 ]
 
+TARGETS: Mapping[str, Callable[[Any], Forwarder]] = MappingProxyType(
+    {"directory": DirectoryForwarder, "http": HttpForwarder}
+)
+"""Route ``type`` -> the forwarder that serves it."""
+
 
 def make_forwarder(route: DirectoryRoute | HttpRoute) -> Forwarder:
-    if isinstance(route, HttpRoute):
-        return HttpForwarder(route)
-    return DirectoryForwarder(route)
+    return TARGETS[route.type](route)

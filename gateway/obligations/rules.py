@@ -13,14 +13,7 @@ from typing import NamedTuple
 
 from codes.registry import TransferCode
 from codes.tables import Frequency, TableSpec
-from gateway.windows import (
-    DAILY_DUE_TRADING_DAYS,
-    MONTHLY_DUE_TIME,
-    MONTHLY_DUE_WORKING_DAY,
-    Calendar,
-    daily_deadline,
-    monthly_deadline,
-)
+from gateway.windows import Calendar, deadline_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,17 +37,6 @@ def period_of(frequency: Frequency, data_date: date) -> Period:
 def period_label(frequency: Frequency, data_date: str) -> str:
     """``period_of(...).label`` straight from a ``YYYYMMDD`` data date, without building dates."""
     return data_date if frequency is Frequency.DAILY else data_date[:6]
-
-
-def deadline_of(table: TableSpec, data_date: date, calendar: Calendar) -> datetime:
-    """When a report of ``table`` for ``data_date`` is due (Beijing time); later is LATE."""
-    rule = table.deadline
-    if table.frequency is Frequency.DAILY:
-        days = rule.days if rule else DAILY_DUE_TRADING_DAYS
-        return daily_deadline(data_date, calendar, days, rule.at if rule else None)
-    nth = rule.days if rule else MONTHLY_DUE_WORKING_DAY
-    at = rule.at if rule and rule.at else MONTHLY_DUE_TIME
-    return monthly_deadline(data_date, calendar, nth, at)
 
 
 class Obligation(NamedTuple):

@@ -1,1 +1,1 @@
-"""What people run: the command line, offline check, history, show, status, replay."""
+"""What people run beside the daemon: offline check, history, show, status, replay, the drain summary."""

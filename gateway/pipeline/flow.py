@@ -23,14 +23,13 @@ from gateway.batch.commit import GroupTransaction
 from gateway.config import GatewayConfig
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
-from gateway.obligations.rules import deadline_of
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
 from gateway.pipeline.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
 from gateway.store.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
 from gateway.store.ledger import State as FileState
-from gateway.windows import Calendar, stamp, window_hold
+from gateway.windows import Calendar, deadline_of, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, publish, read_small
 from spool.ids import file_id_time

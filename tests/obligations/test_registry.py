@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import main
 from gateway.config import ConfigError, load_config
-from gateway.ops.cli import main
 
 
 def problems(path: Path) -> str:

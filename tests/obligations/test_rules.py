@@ -10,9 +10,9 @@ import pytest
 
 from codes.registry import TransferCode
 from codes.tables import Deadline, Frequency, bundled_tables
-from gateway.obligations.rules import Obligation, deadline_of, expected, previous_trading_day
+from gateway.obligations.rules import Obligation, expected, previous_trading_day
 from gateway.obligations.status import Arrival, State, standings
-from gateway.windows import PLATFORM_ZONE, Calendar
+from gateway.windows import PLATFORM_ZONE, Calendar, deadline_of
 
 CAL = Calendar()
 TABLES = bundled_tables()

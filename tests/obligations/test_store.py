@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.cli import main
 from gateway.config import GatewayConfig
 from gateway.obligations.assess import assess, ledger_facts
 from gateway.obligations.status import State as Standing
-from gateway.ops.cli import main
 from tests.obligations.conftest import NOW, ORG
 
 

@@ -138,7 +138,7 @@ def test_unit_is_hardened() -> None:
 
 
 def test_exit_codes_the_unit_refuses_to_restart_are_bad_config_and_unusable_ledger() -> None:
-    from gateway.ops.cli import EXIT_CONFIG
+    from gateway.cli import EXIT_CONFIG
     from gateway.store.ledgercheck import EXIT_LEDGER
 
     assert settings()["RestartPreventExitStatus"] == [str(EXIT_CONFIG), str(EXIT_LEDGER)]
