@@ -16,9 +16,10 @@ import structlog
 
 from gateway.daemon.shard import WHOLE, Shard
 from gateway.pipeline.item import Item
-from gateway.store.history import HistoryWriter, Logged
-from gateway.store.ledger import FileRow, Ledger
-from gateway.store.ledger import State as FileState
+from gateway.store.history import Logged
+from gateway.store.protocol import HistorySink, Store
+from gateway.store.rules import FileRow
+from gateway.store.rules import State as FileState
 from spool.entries import classify
 from spool.layout import SpoolLayout, State
 from spool.recovery import inbox_duplicates_after_link, remove_temp_files, scan_states
@@ -49,8 +50,8 @@ def clean_up(layout: SpoolLayout, stations: list[str]) -> None:
 def recover(
     layout: SpoolLayout,
     stations: list[str],
-    ledger: Ledger,
-    history: HistoryWriter,
+    ledger: Store,
+    history: HistorySink,
     *,
     shard: Shard = WHOLE,
 ) -> Recovered:

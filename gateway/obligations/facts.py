@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from gateway.obligations.status import Arrival
 from gateway.store.history import daily_files
-from gateway.store.ledger import TAKEN, State
+from gateway.store.rules import TAKEN, State
 from spool.ids import file_id_time
 
 _REJECTED = b'"event":"rejected"'

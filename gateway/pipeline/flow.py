@@ -27,8 +27,9 @@ from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
 from gateway.pipeline.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
-from gateway.store.ledger import Accept, Decision, Duplicate, FirstNotFull, Ledger, Stale
-from gateway.store.ledger import State as FileState
+from gateway.store.protocol import Store
+from gateway.store.rules import Accept, Decision, Duplicate, FirstNotFull, Stale
+from gateway.store.rules import State as FileState
 from gateway.windows import Calendar, deadline_of, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, publish, read_small
@@ -88,7 +89,7 @@ class Pipeline:
     config: GatewayConfig
     rules: Rules
     layout: SpoolLayout
-    ledger: Ledger
+    ledger: Store
     transactions: GroupTransaction  # the ledger's group commit
     recorder: Recorder
     forwarders: dict[str, Forwarder]

@@ -23,8 +23,9 @@ from gateway.metrics.sink import NULL_METRICS, MetricsSink, claim_age
 from gateway.pipeline.item import Item
 from gateway.pipeline.receipts import Receipt, publish_receipt, stage_receipt, write_receipt
 from gateway.store.history import EVENTS, EventKind, HistoryEvent
-from gateway.store.ledger import Facts, Ledger
-from gateway.store.ledger import State as FileState
+from gateway.store.protocol import Store
+from gateway.store.rules import Facts
+from gateway.store.rules import State as FileState
 from gateway.text import visible
 from gateway.windows import stamp
 from spool.claim import move
@@ -41,7 +42,7 @@ log = structlog.get_logger("gateway.outcome")
 @dataclass
 class Recorder:
     layout: SpoolLayout
-    ledger: Ledger
+    ledger: Store
     transactions: GroupTransaction  # the ledger's group commit
     history: GroupCommit[HistoryEvent]
     syncs: GroupSync  # the fsyncs of receipts and moves, shared by the files in flight

@@ -14,109 +14,44 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
+
+from gateway.store.rules import (
+    FACTS,
+    TAKEN,
+    TIMES,
+    Accept,
+    Decision,
+    Duplicate,
+    Facts,
+    FileRow,
+    FirstNotFull,
+    KeyTakenError,
+    LedgerError,
+    Stale,
+    State,
+    decide,
+)
+
+__all__ = [
+    "TAKEN",
+    "Accept",
+    "Decision",
+    "Duplicate",
+    "Facts",
+    "FileRow",
+    "FirstNotFull",
+    "KeyTakenError",
+    "Ledger",
+    "LedgerError",
+    "Stale",
+    "State",
+]
 
 SCHEMA_VERSION = 1
 
-
-class State(StrEnum):
-    CLAIMED = "claimed"  # in work/, not decided yet
-    ACCEPTED = "accepted"  # decided, report key taken (write-ahead), being forwarded
-    HELD = "held"  # accepted, waiting for the reporting window
-    DEFERRED = "deferred"  # accepted, the core failed transiently: retried at next_attempt_at
-    FORWARDED = "forwarded"  # outcome
-    REJECTED = "rejected"  # outcome
-    DUPLICATE = "duplicate"  # outcome
-
-
-TAKEN = frozenset({State.ACCEPTED, State.HELD, State.DEFERRED, State.FORWARDED})
-"""States of a file that holds its report key and counts for duplicates. A rejected file does not: sent
-again, it is validated again and gets its findings again, not a DUPLICATE (whose receipt says OK)."""
-
-
-class LedgerError(Exception):
-    """The ledger cannot be used as asked (wrong schema, unknown file)."""
-
-
-class KeyTakenError(LedgerError):
-    """``accept`` lost the report key to another file with a batch at least as high."""
-
-    def __init__(self, accepted: int) -> None:
-        self.accepted = accepted
-        super().__init__(f"report key already taken by batch {accepted:02d}")
-
-
-class Facts(TypedDict, total=False):
-    """What ``record``/``set_state`` may set on a file besides its state; updated_at is stamped."""
-
-    station: str
-    transfer_code: str
-    name: str
-    sha256: str
-    size: int
-    table_code: str
-    institution: str
-    data_date: str  # YYYYMMDD
-    part: int
-    batch: int
-    mode: str
-    claimed_at: datetime
-    attempts: int
-    next_attempt_at: datetime | None
-    outcome: str | None
-
-
-_FACTS = frozenset(Facts.__annotations__)
-_TIMES = frozenset({"claimed_at", "updated_at", "next_attempt_at"})
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    file_id: str
-    station: str | None
-    transfer_code: str | None
-    name: str | None
-    sha256: str | None
-    size: int | None
-    state: State
-    table_code: str | None
-    institution: str | None
-    data_date: str | None
-    part: int | None
-    batch: int | None
-    mode: str | None
-    claimed_at: datetime | None
-    updated_at: datetime
-    attempts: int
-    next_attempt_at: datetime | None
-    outcome: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Accept:
-    """Forward it: ``accept()`` the key first."""
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    of: str  # file_id of the first accepted file with this name and content
-
-
-@dataclass(frozen=True, slots=True)
-class Stale:
-    accepted: int  # the batch that holds the key
-
-
-@dataclass(frozen=True, slots=True)
-class FirstNotFull:
-    """An incremental table's first report for the institution came as Z."""
-
-
-Decision = Accept | Duplicate | Stale | FirstNotFull
 
 _SCHEMA = (
     """CREATE TABLE files (
@@ -248,7 +183,7 @@ class Ledger:
 
         Leaving the TAKEN states gives the report key back: it falls to the highest batch still taken.
         """
-        unknown = facts.keys() - _FACTS
+        unknown = facts.keys() - FACTS
         if unknown:
             raise TypeError(f"not ledger facts: {sorted(unknown)}")
         new_state = State(state) if state is not None else None
@@ -319,12 +254,7 @@ class Ledger:
         name: str,
         incremental: bool,
     ) -> Decision:
-        """Spec 7, in this order: duplicate, stale batch, incremental first report not full, accept.
-
-        A duplicate is the same name and content as a file in a TAKEN state (accepted and in flight
-        included). Any other file whose batch is not above the key's accepted batch is stale, whatever
-        its content: a re-report takes the next batch.
-        """
+        """Spec 7 (``rules.decide``) on the facts one statement fetches."""
         with self._lock:  # one statement: under load every statement waits for the GIL again
             dup, held, first = self._conn.execute(
                 f"SELECT (SELECT file_id FROM files WHERE station = ?1 AND name = ?2 AND sha256 = ?3 "  # noqa: S608 - fixed state list
@@ -334,13 +264,10 @@ class Ledger:
                 "EXISTS (SELECT 1 FROM reports WHERE station = ?1 AND institution = ?4 AND table_code = ?5)",
                 (station, name, sha256, institution, table, date, part),
             ).fetchone()
-        if dup is not None:
-            return Duplicate(of=dup)
-        if held is not None and batch <= held:
-            return Stale(accepted=held)
-        if incremental and mode == "Z" and not first:
-            return FirstNotFull()
-        return Accept()
+        return decide(
+            duplicate_of=dup, held_batch=held, table_reported=bool(first), batch=batch, mode=mode,
+            incremental=incremental,
+        )
 
     def accept(
         self,
@@ -413,7 +340,7 @@ class Ledger:
 
 
 def _to_sql(column: str, value: object) -> object:
-    if column in _TIMES and isinstance(value, datetime):
+    if column in TIMES and isinstance(value, datetime):
         if value.tzinfo is None:
             raise ValueError(f"{column} must be an aware datetime")
         return value.timestamp()
@@ -422,7 +349,7 @@ def _to_sql(column: str, value: object) -> object:
 
 def _file_row(row: sqlite3.Row) -> FileRow:
     data = dict(row)
-    for column in _TIMES:
+    for column in TIMES:
         if data[column] is not None:
             data[column] = datetime.fromtimestamp(data[column], UTC)
     data["state"] = State(data["state"])

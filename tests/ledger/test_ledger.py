@@ -20,6 +20,8 @@ from gateway.store.ledger import (
     Stale,
     State,
 )
+from gateway.store.memory import MemoryStore
+from gateway.store.protocol import Store
 
 KEY: dict[str, Any] = {
     "station": "k6666", "institution": "41210000", "table": "D1001", "date": "20220401", "part": 1,
@@ -30,12 +32,15 @@ def name(batch: int, mode: str = "Q", table: str = "D1001", date: str = "2022040
     return f"CISP-41210000_{table}_V01_1_{date}_{batch:02d}_{mode}.TXT"
 
 
-@pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
+@pytest.fixture(params=["sqlite", "memory"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """Both implementations of the store protocol answer every contract test the same way."""
+    if request.param == "memory":
+        return MemoryStore()
     return Ledger.open(tmp_path / "state" / "ledger.db")
 
 
-def arrive(ledger: Ledger, file_id: str, batch: int, sha: str, *, mode: str = "Q", incremental: bool = False,
+def arrive(ledger: Store, file_id: str, batch: int, sha: str, *, mode: str = "Q", incremental: bool = False,
            **key: Any) -> Any:
     """Record a claimed file and decide it; accept it when the decision says so (the daemon's flow)."""
     k = {**KEY, **key}
@@ -48,7 +53,7 @@ def arrive(ledger: Ledger, file_id: str, batch: int, sha: str, *, mode: str = "Q
     return decision
 
 
-def test_same_name_and_content_is_a_duplicate_of_the_first(ledger: Ledger) -> None:
+def test_same_name_and_content_is_a_duplicate_of_the_first(ledger: Store) -> None:
     assert arrive(ledger, "f1", 1, "aa") == Accept()
     ledger.set_state("f1", State.FORWARDED)
     assert arrive(ledger, "f2", 1, "aa") == Duplicate(of="f1")
@@ -57,31 +62,31 @@ def test_same_name_and_content_is_a_duplicate_of_the_first(ledger: Ledger) -> No
 
 
 @pytest.mark.parametrize("state", [State.ACCEPTED, State.HELD, State.DEFERRED, State.FORWARDED])
-def test_a_file_in_flight_counts_for_duplicates(ledger: Ledger, state: State) -> None:
+def test_a_file_in_flight_counts_for_duplicates(ledger: Store, state: State) -> None:
     arrive(ledger, "f1", 1, "aa")
     ledger.set_state("f1", state)
     assert arrive(ledger, "f2", 1, "aa") == Duplicate(of="f1")
 
 
-def test_a_rejected_file_sent_again_is_decided_again(ledger: Ledger) -> None:
+def test_a_rejected_file_sent_again_is_decided_again(ledger: Store) -> None:
     ledger.record("f1", station="k6666", name=name(1), sha256="aa")
     ledger.set_state("f1", State.REJECTED, outcome="BOM_PRESENT")
     assert arrive(ledger, "f2", 1, "aa") == Accept()
 
 
-def test_same_name_with_other_content_is_stale(ledger: Ledger) -> None:
+def test_same_name_with_other_content_is_stale(ledger: Store) -> None:
     arrive(ledger, "f1", 1, "aa")
     assert arrive(ledger, "f2", 1, "bb") == Stale(accepted=1)
 
 
-def test_lower_batch_after_a_higher_one_is_stale(ledger: Ledger) -> None:
+def test_lower_batch_after_a_higher_one_is_stale(ledger: Store) -> None:
     assert arrive(ledger, "f1", 2, "aa") == Accept()
     assert arrive(ledger, "f2", 1, "bb") == Stale(accepted=2)
     assert ledger.get("f2") is not None
     assert ledger.get("f2").state is State.CLAIMED  # type: ignore[union-attr]
 
 
-def test_higher_batch_is_a_re_report(ledger: Ledger) -> None:
+def test_higher_batch_is_a_re_report(ledger: Store) -> None:
     assert arrive(ledger, "f1", 1, "aa") == Accept()
     ledger.set_state("f1", State.FORWARDED)
     assert arrive(ledger, "f2", 2, "bb") == Accept()
@@ -89,14 +94,14 @@ def test_higher_batch_is_a_re_report(ledger: Ledger) -> None:
     assert arrive(ledger, "f4", 1, "aa") == Duplicate(of="f1")  # the old batch again: said so, not stale
 
 
-def test_the_key_includes_station_date_and_part(ledger: Ledger) -> None:
+def test_the_key_includes_station_date_and_part(ledger: Store) -> None:
     arrive(ledger, "f1", 2, "aa")
     assert arrive(ledger, "f2", 1, "bb", station="k1237") == Accept()
     assert arrive(ledger, "f3", 1, "cc", date="20220402") == Accept()
     assert arrive(ledger, "f4", 1, "dd", part=2) == Accept()
 
 
-def test_incremental_table_must_start_full(ledger: Ledger) -> None:
+def test_incremental_table_must_start_full(ledger: Store) -> None:
     d2001: dict[str, Any] = {"table": "D2001", "incremental": True}
     assert arrive(ledger, "z1", 1, "aa", mode="Z", **d2001) == FirstNotFull()
     assert arrive(ledger, "q1", 1, "bb", mode="Q", **d2001) == Accept()
@@ -108,7 +113,7 @@ def test_incremental_table_must_start_full(ledger: Ledger) -> None:
     assert arrive(ledger, "z4", 1, "ee", mode="Z", table="D1005") == Accept()
 
 
-def test_a_core_rejection_gives_the_key_back(ledger: Ledger) -> None:
+def test_a_core_rejection_gives_the_key_back(ledger: Store) -> None:
     arrive(ledger, "f1", 1, "aa")
     ledger.set_state("f1", State.FORWARDED)
     arrive(ledger, "f2", 2, "bb")
@@ -122,7 +127,7 @@ def test_a_core_rejection_gives_the_key_back(ledger: Ledger) -> None:
     assert arrive(ledger, "f4", 1, "dd", table="D2001", mode="Z", incremental=True) == FirstNotFull()
 
 
-def test_accept_is_write_ahead_and_refuses_a_lost_race(ledger: Ledger) -> None:
+def test_accept_is_write_ahead_and_refuses_a_lost_race(ledger: Store) -> None:
     for fid in ("f1", "f2"):
         ledger.record(fid, station="k6666", name=name(1), sha256=fid)
     # both decided Accept before either accepted: the second accept must lose
@@ -189,7 +194,7 @@ def test_integrity_check_reports_a_damaged_file(tmp_path: Path, damage: Any) -> 
         assert not damaged.integrity_ok()
 
 
-def test_a_transaction_is_rolled_back_on_exception(ledger: Ledger) -> None:
+def test_a_transaction_is_rolled_back_on_exception(ledger: Store) -> None:
     ledger.record("f1", station="k6666")
     with pytest.raises(RuntimeError), ledger.transaction():
         ledger.set_state("f1", State.FORWARDED)
@@ -199,7 +204,7 @@ def test_a_transaction_is_rolled_back_on_exception(ledger: Ledger) -> None:
     assert ledger.get("f2") is None
 
 
-def test_a_nested_transaction_undoes_only_its_own_updates(ledger: Ledger) -> None:
+def test_a_nested_transaction_undoes_only_its_own_updates(ledger: Store) -> None:
     with ledger.transaction():
         ledger.record("f1", station="k6666")
         with pytest.raises(RuntimeError), ledger.transaction():
@@ -209,7 +214,7 @@ def test_a_nested_transaction_undoes_only_its_own_updates(ledger: Ledger) -> Non
     assert [r.file_id for r in ledger.by_state(State.CLAIMED)] == ["f1", "f3"]
 
 
-def test_a_failed_update_changes_nothing(ledger: Ledger) -> None:
+def test_a_failed_update_changes_nothing(ledger: Store) -> None:
     with pytest.raises(TypeError, match="not ledger facts"):
         ledger.record("f1", colour="red")  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="not a valid State"):
@@ -217,7 +222,7 @@ def test_a_failed_update_changes_nothing(ledger: Ledger) -> None:
     assert ledger.get("f1") is None
 
 
-def test_two_threads_are_serialized(ledger: Ledger) -> None:
+def test_two_threads_are_serialized(ledger: Store) -> None:
     ledger.record("f1", station="k6666")
     errors: list[BaseException] = []
 
@@ -240,7 +245,7 @@ def test_two_threads_are_serialized(ledger: Ledger) -> None:
     assert ledger.get("f1").attempts == 400  # type: ignore[union-attr]
 
 
-def test_status_counts_and_oldest(ledger: Ledger) -> None:
+def test_status_counts_and_oldest(ledger: Store) -> None:
     base = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
     ledger.record("f1", station="k6666", claimed_at=base + timedelta(minutes=5))
     ledger.record("f2", station="k6666", claimed_at=base)
