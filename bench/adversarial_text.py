@@ -1,6 +1,6 @@
 """What pathological TXT contents cost to validate, against valid rows of the same size (issue 19).
 
-    python bench/adversarial_text.py [--mb 8] [--repeat 3]
+    python -m bench.adversarial_text [--mb 8] [--repeat 3]
 
 Each content is ``--mb`` MB of one D2001 file (``bench/validate_text.py``'s realistic rows for the
 valid one), fed to ``TextValidator`` in 1 MiB chunks as the daemon's serial scan does, in this process;
@@ -14,16 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from validate_text import DATE, ORG, RESULTS, realistic_block
-
+from bench.validate_text import DATE, ORG, RESULTS, realistic_block
 from codes.tables import bundled_tables
 from validators.text import TextValidator
 

@@ -1,6 +1,6 @@
 """Backlog: N valid 1 KiB D2001 files already waiting in the k6666 inboxes when the daemon starts.
 
-    python bench/backlog.py --files 100000 [--processes 2]
+    python -m bench.backlog --files 100000 [--processes 2]
 
 Same files and set-up as ``bench/burst.py`` (100 transfer codes, windows off, a fresh directory on the
 repository's filesystem). The files are written under ``stage/`` and renamed into their inboxes, all
@@ -20,14 +20,11 @@ import argparse
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from burst import (
+from bench.burst import (
     CODES,
     REPO,
     STATION,
@@ -43,7 +40,7 @@ from burst import (
     verify_gateway,
     wait_for_outcomes,
 )
-from measure import TreeMemory, memory_text, started_at
+from bench.measure import TreeMemory, memory_text, started_at
 
 
 def main() -> None:

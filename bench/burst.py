@@ -1,7 +1,7 @@
 """Burst: N valid 1 KiB D2001 files renamed into 100 k6666 mailboxes at once, gateway vs two naive movers.
 
-    python bench/burst.py --files 20000 [--rounds 2] [--hand-off copy|link] [--processes 2] [--profile]
-    python bench/burst.py --kinds gateway,split --split 2   # what a gateway process per CPU could reach
+    python -m bench.burst --files 20000 [--rounds 2] [--hand-off copy|link] [--processes 2] [--profile]
+    python -m bench.burst --kinds gateway,split --split 2   # what a gateway process per CPU could reach
 
 Each run gets a fresh directory (``--root``, default a new temp dir on the repo's filesystem). The files
 are written first under ``stage/`` (not timed), then renamed into ``<spool>/k6666/<tc>/in/`` as fast as
@@ -49,9 +49,7 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from measure import pyplot, tree_cpu
+from bench.measure import pyplot, tree_cpu
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench"
@@ -451,12 +449,14 @@ def run_baseline(
         process = subprocess.Popen(
             [
                 sys.executable,
-                str(BENCH / "durable_mover.py"),
+                "-m",
+                "bench.durable_mover",
                 str(dest),
                 hand_off,
                 str(DURABLE_THREADS),
                 *inboxes,
             ],
+            cwd=REPO,
             start_new_session=True,
         )
         ready = Path(f"{dest}.ready")

@@ -1,6 +1,6 @@
 """Console: an institution's page over a history of N events (default 1,000,000), p95 over real HTTP.
 
-    python bench/console.py [--events 1000000] [--requests 200]
+    python -m bench.console [--events 1000000] [--requests 200]
 
 The history is generated directly (JSON lines in 100 daily files, two events per file: received, then
 forwarded or, one in ten, rejected with a finding), spread over 50 transfer codes, one institution each.
@@ -30,11 +30,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from burst import REPO, save_result
-
+from bench.burst import REPO, save_result
 from gateway.store.historyview import query
 
 ZONE = ZoneInfo("Asia/Shanghai")

@@ -1,6 +1,6 @@
 """The burst's third baseline: the gateway's durable file steps, and nothing else.
 
-    python bench/durable_mover.py CORE copy|link THREADS INBOX...
+    python -m bench.durable_mover CORE copy|link THREADS INBOX...
 
 For every file that appears in an inbox, the same system calls the gateway makes to take it durably:
 claim (rename into ``work/``), fdatasync the claimed file and read it, hand it to the core (a copy

@@ -2,7 +2,7 @@
 
 Run from the repository root for a bounded time::
 
-    python bench/fuzz_names.py -max_total_time=60
+    python -m bench.fuzz_names -max_total_time=60
 
 Inputs are file names as the daemon sees them: raw bytes decoded with ``os.fsdecode`` (undecodable
 bytes become lone surrogates), either as they are or spliced into a valid name. Beyond "no exception"
@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import datetime
 import os
-import sys
-from pathlib import Path
 
 import atheris  # type: ignore[import-untyped]
-from fuzzing import check_messages, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.fuzzing import check_messages, run
 
 with atheris.instrument_imports():
     from codes.tables import bundled_tables

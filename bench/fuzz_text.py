@@ -2,7 +2,7 @@
 
 Run from the repository root for a bounded time::
 
-    python bench/fuzz_text.py -max_total_time=60
+    python -m bench.fuzz_text -max_total_time=60
 
 The first input byte picks the table, the next one a chunk size; the rest is the file. Checked: no
 exception; the same bytes fed whole and fed in chunks give the same records, findings and total (the
@@ -13,13 +13,9 @@ second(s)") and writes any crashing input to ``crash-<sha1>`` in the working dir
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import atheris  # type: ignore[import-untyped]
-from fuzzing import check_messages, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.fuzzing import check_messages, run
 
 with atheris.instrument_imports():
     from codes.tables import bundled_tables

@@ -2,7 +2,7 @@
 
 Run from the repository root for a bounded time::
 
-    python bench/fuzz_zip.py -max_total_time=60
+    python -m bench.fuzz_zip -max_total_time=60
 
 Half the inputs are raw bytes; the other half build a real archive with ``zipfile`` (member names and
 contents from the input) and then overwrite a few bytes of it, so the fuzzer reaches the member checks
@@ -14,14 +14,11 @@ executions ("Done N runs in S second(s)") and writes any crashing input to ``cra
 from __future__ import annotations
 
 import io
-import sys
 import zipfile
-from pathlib import Path
 
 import atheris  # type: ignore[import-untyped]
-from fuzzing import check_messages, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.fuzzing import check_messages, run
 
 with atheris.instrument_imports():
     from validators.archive import ZipLimits, inspect_zip

@@ -1,6 +1,6 @@
 """Large file: one generated D2001 report of 2 GB through the daemon: MB/s and peak RSS vs plain Python.
 
-    python bench/large_file.py [--gb 2] [--hand-off copy,link]
+    python -m bench.large_file [--gb 2] [--hand-off copy,link]
 
 Same set-up as ``bench/burst.py`` (k6666, windows off, a fresh directory on the repository's filesystem).
 The file is one valid D2001 report of ``--gb`` GB (a few 1 MiB blocks of ``burst.body`` rows, repeated),
@@ -19,15 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from burst import (
+from bench.burst import (
     REPO,
     STATION,
     body,
@@ -41,8 +38,8 @@ from burst import (
     verify_gateway,
     wait_for_outcomes,
 )
-from measure import TreeMemory, memory_text
-from validate_text import run_once
+from bench.measure import TreeMemory, memory_text
+from bench.validate_text import run_once
 
 BLOCK = 1024 * 1024
 BAD = ("not_forwarded", "no_receipt", "no_core_copy", "left_in_inbox", "extra_outcomes")

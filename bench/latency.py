@@ -1,6 +1,6 @@
 """Latency at a steady rate: rename into in/ -> the core's copy appearing, p50/p99/max.
 
-    python bench/latency.py --rate 200 --seconds 60 [--processes 2]
+    python -m bench.latency --rate 200 --seconds 60 [--processes 2]
 
 Same set-up as ``bench/burst.py`` (k6666, windows off, 100 transfer codes, valid 1 KiB D2001 files, a
 fresh directory). All files are written under ``stage/`` first; then one thread renames them into the
@@ -20,15 +20,12 @@ import select
 import shutil
 import statistics
 import struct
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from burst import (
+from bench.burst import (
     REPO,
     RESULTS,
     gateway_config,
@@ -41,7 +38,7 @@ from burst import (
     verify_gateway,
     wait_for_outcomes,
 )
-from measure import pyplot
+from bench.measure import pyplot
 
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_NONBLOCK = 0x8, 0x80, 0o4000
 _libc = ctypes.CDLL(None, use_errno=True)

@@ -1,6 +1,6 @@
 """Many mailboxes: 2,000 transfer codes x 5 files: start-up time, inotify watches, files/s.
 
-    python bench/mailboxes.py --codes 2000 --per-code 5
+    python -m bench.mailboxes --codes 2000 --per-code 5
 
 Same set-up as ``bench/burst.py`` (k6666, windows off, valid 1 KiB D2001 files, a fresh directory on
 the repository's filesystem), but with ``--codes`` transfer codes, each its own ``in/``. The daemon
@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from burst import (
+from bench.burst import (
     REPO,
     STATION,
     gateway_config,
@@ -35,7 +32,7 @@ from burst import (
     verify_gateway,
     wait_for_outcomes,
 )
-from measure import inotify_watches, started_at
+from bench.measure import inotify_watches, started_at
 
 
 def main() -> None:

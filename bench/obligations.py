@@ -1,6 +1,6 @@
 """What is due: ``due`` over 5,000 institutions x 20 tables for one period, against a real ledger.
 
-    python bench/obligations.py [--institutions 5000] [--tables 20] [--repeat 3]
+    python -m bench.obligations [--institutions 5000] [--tables 20] [--repeat 3]
 
 Builds a throwaway deployment: 20 tables (the 4 bundled ones and 16 more, half daily, half monthly),
 5,000 transfer codes on k6666 that each owe all of them (the default: no ``owes`` list), a SQLite
@@ -35,17 +35,17 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from codes.tables import bundled_tables
+from gateway.config import load_config
+from gateway.obligations.assess import LEDGER_NAME, assess, ledger_facts
+from gateway.obligations.command import add_arguments, show_due
+from gateway.store.history import HistoryEvent, HistoryWriter
+from gateway.store.ledger import Ledger
+from gateway.windows import PLATFORM_ZONE
+from spool.ids import new_file_id
 
-from codes.tables import bundled_tables  # noqa: E402
-from gateway.config import load_config  # noqa: E402
-from gateway.obligations.assess import LEDGER_NAME, assess, ledger_facts  # noqa: E402
-from gateway.obligations.command import add_arguments, show_due  # noqa: E402
-from gateway.store.history import HistoryEvent, HistoryWriter  # noqa: E402
-from gateway.store.ledger import Ledger  # noqa: E402
-from gateway.windows import PLATFORM_ZONE  # noqa: E402
-from spool.ids import new_file_id  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
 
 BUNDLED = tuple(bundled_tables())
 DAY = "20240930"

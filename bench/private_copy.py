@@ -1,6 +1,6 @@
 """What the gateway's own copy of a claimed file costs (``spool/private.py``), when it must be taken.
 
-    python bench/private_copy.py [--files 2000] [--mb 512]
+    python -m bench.private_copy [--files 2000] [--mb 512]
 
 A claimed file is copied when a sender can still write it (another link, a writable handle, or simply
 owned by the sender's account: the kernel grants the lease that proves "no writer" only to the owner).
@@ -15,12 +15,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from spool.fsio import read_small
 from spool.private import make_private

@@ -1,6 +1,6 @@
 """Crash soak: real writers drop a mix of files on both stations while the daemon is SIGKILLed at random.
 
-    python bench/soak.py --kills 200 --seed 42 [--processes 2]
+    python -m bench.soak --kills 200 --seed 42 [--processes 2]
 
 A load generator (a thread) drops valid, invalid, duplicate, re-reported and TXT+ZIP files on k1237 and
 k6666 (production windows stay off) through three kinds of writers: rename-in (hidden temp name, then
@@ -37,12 +37,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.conftest import base_config  # noqa: E402
-from tests.e2e.harness import (  # noqa: E402
+from harness.config import base_config
+from harness.daemon import (
     ORG,
     OUTCOMES,
     TC,
@@ -51,6 +47,8 @@ from tests.e2e.harness import (  # noqa: E402
     launch,
     started_since,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 TC_B = "TC41210000B"  # a second transfer code of the same institution (k1237 + k6666): cross-inbox duplicates
 OTHER_ORG = "41220000"
@@ -368,6 +366,7 @@ def run_soak(
     log=print,
     processes: int = 1,
 ) -> Figures:
+
     rng = random.Random(seed)
     fig = Figures(seed=seed, kills_requested=kills)
     started = time.monotonic()

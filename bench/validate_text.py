@@ -1,6 +1,6 @@
 """Throughput of the TXT validator against a plain-Python baseline, on a >= 1 GB D2001 file.
 
-Run from the repository root: ``python bench/validate_text.py [--size-mb 1024] [--repeat 3] [--cpus 1]``.
+Run from the repository root: ``python -m bench.validate_text [--size-mb 1024] [--repeat 3] [--cpus 1]``.
 The data file is generated once and cached under ``bench/results/`` (git-ignored). Every measurement
 runs in its own subprocess so that its peak RSS is its own; the kinds take turns and the best of
 ``--repeat`` runs of each is kept, as this machine is shared and wall time is noisy (CPU MB/s is shown
@@ -87,7 +87,6 @@ def data_file(size_mb: int) -> Path:
 
 def measure(kind: str, path: Path, cpus: int = 0) -> dict[str, float]:
     """One measurement, run inside the subprocess (on the first ``cpus`` CPUs when given)."""
-    sys.path.insert(0, str(REPO))
     if cpus:
         os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cpus])
     if kind != "baseline":  # imported before the clock starts, as a daemon imports them once at startup
@@ -156,8 +155,8 @@ def validator_only(path: Path) -> int:
 
 
 def run_once(kind: str, path: Path, cpus: int = 0) -> dict[str, float]:
-    command = [sys.executable, __file__, "--measure", kind, str(path), "--cpus", str(cpus)]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    command = [sys.executable, "-m", "bench.validate_text", "--measure", kind, str(path), "--cpus", str(cpus)]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO)
     result: dict[str, float] = json.loads(done.stdout)
     return result
 
@@ -189,8 +188,8 @@ def main() -> None:
         print(data_file(args.size_mb))
         return
     # generated in a child: a forked child starts with its parent's peak RSS, so this process stays small
-    generate = [sys.executable, __file__, "--generate", "--size-mb", str(args.size_mb)]
-    path = Path(subprocess.run(generate, capture_output=True, text=True, check=True).stdout.strip())
+    generate = [sys.executable, "-m", "bench.validate_text", "--generate", "--size-mb", str(args.size_mb)]
+    path = Path(subprocess.run(generate, capture_output=True, text=True, check=True, cwd=REPO).stdout.strip())
     size_mb = path.stat().st_size / 1_000_000
     results = run_all(path, args.repeat, args.cpus)
     base = results["baseline"]

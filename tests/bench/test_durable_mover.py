@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-MOVER = Path(__file__).resolve().parents[2] / "bench" / "durable_mover.py"
+from harness.config import REPO
 
 
 @pytest.mark.parametrize("hand_off", ["copy", "link"])
@@ -19,7 +19,9 @@ def test_every_file_reaches_core_receipt_and_archive(tmp_path: Path, hand_off: s
     inboxes = [tmp_path / f"TC{n}" / "in" for n in range(3)]
     for inbox in inboxes:
         inbox.mkdir(parents=True)
-    mover = subprocess.Popen([sys.executable, str(MOVER), str(core), hand_off, "4", *map(str, inboxes)])
+    mover = subprocess.Popen(
+        [sys.executable, "-m", "bench.durable_mover", str(core), hand_off, "4", *map(str, inboxes)], cwd=REPO
+    )
     try:
         deadline = time.monotonic() + 30
         while not Path(f"{core}.ready").exists():

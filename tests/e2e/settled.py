@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     OUTCOMES,
     Gateway,

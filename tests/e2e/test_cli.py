@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.daemon import ORG, Gateway, d1001_body, d1001_name, drop, yesterday
 from tests.conftest import REPO
-from tests.e2e.harness import ORG, Gateway, d1001_body, d1001_name, drop, yesterday
 
 HOSTILE = b"CISP-\xff\xfe\x85\xe2\x80\xa8_D1001.TXT"  # not UTF-8, a C1 control, a line separator
 

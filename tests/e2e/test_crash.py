@@ -13,10 +13,7 @@ from datetime import datetime
 
 from gateway.store.history import HistoryEvent, HistoryWriter
 from gateway.store.ledger import Ledger
-from spool.ids import new_file_id
-from spool.layout import State, StationLayout
-from tests.conftest import base_config
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     TC,
     ZONE,
@@ -32,6 +29,9 @@ from tests.e2e.harness import (
     started_since,
     state_files,
 )
+from spool.ids import new_file_id
+from spool.layout import State, StationLayout
+from tests.conftest import base_config
 from tests.e2e.settled import Dropped, assert_settled, enum_body
 from validators import findings
 

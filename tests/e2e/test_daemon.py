@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     TC,
     Gateway,

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.daemon import Gateway, d1001_body, d1001_name, day, wait_for
 from spool.sync import SYNCFS_FROM, trusts_syncfs
 from tests.conftest import REPO
-from tests.e2e.harness import Gateway, d1001_body, d1001_name, day, wait_for
 
 _TRACED = "openat,write,rename,renameat,renameat2,fsync,fdatasync,syncfs"
 _CALL = re.compile(r"^\d+ +(?:<\.\.\. (\w+) resumed>(.*)|(\w+)\((.*))$")

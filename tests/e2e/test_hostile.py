@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 from gateway.forward.retry import MISCONFIGURED_TRIES
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     TC,
     Gateway,

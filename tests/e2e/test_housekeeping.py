@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
+from harness.daemon import ORG, TC, ZONE, Gateway, wait_for
 from spool.tree import remove_tree
-from tests.e2e.harness import ORG, TC, ZONE, Gateway, wait_for
 
 
 def test_core_feedback_reaches_the_institutions_outbox(gateway: Gateway) -> None:

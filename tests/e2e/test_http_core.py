@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import base_config
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     TC,
     Gateway,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     wait_for,
     yesterday,
 )
+from tests.conftest import base_config
 from tests.forward.helpers import Core, Reply, free_port
 
 NOT_READY = Reply(409, {"code": "TASK_NOT_IN_PREPARATION", "message": "任务不在数据准备状态"})

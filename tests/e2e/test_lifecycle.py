@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     OUTCOMES,
     ZONE,

@@ -8,7 +8,7 @@ import json
 import os
 import shutil
 
-from tests.e2e.harness import ORG, Gateway, drop, wait_for
+from harness.daemon import ORG, Gateway, drop, wait_for
 
 
 def d2001(date: str, batch: int = 1, mode: str = "Q") -> str:

@@ -14,8 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO, base_config
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     TC,
     ZONE,
@@ -28,6 +27,7 @@ from tests.e2e.harness import (
     wait_for,
     yesterday,
 )
+from tests.conftest import REPO, base_config
 from tests.forward.helpers import free_port
 
 OTHER_ORG, OTHER_TC = "41220000", "TC41220000"

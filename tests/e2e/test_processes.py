@@ -11,7 +11,7 @@ import signal
 from pathlib import Path
 
 from gateway.daemon.shard import Shard
-from tests.e2e.harness import (
+from harness.daemon import (
     Gateway,
     d1001_body,
     d1001_name,

@@ -7,7 +7,7 @@ import stat
 import urllib.request
 from pathlib import Path
 
-from tests.e2e.harness import ORG, Gateway, drop, launch, wait_for, yesterday
+from harness.daemon import ORG, Gateway, drop, launch, wait_for, yesterday
 from tests.forward.helpers import free_port
 
 PLANTED = "绝密薪酬张三丰"  # a value that must never leave the file

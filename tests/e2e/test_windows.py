@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.harness import ORG, TC, Gateway, drop, launch, wait_for
+from harness.daemon import ORG, TC, Gateway, drop, launch, wait_for
 
 TRADING_DAY_1459 = "2024-10-08T14:59:56+08:00"  # a trading day, four seconds before the window ends
 

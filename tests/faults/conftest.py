@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Gateway
+from harness.daemon import Gateway
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import (
+from harness.daemon import (
     ORG,
     ZONE,
     Gateway,
@@ -374,7 +374,7 @@ def test_inotify_overflow_burst_every_file_gets_an_outcome(
     assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
     written = time.monotonic() - started
     total = per * writers
-    from tests.e2e.harness import outcome_count
+    from harness.daemon import outcome_count
 
     wait_for(lambda: outcome_count(gateway) >= total, timeout=max(90, total / 50), what="all outcomes")
     elapsed = time.monotonic() - started

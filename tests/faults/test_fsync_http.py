@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, base_config
-from tests.e2e.harness import (
+from harness.daemon import (
     ZONE,
     Gateway,
     d1001_body,
@@ -26,6 +25,7 @@ from tests.e2e.harness import (
     state_files,
     wait_for,
 )
+from tests.conftest import REPO, base_config
 from tests.forward.helpers import Core, Reply
 
 

@@ -9,8 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+from harness.daemon import ORG, d1001_body, d1001_name, yesterday
 from tests.conftest import REPO
-from tests.e2e.harness import ORG, d1001_body, d1001_name, yesterday
 
 
 def check(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.e2e.harness import Gateway, d1001_body, d1001_name, drop, wait_for
+from harness.daemon import Gateway, d1001_body, d1001_name, drop, wait_for
 from tests.forward.helpers import free_port
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.harness import ORG, Gateway, d1001_body, d1001_name, drop, wait_for, yesterday
+from harness.daemon import ORG, Gateway, d1001_body, d1001_name, drop, wait_for, yesterday
 
 
 def test_receipt_of_a_stem_follows_its_newest_file(tmp_path: Path) -> None:

@@ -1,36 +1,24 @@
 """The crash soak's short variant (spec 14): >= 20 SIGKILLs of the real daemon under a mixed load.
 
-The long run is ``python bench/soak.py --kills 200 --seed N`` (see docs/reliability.md). This one uses
+The long run is ``python -m bench.soak --kills 200 --seed N`` (see docs/reliability.md). This one uses
 the same generator, driver and outside-in checks with a fixed seed (override with FDEP_SOAK_SEED, and
 the kill count with FDEP_SOAK_KILLS) and must end with every failure count at zero.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_soak():
-    spec = importlib.util.spec_from_file_location("fdep_bench_soak", REPO / "bench" / "soak.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from bench import soak
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cp") is None, reason="the cp writer needs cp")
 def test_short_crash_soak_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    soak = load_soak()
     seed = int(os.environ.get("FDEP_SOAK_SEED", "1237"))
     kills = int(os.environ.get("FDEP_SOAK_KILLS", "24"))
     assert kills >= 20

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.daemon import ORG, Gateway, d1001_body, d1001_name, drop, launch, wait_for
 from tests.conftest import REPO
-from tests.e2e.harness import ORG, Gateway, d1001_body, d1001_name, drop, launch, wait_for
 from tests.forward.helpers import free_port
 
 OTHER_ORG, OTHER_TC = "41220000", "TC41220000"

@@ -19,8 +19,8 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from harness.daemon import d1001_body, d1001_name, drop, wait_for
 from tests.conftest import REPO
-from tests.e2e.harness import d1001_body, d1001_name, drop, wait_for
 from tests.web.conftest import BOM, OTHER_ORG, PASSWORDS, Site, outcome
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

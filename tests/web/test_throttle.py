@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.daemon import Gateway
 from tests.conftest import REPO
-from tests.e2e.harness import Gateway
 from tests.web.conftest import Web, add_user, login, post_login, start_web, web_config
 
 PASSWORD = "a-good-long-password"  # noqa: S105 (a test account)

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.daemon import Gateway, wait_for
 from tests.conftest import REPO
-from tests.e2e.harness import Gateway, wait_for
 from tests.web.conftest import SECRET, web_config
 
 OPENSSL = shutil.which("openssl")

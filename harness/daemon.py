@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
-from tests.conftest import REPO, base_config
+from harness.config import REPO, base_config
 
 ZONE = ZoneInfo("Asia/Shanghai")
 ORG = "41210000"

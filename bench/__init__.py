@@ -1,0 +1,1 @@
+"""Benchmarks, soak and fuzzing, each a module run as ``python -m bench.NAME`` from the checkout."""
