@@ -162,10 +162,14 @@ def window_hold(
 def monthly_deadline(
     data_date: date, calendar: Calendar, nth: int = MONTHLY_DUE_WORKING_DAY, at: time = MONTHLY_DUE_TIME
 ) -> datetime:
-    """11:30 Beijing time on the 7th working day of the month after ``data_date``'s month (by default)."""
+    """11:30 Beijing time on the 7th working day of the month after ``data_date``'s month (by default).
+
+    A table's own rule may ask for more working days than a short month has (February has 16 to 18):
+    the deadline is then that month's last working day, never an error on a file already accepted."""
     data_date = _day(data_date)
     year, month = (data_date.year + 1, 1) if data_date.month == 12 else (data_date.year, data_date.month + 1)
-    due = calendar.nth_working_day(year, month, nth)
+    days = calendar.working_days(year, month)
+    due = days[min(nth, len(days)) - 1]
     return datetime.combine(due, at, tzinfo=PLATFORM_ZONE)
 
 

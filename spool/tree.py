@@ -10,6 +10,7 @@ are open at once, every path is one name relative to an open directory, and each
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def remove_tree(path: Path) -> None:
     try:
         pending: list[str | None] = [None]  # None: the top itself
         hoisted = 0
+        prefix = f"{_HOIST}{secrets.token_hex(6)}-"  # a sweep killed midway left others' names there
         while pending:
             name = pending.pop()
             fd = top if name is None else _open_dir(name, top)
@@ -38,7 +40,7 @@ def remove_tree(path: Path) -> None:
                             pending.append(entry.name)
                             continue
                         hoisted += 1
-                        moved = f"{_HOIST}{hoisted}"
+                        moved = f"{prefix}{hoisted}"
                         os.rename(entry.name, moved, src_dir_fd=fd, dst_dir_fd=top)
                         pending.append(moved)
                     else:

@@ -137,7 +137,9 @@ class Pipeline:
                 item.extra.add(findings.make("FILE_CHANGED"))
             if item.rejected:
                 await self.recorder.rejected([item])
-            elif row.state is FileState.DEFERRED:
+                return
+            self._flag_late(item)  # by its arrival: the same as before the crash
+            if row.state is FileState.DEFERRED:
                 await self.forward([item])  # forwarding is idempotent
             else:
                 await self.release_or_hold([item])

@@ -39,6 +39,7 @@ class Receipt:
     file_id: str
     status: str  # forwarded, held, duplicate, rejected
     names: tuple[str, ...] = ()  # the unit's other files (the ZIP of a TXT): the receipt speaks for them
+    partners: tuple[str, ...] = ()  # TXT/ZIP partners not in this unit: their receipt is this file's too
 
 
 def _cell(text: str) -> str:
@@ -233,7 +234,8 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
     path = outbox / receipt_name(receipt.name, receipt.ok)
     if _pretends(receipt.name):
         return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "pretends"
-    own = {_cell(n).encode("utf-8", "surrogateescape") for n in (receipt.name, *receipt.names)}
+    answered = (receipt.name, *receipt.names, *receipt.partners)
+    own = {_cell(n).encode("utf-8", "surrogateescape") for n in answered}
     stem = _stem(receipt.name)
     for variant in dict.fromkeys((stem, stem.upper(), stem.lower())):
         for ok in (True, False):

@@ -29,7 +29,7 @@ from starlette.templating import Jinja2Templates
 
 from gateway.config import GatewayConfig
 from gateway.ops.operate import ReplayError, mailbox_status, replay_file, summed
-from gateway.pipeline.receipts import find_receipt, receipt_name
+from gateway.pipeline.receipts import find_receipt
 from gateway.web.accounts import Account, Accounts, LoginResult, Role
 from gateway.web.audit import AuditLog
 from gateway.web.i18n import LANGUAGES, text
@@ -41,6 +41,8 @@ from spool.recovery import StateEntry, scan_states
 
 PAGE = 50
 RECEIPTS_MAX = 1000
+MAX_PAGE = 1_000_000
+"""Pages beyond this hold nothing (50 million files); a larger number must not overflow SQLite's LIMIT."""
 _HERE = Path(__file__).parent
 _LIST_LIMIT = 200
 
@@ -267,7 +269,7 @@ async def _files(request: Request) -> Response:
     q = request.query_params
     flt = _search(request)
     try:
-        page = max(0, int(q.get("page") or 0))
+        page = min(max(0, int(q.get("page") or 0)), MAX_PAGE)
     except ValueError:
         page = 0
     rows = await asyncio.to_thread(
@@ -317,8 +319,9 @@ async def _file(request: Request) -> Response:
     return _render(request, "file.html", account=account, row=row, events=events, receipt=receipt)
 
 
-def _receipt_text(config: GatewayConfig, row: FileRow) -> str | None:
-    """The file's own receipt from its out/ (not a later file's of the same name), or None."""
+def _receipt_file(config: GatewayConfig, row: FileRow) -> tuple[str, str] | None:
+    """The file's own receipt from its out/ (not a later file's of the same name): its name there (the
+    spec's, or the distinct one it had to take) and its text; None when there is none."""
     if not (row.station and row.transfer_code and row.name) or "/" in row.name:
         return None
     try:
@@ -326,16 +329,21 @@ def _receipt_text(config: GatewayConfig, row: FileRow) -> str | None:
     except ValueError:
         return None
     found = find_receipt(outbox, row.name, row.file_id)
-    return None if found is None else found[1].decode("utf-8", errors="replace")
+    return None if found is None else (found[0].name, found[1].decode("utf-8", errors="replace"))
+
+
+def _receipt_text(config: GatewayConfig, row: FileRow) -> str | None:
+    found = _receipt_file(config, row)
+    return None if found is None else found[1]
 
 
 async def _receipt(request: Request) -> Response:
     _, row = await _own_file(request)
-    content = await asyncio.to_thread(_receipt_text, _console(request).config, row)
-    if content is None or row.name is None:
+    found = await asyncio.to_thread(_receipt_file, _console(request).config, row)
+    if found is None:
         raise HTTPException(404)
-    ok = content.split("\n", 1)[0].split("|")[1] == "OK"
-    filename = receipt_name(row.name, ok).encode("ascii", "replace").decode()
+    name, content = found
+    filename = name.encode("ascii", "replace").decode()
     return PlainTextResponse(
         content,
         media_type="text/plain; charset=utf-8",
@@ -361,10 +369,9 @@ def _zip_receipts(config: GatewayConfig, rows: list[FileRow]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for row in rows:
-            content = _receipt_text(config, row)
-            if content is not None and row.name is not None:
-                ok = content.split("\n", 1)[0].split("|")[1] == "OK"
-                archive.writestr(f"{row.file_id}/{receipt_name(row.name, ok)}", content)
+            found = _receipt_file(config, row)
+            if found is not None:
+                archive.writestr(f"{row.file_id}/{found[0]}", found[1])
     return buffer.getvalue()
 
 

@@ -9,8 +9,12 @@ directory, the spool's state dirs and the ledger file.
 from __future__ import annotations
 
 import hashlib
+import random
+import shutil
+import time
 from datetime import datetime
 
+from bench.soak import d3006_pair
 from gateway.store.history import HistoryEvent, HistoryWriter
 from gateway.store.ledger import Ledger
 from harness.daemon import (
@@ -28,6 +32,7 @@ from harness.daemon import (
     outcome_count,
     started_since,
     state_files,
+    wait_for,
 )
 from spool.ids import new_file_id
 from spool.layout import State, StationLayout
@@ -197,3 +202,42 @@ def test_a_rejection_logged_before_a_kill_is_finished_never_forwarded(gateway: G
     assert line.split("|")[3] == "CORE_REJECTED"
     assert [p.name.split(".", 1)[0] for p in state_files(gateway, "quarantine")] == [file_id, file_id]
     assert ledger_states(gateway)[file_id] == "rejected"
+
+
+def _defer_then_restart(gateway: Gateway, drops: list[tuple[str, bytes]]) -> None:
+    """The core breaks (its directory is a file), the files are deferred, the daemon is killed, the
+    operator mends the core and starts the daemon again: recovery finishes the deferred files."""
+    launch(gateway)
+    core = gateway.core("k1237")
+    shutil.rmtree(core)
+    core.write_text("not a directory")
+    for name, body in drops:
+        drop(gateway.inbox(), name, body)
+    wait_for(lambda: state_files(gateway, "deferred"), timeout=30, what="a deferral")
+    time.sleep(1)  # the rest of a unit follows its first file into deferred/, or stays in work/
+    gateway.kill()
+    core.unlink()
+    core.mkdir()
+    launch(gateway)
+    wait_for(
+        lambda: sum(e["event"] == "forwarded" for e in gateway.events()) >= len(drops),
+        timeout=60,
+        what="every file forwarded",
+    )
+    assert gateway.stop() == 0
+
+
+def test_a_pair_finished_after_a_restart_keeps_one_receipt(gateway: Gateway) -> None:
+    """Recovery forwards a deferred TXT and ZIP one at a time: the second must not count the first's
+    receipt as another file's and write a second one beside it."""
+    txt, txt_body, zip_name, zip_body = d3006_pair(day(40), 1, random.Random(1))  # noqa: S311 - test data
+    _defer_then_restart(gateway, [(zip_name, zip_body), (txt, txt_body)])
+    assert [p.name for p in gateway.outbox().iterdir()] == [txt.replace(".TXT", "_OK.TXT")]
+
+
+def test_a_late_file_finished_after_a_restart_is_still_flagged_late(gateway: Gateway) -> None:
+    name = d1001_name(date="20260115")  # monthly: due in February 2026, long past
+    _defer_then_restart(gateway, [(name, d1001_body(date="20260115"))])
+    (event,) = gateway.outcome_events(name)
+    assert [f["code"] for f in event["findings"]] == ["LATE"]
+    assert "LATE" in gateway.receipt(name, ok=True)

@@ -299,3 +299,15 @@ def test_next_sweep_is_today_at_the_hour_or_tomorrow() -> None:
     assert next_sweep(late) == datetime(2026, 3, 11, 0, 30, tzinfo=zone)
     month_end = datetime(2026, 2, 28, 23, 0, tzinfo=zone)
     assert next_sweep(month_end) == datetime(2026, 3, 1, 0, 30, tzinfo=zone)
+
+
+def test_a_tree_left_half_removed_by_a_killed_sweep_is_removed_by_the_next(tmp_path: Path) -> None:
+    """A killed sweep leaves directories it hoisted to the top (with their own subdirectories): the next
+    one must not collide with those names."""
+    top = tmp_path / "day"
+    (top / "a" / "b" / "c").mkdir(parents=True)
+    put(top / "a" / "b" / "f")
+    (top / ".gateway-rm-1" / "x" / "y").mkdir(parents=True)
+    (top / ".gateway-rm-2").mkdir()
+    remove_tree(top)
+    assert not top.exists()

@@ -253,3 +253,9 @@ def test_audit_has_logins_and_operator_actions(site: Site) -> None:
     assert any(a["action"] == "login" and a["user"] == "ops" and a["outcome"] == "ok" for a in lines)
     assert any(a["action"] == "replay" and a["user"] == "ops" and a["outcome"] == "failed" for a in lines)
     assert not any("password" in line for line in site.audit())
+
+
+def test_a_page_number_past_any_file_is_an_empty_page_not_an_error(site: Site) -> None:
+    with client_for(site, "inst-a") as client:
+        response = client.get("/files", params={"page": "100000000000000000000"})
+    assert response.status_code == 200

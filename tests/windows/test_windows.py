@@ -340,3 +340,11 @@ def test_late_follows_config_overrides() -> None:
 def test_stamp_is_beijing_minutes() -> None:
     assert stamp(at(TUESDAY_AFTER_NATIONAL_DAY, 15)) == "2024-10-08 15:00"
     assert stamp(datetime(2024, 10, 15, 3, 30, tzinfo=UTC)) == "2024-10-15 11:30"
+
+
+def test_a_monthly_rule_longer_than_a_short_month_ends_on_its_last_working_day() -> None:
+    """A table's own rule may ask for the 20th working day; February 2026 has 16: no error on a file
+    already accepted, the deadline is the month's last working day."""
+    calendar = Calendar()
+    due = monthly_deadline(date(2026, 1, 15), calendar, nth=20)
+    assert due.date() == calendar.working_days(2026, 2)[-1]
