@@ -246,6 +246,30 @@ CATALOGUE: dict[str, Template] = {
         "请按 {partner} 的问题修正后，将 TXT 与 ZIP 一并重新发送",
         "Fix what is reported for {partner}, then send the TXT and the ZIP again, both of them",
     ),
+    "FEEDBACK_NAME_INVALID": Template(
+        _E,
+        "无法识别的回执文件名 {name}（应为 <报送文件名主干>_OK.TXT 或 _BAD.TXT），已隔离",
+        "Not a feedback file name: {name} (expected <report stem>_OK.TXT or _BAD.TXT); quarantined",
+        "请检查报送平台写入回执目录的内容，处理后将隔离区中的文件移回回执目录（去掉文件名前的编号）即可重新投递",
+        "Check what the core writes into the route's feedback directory, then move the quarantined file "
+        "back into the feedback directory (without its id prefix)",
+    ),
+    "FEEDBACK_NO_MAILBOX": Template(
+        _E,
+        "机构 {institution} 在站点 {stations} 没有登记可接收该回执的文件传输编码，回执已隔离",
+        "No registered transfer code of institution {institution} on {stations} can take this feedback; "
+        "quarantined",
+        "请在传输编码登记表中补登，处理后将隔离区中的文件移回回执目录（去掉文件名前的编号）即可重新投递",
+        "Register the code, then move the quarantined file back into the feedback directory "
+        "(without its id prefix)",
+    ),
+    "FEEDBACK_OUTBOX_BLOCKED": Template(
+        _E,
+        "out/ 目录中同名位置被一个目录占用（{blocked}），回执已隔离",
+        "A directory is in the way in out/ ({blocked}); quarantined",
+        "请移走该目录，处理后将隔离区中的文件移回回执目录（去掉文件名前的编号）即可重新投递",
+        "Remove it, then move the quarantined file back into the feedback directory (without its id prefix)",
+    ),
     "UNKNOWN_TRANSFER_CODE": Template(
         _E,
         "传输编码 {transfer_code} 未在站点 {station} 注册",

@@ -55,9 +55,11 @@ from gateway.pipeline.receipts import OWN_RECEIPT, receipt_lock
 from gateway.store.history import HistoryEvent
 from gateway.text import visible
 from spool.entries import NotRegularFileError, is_temp_name, open_regular
-from spool.fsio import fsync_dir, makedirs_durable, rename_noreplace, temp_name, write_atomic
+from spool.fsio import fsync_dir, makedirs_durable, publish, rename_noreplace, temp_name, write_atomic
 from spool.ids import new_file_id
 from spool.layout import SpoolLayout, State, StationLayout
+from validators import findings
+from validators.findings import Finding
 from validators.name_grammar import ReportName, parse_name
 
 if TYPE_CHECKING:
@@ -450,13 +452,10 @@ def _copy_verified(
         if copied != size or digest != sha256 or _changed(before, os.fstat(fd)):
             tmp.unlink()
             return False
-        if replace:
-            tmp.replace(final)
-        else:
-            rename_noreplace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    publish(tmp, final, replace=replace)
     fsync_dir(final.parent)
     return True
 
@@ -496,6 +495,7 @@ def _quarantine(
                 "route": known.route,
                 "station": station.name,
                 "reason": reason,
+                "finding": quarantine_finding(reason, known, looked_for).to_dict(),
                 "message": result.message,
                 "size": known.size,
                 "sha256": known.sha256,
@@ -612,30 +612,16 @@ def _delivered_message(parsed: FeedbackName | None, d: Delivery, count: int) -> 
     return f"{zh} / {en}"
 
 
-def _quarantine_message(reason: Reason, known: FeedbackResult, looked_for: Mapping[str, Any]) -> str:
-    back = (
-        "处理后将隔离区中的文件移回回执目录（去掉文件名前的编号）即可重新投递",
-        "then move the quarantined file back into the feedback directory (without its id prefix)",
-    )
+def quarantine_finding(reason: Reason, known: FeedbackResult, looked_for: Mapping[str, Any]) -> Finding:
+    """Why a feedback file was quarantined, from the findings catalogue (zh/en message and hint)."""
     if reason == "FEEDBACK_NAME_INVALID":
-        return (
-            f"无法识别的回执文件名 {visible(known.name)}"
-            "（应为 <报送文件名主干>_OK.TXT 或 _BAD.TXT），已隔离；"
-            f"请检查报送平台写入回执目录的内容，{back[0]} / "
-            f"Not a feedback file name: {visible(known.name)} (expected <report stem>_OK.TXT or _BAD.TXT); "
-            f"quarantined: check what the core writes into the route's feedback directory, {back[1]}"
-        )
+        return findings.make(reason, name=visible(known.name))
     if reason == "FEEDBACK_NO_MAILBOX":
-        org = looked_for.get("institution")
         stations = ", ".join(looked_for.get("stations", ()))
-        return (
-            f"机构 {org} 在站点 {stations} 没有登记可接收该回执的文件传输编码，回执已隔离；"
-            f"请在传输编码登记表中补登，{back[0]} / "
-            f"No registered transfer code of institution {org} on {stations} can take this feedback; "
-            f"quarantined: register the code, {back[1]}"
-        )
-    blocked = ", ".join(looked_for.get("blocked_by", ()))
-    return (
-        f"out/ 目录中同名位置被一个目录占用（{blocked}），回执已隔离；请移走该目录，{back[0]} / "
-        f"A directory is in the way in out/ ({blocked}); quarantined: remove it, {back[1]}"
-    )
+        return findings.make(reason, institution=looked_for.get("institution"), stations=stations)
+    return findings.make(reason, blocked=", ".join(looked_for.get("blocked_by", ())))
+
+
+def _quarantine_message(reason: Reason, known: FeedbackResult, looked_for: Mapping[str, Any]) -> str:
+    found = quarantine_finding(reason, known, looked_for)
+    return f"{found.message_zh}；{found.hint_zh} / {found.message_en}: {found.hint_en}"
