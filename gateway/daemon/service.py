@@ -39,7 +39,7 @@ from gateway.pipeline.feedback import deliver_all, feedback_sources
 from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
-from gateway.pipeline.validate import Rules
+from gateway.pipeline.settings import Settings
 from gateway.store.history import HistoryEvent, HistoryWriter
 from gateway.store.ledger import Ledger
 from gateway.store.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
@@ -191,9 +191,9 @@ class Service:
         self.transactions.start()
         self.syncs = GroupSync()
         self.syncs.start()
-        self.forwarders = self._forwarders(config)
+        self.settings = Settings.of(config, self.calendar_of(config), self._forwarders(config))
         if self.shard.whole:  # with several processes their supervisor cleans up before they start
-            await clean_up_cores(self.forwarders.values())
+            await clean_up_cores(self.settings.forwarders.values())
         workers = config.workers or None
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         stations = list(config.stations)
@@ -218,24 +218,21 @@ class Service:
             metrics=self.metrics,
         )
         self.pipeline = Pipeline(
-            config=config,
-            rules=Rules.from_config(config),
+            settings=lambda: self.settings,
             layout=self.layout,
             ledger=self.ledger,
             transactions=self.transactions,
             recorder=self.recorder,
-            forwarders=self.forwarders,
             pool=self.pool,
             now=self.now,
             stopping=self.stopping,
-            calendar=self.calendar_of(config),
             metrics=self.metrics,
             rejections=recovered.logged.rejections,
             on_failure=self._strand,
         )
         self.detector = Detector(
             self.layout,
-            stations,
+            lambda: self.settings.stations,
             settle_seconds=config.settle_seconds,
             rescan_seconds=config.rescan_seconds,
             max_in_flight=_MAX_IN_FLIGHT,
@@ -417,7 +414,7 @@ class Service:
     def _status_text(self) -> str:
         """systemctl status shows this line: what the daemon holds right now."""
         return (
-            f"{len(self.detector.stations)} stations; in flight {self.detector.in_flight}, "
+            f"{len(self.settings.stations)} stations; in flight {self.detector.in_flight}, "
             f"awaiting partner {len(self.pipeline.waiting)}, deferred {len(self.pipeline.retrying)}; "
             f"last scan saw {self.detector.last_scan_found} inbox files"
         )
@@ -459,7 +456,7 @@ class Service:
         await self.history.stop()
         await self.transactions.stop()
         await self.syncs.stop()
-        for forwarder in self.forwarders.values():
+        for forwarder in self.settings.forwarders.values():
             with contextlib.suppress(TimeoutError):  # a core that hangs: its files' syncs fail
                 await asyncio.wait_for(forwarder.aclose(), self.config.shutdown_timeout_seconds)
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -498,14 +495,9 @@ class Service:
                 "config.reload_rejected", problems=["spool_root, history.dir and processes need a restart"]
             )
             return
-        old = self.forwarders
-        self.forwarders = self._forwarders(config)
+        old = self.settings.forwarders
         self.config = config
-        self.pipeline.config = config
-        self.pipeline.rules = Rules.from_config(config)
-        self.pipeline.calendar = self.calendar_of(config)
-        self.pipeline.forwarders = self.forwarders
-        self.detector.stations = list(config.stations)
+        self.settings = Settings.of(config, self.calendar_of(config), self._forwarders(config))
         self.metrics.prepare(config.stations, config.routes)
         log.info("config.reloaded", transfer_codes=len(config.transfer_codes), stations=list(config.stations))
         for forwarder in old.values():

@@ -12,7 +12,7 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -43,7 +43,7 @@ class Detector:
     def __init__(
         self,
         layout: SpoolLayout,
-        stations: Iterable[str],
+        stations: Callable[[], Sequence[str]],
         *,
         settle_seconds: float,
         rescan_seconds: float,
@@ -55,7 +55,7 @@ class Detector:
     ) -> None:
         self.layout = layout
         self._owns = owns  # this process's share of the mailboxes
-        self.stations = list(stations)
+        self._stations = stations  # the current ones: a reload may change them
         self.rescan_seconds = rescan_seconds
         self.tracker: SettleTracker[Key] = SettleTracker(settle_seconds)
         self._now_id = now_id
@@ -156,7 +156,7 @@ class Detector:
         served to reject its files)."""
         boxes = [
             Mailbox(s, tc)
-            for s in self.stations
+            for s in self._stations()
             for tc in self.layout.station(s).mailboxes()
             if self._owns(tc)
         ]

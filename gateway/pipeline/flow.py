@@ -20,17 +20,17 @@ import structlog
 from codes.tables import Frequency
 from gateway.batch import offload
 from gateway.batch.commit import GroupTransaction
-from gateway.config import GatewayConfig
-from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
+from gateway.forward import Cancelled, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
-from gateway.pipeline.validate import Rules, check_partners, partner_missing, validate_bytes, validate_file
+from gateway.pipeline.settings import Settings
+from gateway.pipeline.validate import check_partners, partner_missing, validate_bytes, validate_file
 from gateway.store.protocol import Store
 from gateway.store.rules import Accept, Decision, Duplicate, FirstNotFull, Stale
 from gateway.store.rules import State as FileState
-from gateway.windows import Calendar, deadline_of, stamp, window_hold
+from gateway.windows import deadline_of, stamp, window_hold
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, publish, read_small
 from spool.ids import file_id_time
@@ -86,17 +86,14 @@ class PairKey:
 
 @dataclass
 class Pipeline:
-    config: GatewayConfig
-    rules: Rules
+    settings: Callable[[], Settings]  # the current config, rules, calendar and forwarders (swapped on reload)
     layout: SpoolLayout
     ledger: Store
     transactions: GroupTransaction  # the ledger's group commit
     recorder: Recorder
-    forwarders: dict[str, Forwarder]
     pool: Executor | None
     now: Callable[[], datetime]
     stopping: asyncio.Event
-    calendar: Calendar
     waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
     rejections: dict[str, tuple[list[Finding], int]] = field(default_factory=dict)  # logged before a crash
     on_failure: Callable[[Item, Exception], None] = field(default=lambda item, exc: None)
@@ -161,12 +158,14 @@ class Pipeline:
                 if together:
                     await self.recorder.syncs.sync(item.path)  # with the other files in flight
                 item.verdict = validate_bytes(
-                    small.data, item.name, self.rules, today=today, mtime_ns=small.mtime_ns
+                    small.data, item.name, self.settings().rules, today=today, mtime_ns=small.mtime_ns
                 )
                 return
         await asyncio.to_thread(datasync_file, item.path)
         item.verdict = await asyncio.to_thread(
-            functools.partial(validate_file, item.path, item.name, self.rules, today=today, pool=self.pool)
+            functools.partial(
+                validate_file, item.path, item.name, self.settings().rules, today=today, pool=self.pool
+            )
         )
 
     async def make_private(self, item: Item, *, together: bool) -> None:
@@ -174,9 +173,9 @@ class Pipeline:
         kept and forwarded, whatever links or handles the sender kept. In a burst the copy is made
         durable with the other files' syncs."""
         if not together:
-            await asyncio.to_thread(make_private, item.path, self.rules.max_file_bytes)
+            await asyncio.to_thread(make_private, item.path, self.settings().rules.max_file_bytes)
             return
-        limit = self.rules.max_file_bytes
+        limit = self.settings().rules.max_file_bytes
         staged = await asyncio.to_thread(functools.partial(stage_private, item.path, limit, sync=False))
         if staged is None:
             return
@@ -189,7 +188,7 @@ class Pipeline:
 
     def route(self, item: Item) -> None:
         parsed = item.verdict.parsed if item.verdict else None
-        item.routed, problems = route(self.config, item.station, item.transfer_code, parsed)
+        item.routed, problems = route(self.settings().config, item.station, item.transfer_code, parsed)
         item.extra.extend(problems)
 
     def pair(self, item: Item) -> list[Item] | None:
@@ -199,7 +198,7 @@ class Pipeline:
             return [item]
         stem = (item.station, item.transfer_code, verdict.parsed.stem)
         if stem in self._lost_partners:  # the partner was already rejected: do not make this one wait
-            item.extra.add(partner_missing(verdict, self.rules))
+            item.extra.add(partner_missing(verdict, self.settings().rules))
             return [item]
         partners = self.waiting.get(PairKey(*stem, zipped=not item.is_zip))
         if not partners:
@@ -225,9 +224,9 @@ class Pipeline:
         return [txt, zipped]
 
     def _pair_deadline(self, item: Item) -> float:
-        claimed = file_id_time(item.file_id, self.config.zone)
+        claimed = file_id_time(item.file_id, self.settings().config.zone)
         waited = (self.now() - claimed).total_seconds()
-        return max(0.0, self.config.pair_timeout_seconds - waited)
+        return max(0.0, self.settings().config.pair_timeout_seconds - waited)
 
     def _pair_timeout(self, item: Item) -> None:
         self._timers.pop(item.file_id, None)
@@ -240,13 +239,13 @@ class Pipeline:
             return
         if self._partner_claimed(item):  # e.g. both recovered after a restart: it is on its way
             self._timers[item.file_id] = asyncio.get_running_loop().call_later(
-                max(1.0, self.config.settle_seconds), self._pair_timeout, item
+                max(1.0, self.settings().config.settle_seconds), self._pair_timeout, item
             )
             return
         queue.remove(item)
         if not queue:
             del self.waiting[key]
-        item.extra.add(partner_missing(verdict, self.rules))
+        item.extra.add(partner_missing(verdict, self.settings().rules))
         self._partner_lost(key.stem)
         self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}", unit=[item])
 
@@ -267,7 +266,7 @@ class Pipeline:
         """For pair_timeout_seconds, a late partner of a rejected file is rejected at once."""
         self._lost_partners.add(stem)
         asyncio.get_running_loop().call_later(
-            self.config.pair_timeout_seconds, self._lost_partners.discard, stem
+            self.settings().config.pair_timeout_seconds, self._lost_partners.discard, stem
         )
 
     def spawn(self, work: Coroutine[None, None, None], *, name: str, unit: Sequence[Item] = ()) -> None:
@@ -298,7 +297,8 @@ class Pipeline:
         lead = unit[0]
         sound = lead.sound()
         until = self._window(lead)
-        window_rejects = until is not None and self.config.routes[sound.routed.route].on_window == "reject"
+        route = self.settings().config.routes[sound.routed.route]
+        window_rejects = until is not None and route.on_window == "reject"
         decision = await self.transactions.run(
             functools.partial(self._decide, unit, accept=not window_rejects)
         )
@@ -356,21 +356,21 @@ class Pipeline:
     def _window(self, item: Item) -> datetime | None:
         """Spec 8: until when a production daily table must wait, or None to forward now."""
         sound = item.sound()
-        station = self.config.stations[item.station]
+        station = self.settings().config.stations[item.station]
         return window_hold(
             self.now(),
             production=station.environment == "production",
             windows_enabled=station.windows,
             daily=sound.table.frequency is Frequency.DAILY,
-            calendar=self.calendar,
+            calendar=self.settings().calendar,
         )
 
     def _flag_late(self, item: Item) -> None:
         """Spec 8: a daily or monthly table after its deadline is accepted and flagged (by its arrival)."""
         sound = item.sound()
-        arrived = file_id_time(item.file_id, self.config.zone)
+        arrived = file_id_time(item.file_id, self.settings().config.zone)
         data_date = datetime.strptime(sound.name.date, "%Y%m%d").date()
-        deadline = deadline_of(sound.table, data_date, self.calendar)
+        deadline = deadline_of(sound.table, data_date, self.settings().calendar)
         if arrived > deadline:
             item.extra.add(findings.make("LATE", deadline=stamp(deadline)))
 
@@ -416,9 +416,9 @@ class Pipeline:
             route = item.sound().routed.route
             try:
                 where[item.file_id] = await deliver(
-                    self.forwarders[route],
+                    self.settings().forwarders[route],
                     self._outbound(item),
-                    self.config.routes[route],
+                    self.settings().config.routes[route],
                     on_deferred=functools.partial(self._deferred, item),
                     on_retry=functools.partial(self.metrics.forward_retry, route),
                     stop_event=self.stopping,

@@ -20,7 +20,7 @@ from gateway.forward import make_forwarder
 from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
-from gateway.pipeline.validate import Rules
+from gateway.pipeline.settings import Settings
 from gateway.store.history import HistoryEvent, HistoryWriter
 from gateway.store.ledger import Ledger
 from gateway.store.memory import MemoryStore
@@ -67,18 +67,16 @@ async def parts(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
     recorder = Recorder(layout, store, transactions, history, syncs, now, set())
     forwarders = {name: make_forwarder(route) for name, route in config.routes.items()}
+    settings = Settings.of(config, Calendar(config.holidays, config.workdays), forwarders)
     pipeline = Pipeline(
-        config=config,
-        rules=Rules.from_config(config),
+        settings=lambda: settings,
         layout=layout,
         ledger=store,
         transactions=transactions,
         recorder=recorder,
-        forwarders=forwarders,
         pool=None,
         now=now,
         stopping=asyncio.Event(),
-        calendar=Calendar(config.holidays, config.workdays),
     )
     yield Parts(config, layout, store, writer, pipeline)
     for group in (history, transactions, syncs):
@@ -144,7 +142,7 @@ async def test_the_detector_claims_a_renamed_in_file_and_hands_it_over(parts: Pa
 
     detector = Detector(
         parts.layout,
-        ["k1237"],
+        lambda: ["k1237"],
         settle_seconds=0.1,
         rescan_seconds=60,
         max_in_flight=10,
