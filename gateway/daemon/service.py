@@ -22,7 +22,7 @@ from pathlib import Path
 
 import structlog
 
-from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction, is_flusher
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
@@ -447,7 +447,7 @@ class Service:
         await self.metrics.stop()
         await asyncio.gather(detecting, return_exceptions=True)
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-        pending = [t for t in pending if t.get_name() != "group-commit"]
+        pending = [t for t in pending if not is_flusher(t)]  # stopped below, once their files are done
         if pending:
             _done, still = await asyncio.wait(pending, timeout=self.config.shutdown_timeout_seconds)
             for task in still:
