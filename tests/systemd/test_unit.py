@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REPO
 
-UNIT = REPO / "systemd" / "fdep-gateway.daemon.service"
+UNIT = REPO / "systemd" / "fdep-gateway.service"
 TMPFILES = REPO / "systemd" / "fdep-gateway.tmpfiles.conf"
 SYSUSERS = REPO / "systemd" / "fdep-gateway.sysusers.conf"
 HOST_UNITS = Path("/usr/lib/systemd/system")
