@@ -234,8 +234,8 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
     path = outbox / receipt_name(receipt.name, receipt.ok)
     if _pretends(receipt.name):
         return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "pretends"
-    answered = (receipt.name, *receipt.names, *receipt.partners)
-    own = {_cell(n).encode("utf-8", "surrogateescape") for n in answered}
+    own = {_cell(n).encode("utf-8", "surrogateescape") for n in (receipt.name, *receipt.names)}
+    partners = {_cell(n).encode("utf-8", "surrogateescape") for n in receipt.partners}
     stem = _stem(receipt.name)
     for variant in dict.fromkeys((stem, stem.upper(), stem.lower())):
         for ok in (True, False):
@@ -244,7 +244,11 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
             exact = variant == stem
             if exact and found.kind == "special":
                 return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "special"
-            if found.kind == "ours" and found.name not in own:
+            # a partner's receipt of the same verdict tells the same story (recovery finishing a pair one
+            # file at a time); of another verdict it is another file's, never replaced (a stray ZIP's BAD
+            # beside its forwarded TXT's OK)
+            mine = own | partners if ok == receipt.ok else own
+            if found.kind == "ours" and found.name not in mine:
                 return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "collides"
     return path, None
 
