@@ -87,11 +87,12 @@ def as_csv(items: Sequence[Standing]) -> str:
 
 
 def write(directory: Path, items: Sequence[Standing], *, day: date, now: datetime) -> tuple[Path, Path]:
-    """``reconciliation-YYYYMMDD.json`` and ``.csv`` in ``directory``, each written atomically."""
+    """``reconciliation-YYYYMMDD.json`` and ``.csv`` in ``directory``, each written atomically: the CSV
+    first, so that a reader that sees the JSON finds the CSV of the same run beside it."""
     makedirs_durable(directory)
     stem = directory / f"reconciliation-{day:%Y%m%d}"
     document = json.dumps(as_json(items, day=day, now=now), ensure_ascii=False, indent=1)
     json_path, csv_path = stem.with_suffix(".json"), stem.with_suffix(".csv")
-    write_atomic(json_path, document.encode("utf-8"), mode=0o640)
     write_atomic(csv_path, as_csv(items).encode("utf-8-sig"), mode=0o640)
+    write_atomic(json_path, document.encode("utf-8"), mode=0o640)
     return json_path, csv_path

@@ -135,7 +135,8 @@ class Pipeline:
             if item.rejected:
                 await self.recorder.rejected([item])
                 return
-            self._flag_late(item)  # by its arrival: the same as before the crash
+            if not item.is_zip:  # as a unit is flagged by its lead, the TXT: the same as before the crash
+                self._flag_late(item)
             if row.state is FileState.DEFERRED:
                 await self.forward([item])  # forwarding is idempotent
             else:

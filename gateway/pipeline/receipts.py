@@ -39,7 +39,6 @@ class Receipt:
     file_id: str
     status: str  # forwarded, held, duplicate, rejected
     names: tuple[str, ...] = ()  # the unit's other files (the ZIP of a TXT): the receipt speaks for them
-    partners: tuple[str, ...] = ()  # TXT/ZIP partners not in this unit: their receipt is this file's too
 
 
 def _cell(text: str) -> str:
@@ -235,7 +234,6 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
     if _pretends(receipt.name):
         return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "pretends"
     own = {_cell(n).encode("utf-8", "surrogateescape") for n in (receipt.name, *receipt.names)}
-    partners = {_cell(n).encode("utf-8", "surrogateescape") for n in receipt.partners}
     stem = _stem(receipt.name)
     for variant in dict.fromkeys((stem, stem.upper(), stem.lower())):
         for ok in (True, False):
@@ -244,11 +242,7 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
             exact = variant == stem
             if exact and found.kind == "special":
                 return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "special"
-            # a partner's receipt of the same verdict tells the same story (recovery finishing a pair one
-            # file at a time); of another verdict it is another file's, never replaced (a stray ZIP's BAD
-            # beside its forwarded TXT's OK)
-            mine = own | partners if ok == receipt.ok else own
-            if found.kind == "ours" and found.name not in mine:
+            if found.kind == "ours" and found.name not in own:
                 return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "collides"
     return path, None
 

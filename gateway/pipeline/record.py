@@ -232,7 +232,6 @@ class Recorder:
             file_id=first.file_id,
             status=status,
             names=tuple(item.name for item in unit[1:]),
-            partners=tuple(_partners(unit)),
         )
         if self.in_burst:
             staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
@@ -266,15 +265,3 @@ def rejection_message(found: Sequence[Finding], total: int) -> str:
         f"已拒收：{where}{first.code} {first.message_zh}{more}；{first.hint_zh} / "
         f"Rejected: {first.code}{where_en} {first.message_en}{more_en}; {first.hint_en}"
     )
-
-
-
-def _partners(unit: Sequence[Item]) -> set[str]:
-    """The TXT/ZIP partners of the unit's attachment-table files: one receipt answers a pair, also when
-    recovery finishes its two files one at a time."""
-    found = set()
-    for item in unit:
-        verdict = item.verdict
-        if verdict and verdict.parsed and verdict.table and verdict.table.attachments:
-            found.add(verdict.parsed.partner)
-    return found - {item.name for item in unit}

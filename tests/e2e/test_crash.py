@@ -227,12 +227,19 @@ def _defer_then_restart(gateway: Gateway, drops: list[tuple[str, bytes]]) -> Non
     assert gateway.stop() == 0
 
 
-def test_a_pair_finished_after_a_restart_keeps_one_receipt(gateway: Gateway) -> None:
-    """Recovery forwards a deferred TXT and ZIP one at a time: the second must not count the first's
-    receipt as another file's and write a second one beside it."""
+def test_a_pair_finished_after_a_restart_has_a_truthful_receipt_for_each_file(gateway: Gateway) -> None:
+    """Recovery forwards a deferred TXT and ZIP one at a time: each gets an OK receipt that names it,
+    the second under its distinct name (its spec name holds the first's receipt, which stays)."""
     txt, txt_body, zip_name, zip_body = d3006_pair(day(40), 1, random.Random(1))  # noqa: S311 - test data
     _defer_then_restart(gateway, [(zip_name, zip_body), (txt, txt_body)])
-    assert [p.name for p in gateway.outbox().iterdir()] == [txt.replace(".TXT", "_OK.TXT")]
+    ids = {e["name"]: e["file_id"] for e in gateway.events() if e["event"] == "forwarded"}
+    heads = {p.name: p.read_text().split("|") for p in gateway.outbox().iterdir()}
+    stem = txt.removesuffix(".TXT")
+    assert f"{stem}_OK.TXT" in heads
+    allowed = {f"{stem}_OK.TXT", *(f"{stem}_{file_id}_OK.TXT" for file_id in ids.values())}
+    assert set(heads) <= allowed, sorted(heads)
+    for head in heads.values():  # each names one of the pair, with its own id, and says OK
+        assert head[1] == "OK" and ids.get(head[0]) == head[5], head
 
 
 def test_a_late_file_finished_after_a_restart_is_still_flagged_late(gateway: Gateway) -> None:

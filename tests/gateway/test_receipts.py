@@ -209,22 +209,6 @@ def test_the_same_name_again_and_the_units_partner_still_replace(tmp_path: Path)
     )
 
 
-def test_a_pairs_partner_takes_over_its_receipt_only_with_the_same_verdict(tmp_path: Path) -> None:
-    """Recovery finishes a forwarded TXT+ZIP pair one file at a time: the second OK stands in the first's
-    place. A lone ZIP of the stem that is rejected never replaces the forwarded TXT's OK receipt."""
-    stem = "CISP-41210000_D3006_V01_1_20220401_01_Q"
-    txt, zipped = f"{stem}.TXT", f"{stem}.ZIP"
-    recovered, stray = tmp_path / "recovered", tmp_path / "stray"
-    for outbox in (recovered, stray):
-        outbox.mkdir()
-        write_receipt(outbox, Receipt(txt, True, 1, [], 0, AT, ID_A, "forwarded", partners=(zipped,)))
-    again = write_receipt(recovered, Receipt(zipped, True, 0, [], 0, AT, ID_B, "forwarded", partners=(txt,)))
-    assert again == recovered / f"{stem}_OK.TXT" and _names(recovered) == [f"{stem}_OK.TXT"]
-    bad = write_receipt(stray, Receipt(zipped, False, 0, [], 1, AT, ID_C, "rejected", partners=(txt,)))
-    assert bad == stray / f"{stem}_{ID_C}_BAD.TXT"
-    assert _names(stray) == sorted([f"{stem}_OK.TXT", f"{stem}_{ID_C}_BAD.TXT"])
-
-
 def test_a_fifo_at_the_receipts_name_never_blocks_and_is_never_replaced(tmp_path: Path) -> None:
     """The receipt step opened a FIFO a sender made at the receipt's name, and blocked for good."""
     os.mkfifo(tmp_path / f"{STEM}_OK.TXT")
