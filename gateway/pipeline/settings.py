@@ -1,8 +1,9 @@
 """What the pipeline reads of the configuration, as one immutable value.
 
 A reload builds a new ``Settings`` and the daemon swaps it in one assignment; every step reads the
-current one through the getter it was given, and never finds the config of one reload beside the rules
-or forwarders of another.
+current one through the getter it was given, so one read never finds the config of one reload beside
+the rules or forwarders of another. (A file in flight may read the old settings at one step and the new
+ones at a later step, as it could before.)
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ class MemoryStore:
                 raise ValueError(f"{key} must be an aware datetime")
         with self.atomic():
             row = self._files.get(file_id) or _new_row(file_id, self._now())
-            changes: dict[str, Any] = {**facts, "updated_at": self._now()}
+            changes: dict[str, Any] = {k: _utc(v) for k, v in facts.items()}
+            changes["updated_at"] = _utc(self._now())
             if state is not None:
                 changes["state"] = State(state)
             self._files[file_id] = replace(row, **changes)
@@ -183,6 +184,11 @@ class MemoryStore:
                 self._reports[key] = successor
 
 
+def _utc(value: object) -> object:
+    """Moments come back in UTC, as the SQLite ledger gives them."""
+    return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+
 def _in(row: FileRow, state: State, station: str | None) -> bool:
     return row.state is state and (station is None or row.station == station)
 
@@ -191,7 +197,8 @@ def _new_row(file_id: str, now: datetime) -> FileRow:
     return FileRow(
         file_id=file_id, station=None, transfer_code=None, name=None, sha256=None, size=None,
         state=State.CLAIMED, table_code=None, institution=None, data_date=None, part=None, batch=None,
-        mode=None, claimed_at=None, updated_at=now, attempts=0, next_attempt_at=None, outcome=None,
+        mode=None, claimed_at=None, updated_at=now.astimezone(UTC), attempts=0, next_attempt_at=None,
+        outcome=None,
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -268,3 +268,11 @@ def test_a_ledger_of_another_schema_version_is_refused(tmp_path: Path) -> None:
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(LedgerError, match="schema 99"):
         Ledger.open(path)
+
+
+def test_moments_come_back_in_utc(ledger: Store) -> None:
+    claimed = datetime(2026, 11, 25, 9, 30, tzinfo=timezone(timedelta(hours=8)))
+    ledger.record("f1", station="k6666", claimed_at=claimed)
+    row = ledger.get("f1")
+    assert row is not None and row.claimed_at == claimed and row.claimed_at.utcoffset() == timedelta(0)
+    assert row.updated_at.utcoffset() == timedelta(0)
