@@ -32,6 +32,7 @@ import yaml
 
 from bench.burst import REPO, save_result
 from gateway.store.historyview import query
+from harness.daemon import run_gateway
 
 ZONE = ZoneInfo("Asia/Shanghai")
 CODES = 50
@@ -112,15 +113,9 @@ def config(root: Path, port: int) -> Path:
 
 
 def gateway(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        check=True,
-    )
+    done = run_gateway(*args, stdin=stdin)
+    done.check_returncode()
+    return done
 
 
 def timed(client: httpx.Client, path: str, requests: int) -> list[float]:

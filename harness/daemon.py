@@ -73,14 +73,7 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
     def command(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gateway", *args],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
-        )
+        return run_gateway(*args, timeout=timeout)
 
     def drain(self, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = self.command("drain", "-c", str(self.config_path), timeout=timeout)
@@ -143,6 +136,21 @@ class Gateway:
         stem = name.rsplit(".", 1)[0]
         path = self.outbox(station, tc) / f"{stem}_{'OK' if ok else 'BAD'}.TXT"
         return path.read_text(encoding="utf-8")
+
+
+def run_gateway(
+    *args: str, stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``fdep-gateway ARGS`` from this checkout, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def drop(inbox: Path, name: str, data: bytes) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -90,6 +90,15 @@ def _position(finding: Finding) -> str:
     return ", ".join(parts) if parts else "文件 file"
 
 
+def render_findings(findings: Sequence[Finding], total: int, out: IO[str], indent: str = "  ") -> None:
+    """Each kept finding, then how many more were counted but not kept."""
+    for finding in findings:
+        render_finding(finding, out, indent)
+    hidden = total - len(findings)
+    if hidden > 0:
+        out.write(f"{indent}… 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")
+
+
 def render_finding(finding: Finding, out: IO[str], indent: str = "  ") -> None:
     """A finding for people: code, where, the value (never for restricted tables), zh and en, the hint."""
     mark = "!" if finding.severity is Severity.ERROR else "i"
@@ -110,11 +119,7 @@ def render_text(verdicts: list[Verdict], out: IO[str]) -> None:
             f"{label}  {visible(verdict.name)}  [{table}, {verdict.records} records, "
             f"{total} finding{'' if total == 1 else 's'}]\n"
         )
-        for finding in verdict.findings.items:
-            render_finding(finding, out)
-        hidden = verdict.findings.total - len(verdict.findings.items)
-        if hidden > 0:
-            out.write(f"  … 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")
+        render_findings(verdict.findings.items, total, out)
     bad = sum(v.rejected for v in verdicts)
     out.write(
         f"\n{len(verdicts)} 个文件：{len(verdicts) - bad} 通过，{bad} 拒收 / "

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import FEEDBACK_DIR, GatewayConfig
-from gateway.ops.check import render_finding
+from gateway.ops.check import render_findings
 from gateway.pipeline.receipts import find_receipt
 from gateway.store.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
 from gateway.store.historyview import follow, format_event, query
@@ -121,11 +121,8 @@ def show_file(config: GatewayConfig, file_id: str, *, as_json: bool) -> int:
     out.write("  " + ", ".join(f"{key} {visible(str(value))}" for key, value in facts if value) + "\n")
     for event in events:
         out.write(f"  {format_event(event)}\n")
-        for data in event.get("findings") or []:
-            render_finding(finding_from_dict(data), out, indent="      ")
-        hidden = (event.get("findings_total") or 0) - len(event.get("findings") or [])
-        if hidden > 0:
-            out.write(f"      … 另有 {hidden} 条问题未列出 / {hidden} more findings not listed\n")
+        kept = [finding_from_dict(data) for data in event.get("findings") or []]
+        render_findings(kept, event.get("findings_total") or len(kept), out, indent="      ")
     out.write(f"  now: {where or 'no longer in the spool (removed by retention, or never kept)'}\n")
     out.write(f"  receipt: {receipt or 'none in out/'}\n")
     _print_text([out.getvalue().rstrip("\n")])
