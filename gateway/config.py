@@ -6,7 +6,9 @@ problem, each naming the key path (``routes.core-prod.url: ...``).
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
@@ -118,6 +120,54 @@ class WebConfig(_Strict):
         return self
 
 
+class SqliteStore(_Strict):
+    """The embedded default: one node, the ledger in ``<spool_root>/.gateway-ledger.sqlite``."""
+
+    kind: Literal["sqlite"] = "sqlite"
+
+
+class PostgresStore(_Strict):
+    """Several nodes on one PostgreSQL: ledger, history and mailbox leases there (docs/scale-out.md)."""
+
+    kind: Literal["postgresql"]
+    dsn: str = Field(min_length=1)  # libpq keywords or URI, without the password
+    password_file: Path | None = None  # read at start; or ...
+    password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")  # ... this variable
+    node_id: str = Field(
+        default_factory=lambda: socket.gethostname(), pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+    )
+    lease_seconds: float = Field(default=10, ge=2, le=300)  # a lease not renewed for this long is free
+    renew_seconds: float = Field(default=2, gt=0)  # renew, heartbeat and rebalance every ...
+    groups: int = Field(default=64, ge=1, le=4096)  # mailboxes are leased in this many groups
+
+    @field_validator("dsn")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if re.search(r"(^|\s)password\s*=", value) or re.match(r"^postgres(ql)?://[^/@]*:[^/@]*@", value):
+            raise ValueError("holds a password: use password_file or password_env (a DSN ends up in logs)")
+        return value
+
+    @model_validator(mode="after")
+    def _renew_well_within_lease(self) -> PostgresStore:
+        if self.renew_seconds * 3 > self.lease_seconds:
+            raise ValueError(
+                f"renew_seconds ({self.renew_seconds:g}) must be at most a third of lease_seconds "
+                f"({self.lease_seconds:g}): a node gets two more tries before it must stop"
+            )
+        return self
+
+    def password(self) -> str | None:
+        """The password, from its file or variable (never from the config itself)."""
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        if self.password_env is not None:
+            return os.environ.get(self.password_env)
+        return None
+
+
+StoreConfig = Annotated[SqliteStore | PostgresStore, Field(discriminator="kind")]
+
+
 class ObligationsConfig(_Strict):
     """What is due, by when (``fdep-gateway due``, the reconciliation report, the obligation gauges)."""
 
@@ -150,6 +200,8 @@ class GatewayConfig(_Strict):
     holidays: tuple[date, ...] = ()  # extra non-working days
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
     obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when
+    store: StoreConfig = SqliteStore()  # where the ledger, the history and (with PostgreSQL) leases live
+    detection: Literal["auto", "inotify", "scan"] = "auto"  # auto: scan alone on NFS, CephFS, ...
 
     @field_validator("timezone")
     @classmethod
@@ -189,6 +241,11 @@ class GatewayConfig(_Strict):
                     problems.append(f"{where}.owes: unknown table {table!r}")
         problems.extend(self._test_never_reaches_production())
         problems.extend(self._feedback_problems())
+        if isinstance(self.store, PostgresStore) and self.processes != 1:
+            problems.append(
+                "processes: must be 1 with store kind postgresql (run one node per CPU: leases share the "
+                "mailboxes among nodes)"
+            )
         both = sorted(set(self.holidays) & set(self.workdays))
         if both:
             problems.append(f"holidays: {', '.join(map(str, both))} also listed in workdays")
@@ -255,6 +312,9 @@ def _absolutise(raw: dict[str, Any], base: Path) -> None:
         for key in ("dir", "session_secret_file", "tls_cert", "tls_key"):
             if key in web:
                 web[key] = _resolve(base, web[key])
+    store = raw.get("store")
+    if isinstance(store, dict) and "password_file" in store:
+        store["password_file"] = _resolve(base, store["password_file"])
     obligations = raw.get("obligations")
     if isinstance(obligations, dict) and "reports_dir" in obligations:
         obligations["reports_dir"] = _resolve(base, obligations["reports_dir"])
@@ -273,6 +333,8 @@ def _format(exc: ValidationError) -> list[str]:
         parts = [str(p) for p in err["loc"]]
         if len(parts) > 2 and parts[0] == "routes" and parts[2] in ("directory", "http"):
             del parts[2]  # the discriminator's tag, not a key the user wrote
+        if len(parts) > 1 and parts[0] == "store" and parts[1] in ("sqlite", "postgresql"):
+            del parts[1]
         loc = ".".join(parts)
         message = str(err["msg"]).removeprefix("Value error, ")
         for line in message.split("\n"):
@@ -292,6 +354,7 @@ _TOP_KEYS = (
     "web:",
     "holidays:",
     "obligations.",
+    "processes:",
 )
 
 

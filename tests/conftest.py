@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,10 @@ import pytest
 import yaml
 
 from harness.config import REPO, base_config
+from harness.postgres import PostgresServer, PostgresUnavailableError, start_server
 
 __all__ = ["REPO", "base_config", "write_config"]
+
 
 @pytest.fixture
 def write_config(tmp_path: Path) -> Callable[..., Path]:
@@ -25,3 +28,24 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session (initdb in a temp dir, as the postgres user when
+    run as root). Skips only where no server can be had here, and says why."""
+    try:
+        server = start_server()
+    except PostgresUnavailableError as exc:
+        pytest.skip(f"PostgreSQL server not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: PostgresServer, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of this test's own on the session's server."""
+    digest = hashlib.blake2b(request.node.nodeid.encode(), digest_size=6).hexdigest()
+    return postgres_server.fresh_database(f"t_{digest}")

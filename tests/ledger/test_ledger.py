@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from gateway.store.ledger import (
     State,
 )
 from gateway.store.memory import MemoryStore
+from gateway.store.postgres import PostgresStore
 from gateway.store.protocol import Store
 
 KEY: dict[str, Any] = {
@@ -32,12 +34,18 @@ def name(batch: int, mode: str = "Q", table: str = "D1001", date: str = "2022040
     return f"CISP-41210000_{table}_V01_1_{date}_{batch:02d}_{mode}.TXT"
 
 
-@pytest.fixture(params=["sqlite", "memory"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    """Both implementations of the store protocol answer every contract test the same way."""
+@pytest.fixture(params=["sqlite", "memory", "postgresql"])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """Every implementation of the store protocol answers every contract test the same way."""
+    store: Store
     if request.param == "memory":
-        return MemoryStore()
-    return Ledger.open(tmp_path / "state" / "ledger.db")
+        store = MemoryStore()
+    elif request.param == "postgresql":
+        store = PostgresStore.open(request.getfixturevalue("postgres_dsn"))
+    else:
+        store = Ledger.open(tmp_path / "state" / "ledger.db")
+    yield store
+    store.close()
 
 
 def arrive(ledger: Store, file_id: str, batch: int, sha: str, *, mode: str = "Q", incremental: bool = False,
