@@ -60,10 +60,11 @@ def scan_states(station: StationLayout, states: Iterable[State] = tuple(State)) 
     return found
 
 
-def remove_temp_files(station: StationLayout) -> int:
-    """Remove write_atomic leftovers (``.<name>.<hex>.tmp``) from the state dirs and the out/ dirs."""
-    dirs = [station.outbox(tc) for tc in station.mailboxes()]
-    dirs += [leaf for *_, leaf in _leaf_dirs(station, State, [])]
+def remove_temp_files(station: StationLayout, owns: Callable[[str], bool] = lambda tc: True) -> int:
+    """Remove write_atomic leftovers (``.<name>.<hex>.tmp``) from the state dirs and the out/ dirs (of
+    the mailboxes ``owns`` accepts: another node may be writing in the others)."""
+    dirs = [station.outbox(tc) for tc in station.mailboxes() if owns(tc)]
+    dirs += [leaf for _, _, tc, leaf in _leaf_dirs(station, State, []) if owns(tc)]
     removed = 0
     for directory in dirs:
         for entry in _scandir(directory):
@@ -73,14 +74,16 @@ def remove_temp_files(station: StationLayout) -> int:
     return removed
 
 
-def inbox_duplicates_after_link(station: StationLayout) -> list[Path]:
+def inbox_duplicates_after_link(
+    station: StationLayout, owns: Callable[[str], bool] = lambda tc: True
+) -> list[Path]:
     """Unlink inbox names that are also in work/ (same inode): a claim killed between link and unlink.
 
     rename_noreplace falls back to link + unlink where RENAME_NOREPLACE is missing; the work/ name is
     complete, so the claim is finished by removing the inbox name. Returns the inbox paths removed.
     """
     removed: list[Path] = []
-    for tc in station.mailboxes():
+    for tc in filter(owns, station.mailboxes()):
         inbox = station.inbox(tc)
         linked: dict[int, list[tuple[int, str]]] = {}  # ino -> [(dev, name)] of inbox names with nlink > 1
         for entry in _scandir(inbox):

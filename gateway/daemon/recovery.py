@@ -10,11 +10,13 @@ Every step is idempotent, so being killed during recovery is harmless: the next 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
-from gateway.daemon.shard import WHOLE, Shard
+from gateway.daemon.shard import WHOLE
 from gateway.pipeline.item import Item
 from gateway.store.history import Logged
 from gateway.store.protocol import HistorySink, Store
@@ -29,6 +31,26 @@ log = structlog.get_logger("gateway.recovery")
 _OPEN = (FileState.CLAIMED, FileState.ACCEPTED, FileState.DEFERRED, FileState.HELD)
 
 
+class Share(Protocol):
+    """The mailboxes a recovery covers: a process's shard, or the lease groups a node just took over."""
+
+    @property
+    def cleans(self) -> bool:
+        """Whether this recovery also removes crash leftovers (temp files, inbox links) of its mailboxes."""
+        ...
+
+    def owns(self, transfer_code: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Mailboxes:
+    """The transfer codes ``owns`` accepts (the lease groups a node took over): cleaned up and recovered."""
+
+    owns: Callable[[str], bool]
+    cleans: bool = True
+    before: str = "~"  # only files whose id sorts before this (ids start with their claim time)
+
+
 @dataclass
 class Recovered:
     items: list[Item]  # to run through the pipeline again
@@ -36,13 +58,15 @@ class Recovered:
     finished: int  # ledger rows completed for files that had already reached their outcome
 
 
-def clean_up(layout: SpoolLayout, stations: list[str]) -> None:
+def clean_up(
+    layout: SpoolLayout, stations: list[str], owns: Callable[[str], bool] = lambda tc: True
+) -> None:
     """What a crash left in the spool: temp files, and inbox names of files already claimed by link.
     Spool-wide: with several processes, their supervisor does it before any of them starts."""
     for name in stations:
         station = layout.station(name)
-        removed = remove_temp_files(station)
-        duplicates = inbox_duplicates_after_link(station)
+        removed = remove_temp_files(station, owns)
+        duplicates = inbox_duplicates_after_link(station, owns)
         if removed or duplicates:
             log.info("recovery.cleaned", station=name, temp_files=removed, inbox_links=len(duplicates))
 
@@ -53,18 +77,21 @@ def recover(
     ledger: Store,
     history: HistorySink,
     *,
-    shard: Shard = WHOLE,
+    shard: Share = WHOLE,
+    known: Collection[str] = (),
+    before: str = "~",
 ) -> Recovered:
     """Blocking: run in a thread before the watcher starts (an inbox duplicate must not be claimed).
-    Only the files of ``shard``'s transfer codes (the process's share); the whole spool is cleaned up
-    first when it is the only process."""
-    if shard.whole:
-        clean_up(layout, stations)
+    Only the files of ``shard``'s transfer codes (the process's share, or the lease groups just taken
+    over), leaving out ``known`` (file ids already in flight here) and files claimed at or after
+    ``before`` (a file id prefix); their mailboxes are cleaned up first when ``shard.cleans``."""
+    if shard.cleans:
+        clean_up(layout, stations, shard.owns)
     items: list[Item] = []
     for name in stations:
         station = layout.station(name)
         for entry in scan_states(station, states=(State.WORK, State.DEFERRED, State.HELD)):
-            if not shard.owns(entry.tc):
+            if not shard.owns(entry.tc) or entry.file_id in known or entry.file_id >= before:
                 continue
             row = ledger.get(entry.file_id)
             items.append(
@@ -83,7 +110,10 @@ def recover(
         row
         for state in _OPEN
         for row in ledger.by_state(state.value)
-        if row.file_id not in in_flight and shard.owns(row.transfer_code or "")
+        if row.file_id not in in_flight
+        and row.file_id not in known
+        and row.file_id < before
+        and shard.owns(row.transfer_code or "")
     ]
     ended = _ended(layout, stations, open_rows)
     finished = 0

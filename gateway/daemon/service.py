@@ -20,17 +20,21 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import psycopg
+import psycopg_pool
 import structlog
 
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction, is_flusher
-from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, load_config
+from gateway.cluster.leases import ClusterConfigError, LeaseKeeper, LeaseLostError, LeaseTerms
+from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresStore, load_config
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
-from gateway.daemon.recovery import recover
+from gateway.daemon.recovery import Mailboxes, Recovered, recover
 from gateway.daemon.retention import next_sweep, sweep
 from gateway.daemon.shard import WHOLE, Shard
 from gateway.daemon.signals import on_signals
 from gateway.detect.detector import Detector
+from gateway.detect.fstype import uses_inotify
 from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
 from gateway.metrics.exporter import metrics_for
 from gateway.metrics.sink import QueueDepth, queue_depths
@@ -40,9 +44,14 @@ from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.settings import Settings
-from gateway.store.history import HistoryEvent, HistoryWriter
+from gateway.store.fencing import FencedError
+from gateway.store.history import HistoryEvent, HistoryWriter, Logged
 from gateway.store.ledger import Ledger
 from gateway.store.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
+from gateway.store.postgres import PostgresStore as PostgresLedger
+from gateway.store.postgres_history import PostgresHistory
+from gateway.store.protocol import HistorySink, Store
+from gateway.store.rules import LedgerError
 from gateway.windows import Calendar
 from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
@@ -54,6 +63,8 @@ log = structlog.get_logger("gateway.service")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
+EXIT_LEASE_LOST = 75
+"""EX_TEMPFAIL: a lease was taken over while this node could not renew it; systemd starts it afresh."""
 _MAX_IN_FLIGHT = 2048
 _IO_THREADS = 64
 """Threads for blocking file-system steps (asyncio.to_thread, gateway/batch/offload.py). The disk takes
@@ -133,10 +144,27 @@ def run_locked(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int
         return EXIT_FAILED
 
 
+def run_node(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:
+    """One node of several on a shared spool: no spool lock (the leases say who serves which mailbox)."""
+    configure_logging()
+    try:
+        return main(prepare_spool(config))
+    except SpoolError as exc:
+        log.error("spool.unusable", error=str(exc))
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        log.error("store.unreachable", error=str(exc), hint="check store.dsn, the password and the server")
+    except (ClusterConfigError, LedgerError) as exc:
+        log.error("store.unusable", error=str(exc))
+    return EXIT_FAILED
+
+
 def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
-    return run_locked(
-        config, lambda layout: asyncio.run(Service(config, config_path, layout).serve(drain=drain))
-    )
+    run = run_node if isinstance(config.store, PostgresStore) else run_locked
+    return run(config, lambda layout: asyncio.run(Service(config, config_path, layout).serve(drain=drain)))
+
+
+def _served(keeper: LeaseKeeper, groups: frozenset[int], transfer_code: str) -> bool:
+    return keeper.group_of(transfer_code) in groups and keeper.owns(transfer_code)
 
 
 class Service:
@@ -151,10 +179,13 @@ class Service:
         self.reload_requested = False
         self.notifier = Notifier.from_env(unset_environment=True)  # no-op unless systemd runs us
         self.failed = False
+        self.exit_code = 0
         self.stranded: dict[str, Item] = {}  # failed on an I/O error, waiting to be tried again
         self._on_stop: list[Callable[[], None]] = []  # what must hear of a stop at once
         self.on_beat: Callable[[], None] = lambda: None  # every main-loop beat: a supervisor listens
         self.clock_offset = clock_offset(config)
+        self.keeper: LeaseKeeper | None = None  # with PostgreSQL: this node's mailbox leases
+        self.leases_end = asyncio.Event()  # renewed until the files in flight are done at a stop
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
         """The calendar of ``config``. Warned of only when today's year itself is unknown (working days
@@ -183,8 +214,7 @@ class Service:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="gateway-io")
         )
-        self.ledger = Ledger.open(ledger_path(config))
-        self.writer = HistoryWriter(config.history.dir, config.zone, now=self.now)
+        self.ledger, self.writer = await self._open_store(config)
         self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
         self.history.start()
         self.transactions = GroupTransaction(self.ledger.transaction)
@@ -192,14 +222,17 @@ class Service:
         self.syncs = GroupSync()
         self.syncs.start()
         self.settings = Settings.of(config, self.calendar_of(config), self._forwarders(config))
-        if self.shard.whole:  # with several processes their supervisor cleans up before they start
+        if self.shard.whole and self.keeper is None:  # else the supervisor did, or other nodes are busy
             await clean_up_cores(self.settings.forwarders.values())
         workers = config.workers or None
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
         stations = list(config.stations)
-        recovered = await asyncio.to_thread(
-            functools.partial(recover, self.layout, stations, self.ledger, self.writer, shard=self.shard)
-        )
+        if self.keeper is None:
+            recovered = await asyncio.to_thread(
+                functools.partial(recover, self.layout, stations, self.ledger, self.writer, shard=self.shard)
+            )
+        else:  # each lease group is recovered when it is taken over
+            recovered = Recovered(items=[], logged=Logged(set(), {}), finished=0)
         self.metrics = metrics_for(
             config.metrics,
             stations=config.stations,
@@ -229,6 +262,7 @@ class Service:
             metrics=self.metrics,
             rejections=recovered.logged.rejections,
             on_failure=self._strand,
+            owns=self.keeper.owns if self.keeper else None,
         )
         self.detector = Detector(
             self.layout,
@@ -239,7 +273,7 @@ class Service:
             now_id=self.new_id,
             on_claimed=self.on_claimed,
             metrics=self.metrics,
-            owns=self.shard.owns,
+            owns=self.keeper.claims if self.keeper else self.shard.owns,
         )
         self._on_stop.append(self.detector.wake)
         self.obligation_gauges = obligations.register_gauges(self.metrics, config)
@@ -247,7 +281,14 @@ class Service:
         for item in recovered.items:
             item.institution = self._institution_of(item.transfer_code)
         tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
-        self.detector.start_watching()
+        housekeeping: set[asyncio.Task[None]] = set()
+        if self.keeper is not None:
+            await self.keeper.start()  # takes its share of the lease groups; each is recovered, then claimed
+            self.leasing = asyncio.create_task(self.keeper.run(self.leases_end), name="leases")
+            housekeeping.add(asyncio.create_task(self._adopt_orphans(self.keeper), name="orphans"))
+        self.watching = uses_inotify(config.detection, config.spool_root)
+        if self.watching:
+            self.detector.start_watching()
         await self.detector.scan()  # arms every inbox's watch: nothing renamed in after "started" is missed
         _freeze_startup_objects()
         log.info(
@@ -257,9 +298,11 @@ class Service:
             resumed=len(recovered.items),
             drain=drain,
             spool=str(config.spool_root),
+            detection="inotify and scans" if self.watching else "scans only",
+            node=self.keeper.node_id if self.keeper else None,
         )
-        housekeeping = {asyncio.create_task(self._retry_stranded(), name="stranded")}
-        if self.shard.first:  # spool-wide jobs: one process does them
+        housekeeping.add(asyncio.create_task(self._retry_stranded(), name="stranded"))
+        if self.shard.first:  # spool-wide jobs: one process does them (of several nodes, see _leads)
             housekeeping.add(asyncio.create_task(self._every_day(self._sweep), name="retention"))
             housekeeping.add(asyncio.create_task(self._feedback_loop(), name="feedback"))
             housekeeping.add(asyncio.create_task(self._every_day(self._reconcile), name="reconcile"))
@@ -275,7 +318,98 @@ class Service:
                 await self._main_loop()
         finally:
             await self._shutdown(detecting, tasks | housekeeping)
-        return EXIT_FAILED if self.failed else EXIT_OK
+        return (self.exit_code or EXIT_FAILED) if self.failed else EXIT_OK
+
+    async def _open_store(self, config: GatewayConfig) -> tuple[Store, HistorySink]:
+        """The embedded SQLite ledger and JSON Lines history, or PostgreSQL with this node's leases."""
+        if not isinstance(config.store, PostgresStore):
+            ledger = await asyncio.to_thread(Ledger.open, ledger_path(config))
+            return ledger, HistoryWriter(config.history.dir, config.zone, now=self.now)
+        store = config.store
+        terms = LeaseTerms(store.node_id, store.groups, store.lease_seconds, store.renew_seconds)
+        password = store.password()
+        keeper = LeaseKeeper(store.dsn, terms, password=password, busy=self._group_busy)
+        keeper.on_acquired = functools.partial(self._on_acquired, keeper)
+        self.keeper = keeper
+        pg = await asyncio.to_thread(
+            functools.partial(PostgresLedger.open, store.dsn, password=password, fence=keeper)
+        )
+        return pg, PostgresHistory(pg.pool, store.node_id, self.now)
+
+    def _group_busy(self, group: int) -> bool:
+        """Whether a file of this lease group is on its way here (its hand-over waits for it)."""
+        keeper = self.keeper
+        return keeper is not None and any(
+            keeper.group_of(item.transfer_code) == group for item in self.recorder.active.values()
+        )
+
+    def _on_acquired(self, keeper: LeaseKeeper, groups: frozenset[int]) -> None:
+        self.pipeline.spawn(self._take_over(keeper, groups), name=f"take over {len(groups)} groups")
+
+    async def _take_over(self, keeper: LeaseKeeper, groups: frozenset[int]) -> None:
+        """Finish or redo what the previous holder left in these mailboxes, as start-up recovery does,
+        then let the detector claim from them. Tried again until it succeeds or the leases are gone."""
+        while not self.stopping.is_set() and groups & keeper.held.keys():
+            try:
+                await self._recover(Mailboxes(functools.partial(_served, keeper, groups)))
+            except Exception as exc:
+                log.error("takeover.failed", groups=sorted(groups), error=str(exc), note="tried again")
+                await self._sleep_unless_stopping(keeper.terms.renew_seconds)
+                continue
+            keeper.recovered(groups)
+            self.detector.rescan()
+            return
+
+    async def _recover(self, share: Mailboxes) -> int:
+        """Run recovery over ``share`` beside the files in flight here; resume what it finds."""
+        known = set(self.recorder.active) | set(self.stranded)
+        recovered = await asyncio.to_thread(
+            functools.partial(
+                recover,
+                self.layout,
+                list(self.config.stations),
+                self.ledger,
+                self.writer,
+                shard=share,
+                known=known,
+                before=share.before,
+            )
+        )
+        self.recorder.logged |= recovered.logged.events
+        self.pipeline.rejections.update(recovered.logged.rejections)
+        for item in recovered.items:
+            if item.file_id in self.recorder.active:
+                continue  # claimed here meanwhile
+            item.institution = self._institution_of(item.transfer_code)
+            self.pipeline.spawn(self._guard(item), name=f"resume {item.file_id}")
+        return len(recovered.items)
+
+    async def _adopt_orphans(self, keeper: LeaseKeeper) -> None:
+        """A file a paused node claimed as its lease ran out sits in work/ of a mailbox now served here:
+        every rescan interval, files in work/, deferred/ or held/ of the mailboxes held here that nobody
+        here is working on are resumed (a claim is only made under a valid lease, so one older than a
+        lease has no other owner)."""
+        while not self.stopping.is_set():
+            await self._sleep_unless_stopping(max(self.config.rescan_seconds, keeper.terms.lease_seconds))
+            if self.stopping.is_set() or not keeper.valid():
+                continue
+            claimed_before = self.now() - timedelta(seconds=keeper.terms.lease_seconds)
+            resumed = await self._recover(
+                Mailboxes(
+                    functools.partial(_served, keeper, frozenset(keeper.ready)),
+                    cleans=False,
+                    before=claimed_before.strftime("%Y%m%d-%H%M%S"),
+                )
+            )
+            if resumed:
+                log.warning("recovery.orphans", resumed=resumed, note="left by a node that lost its lease")
+
+    def _leads(self) -> bool:
+        """Spool-wide jobs run in one place: the only process, the first of several, or of several
+        nodes the holder of lease group 0."""
+        if self.keeper is None:
+            return self.shard.first
+        return 0 in self.keeper.held and self.keeper.valid()
 
     def _depths(self) -> dict[str, QueueDepth]:
         """Queue gauges at a scrape (on the loop): from memory only, no I/O."""
@@ -289,7 +423,11 @@ class Service:
         """Detection is the daemon's heartbeat: if it died, stop (systemd restarts us) rather than idle."""
         if self.stopping.is_set():
             return False
-        if not self.detector.watcher_alive:
+        if self.keeper is not None and self.leasing.done():
+            error = self.leasing.exception()
+            log.error("lease.lost", error=str(error), note="exiting: restarted fresh, the new owner redoes")
+            self.failed, self.exit_code = True, EXIT_LEASE_LOST if isinstance(error, LeaseLostError) else 1
+        elif self.watching and not self.detector.watcher_alive:
             log.error("watcher.dead", note="inotify reader stopped; exiting so the service restarts")
             self.failed = True
         elif self.detecting.done():
@@ -320,6 +458,9 @@ class Service:
             await self.pipeline.process(item)
         except asyncio.CancelledError:
             raise
+        except FencedError as exc:  # the lease lapsed: tried again here if it is renewed, else left
+            self.stranded[item.file_id] = item  # to the node that takes the mailbox over
+            log.warning("file.fenced", name=item.name, file_id=item.file_id, error=str(exc))
         except Exception as exc:
             self._strand(item, exc)
 
@@ -344,6 +485,8 @@ class Service:
                     return
                 if item.path.parent.parent.name not in _RESUMABLE or not item.path.exists():
                     continue  # already moved on (or half-moved): the next start finishes it
+                if self.keeper is not None and not self.keeper.owns(item.transfer_code):
+                    continue  # its lease lapsed: here again once renewed
                 del self.stranded[file_id]
                 self.pipeline.spawn(self._guard(item.fresh()), name=f"retry {file_id}")
 
@@ -370,7 +513,8 @@ class Service:
         """Run ``job`` in a thread at start and then daily (00:30, gateway time) until stopping."""
         while not self.stopping.is_set():
             try:
-                await asyncio.to_thread(job)
+                if self._leads():
+                    await asyncio.to_thread(job)
             except Exception:
                 log.exception("housekeeping.failed", job=job.__name__)
             await self._sleep_unless_stopping((next_sweep(self.now()) - self.now()).total_seconds())
@@ -397,7 +541,7 @@ class Service:
     async def _feedback_loop(self) -> None:
         """Deliver the cores' OK/BAD feedback files to the mailboxes they name."""
         while not self.stopping.is_set():
-            for source in feedback_sources(self.config):
+            for source in feedback_sources(self.config) if self._leads() else ():
                 try:
                     await asyncio.to_thread(
                         deliver_all,
@@ -447,7 +591,7 @@ class Service:
         await self.metrics.stop()
         await asyncio.gather(detecting, return_exceptions=True)
         pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-        pending = [t for t in pending if not is_flusher(t)]  # stopped below, once their files are done
+        pending = [t for t in pending if not is_flusher(t) and t is not getattr(self, "leasing", None)]
         if pending:
             _done, still = await asyncio.wait(pending, timeout=self.config.shutdown_timeout_seconds)
             for task in still:
@@ -460,6 +604,11 @@ class Service:
             with contextlib.suppress(TimeoutError):  # a core that hangs: its files' syncs fail
                 await asyncio.wait_for(forwarder.aclose(), self.config.shutdown_timeout_seconds)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.keeper is not None:  # the files are done: their leases go back at once
+            self.leases_end.set()
+            await asyncio.gather(self.leasing, return_exceptions=True)
+            if self.exit_code != EXIT_LEASE_LOST:
+                await self.keeper.release_all()
         self.ledger.close()
         self.writer.close()
         log.info("gateway.stopped")
@@ -486,13 +635,15 @@ class Service:
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             log.error("config.reload_rejected", problems=problems, note="keeping the running config")
             return
-        if (config.spool_root, config.history.dir, config.processes) != (
+        if (config.spool_root, config.history.dir, config.processes, config.store) != (
             self.config.spool_root,
             self.config.history.dir,
             self.config.processes,
+            self.config.store,
         ):
             log.error(
-                "config.reload_rejected", problems=["spool_root, history.dir and processes need a restart"]
+                "config.reload_rejected",
+                problems=["spool_root, history.dir, processes and store need a restart"],
             )
             return
         old = self.settings.forwarders

@@ -27,6 +27,11 @@ class Shard:
         return self.count == 1
 
     @property
+    def cleans(self) -> bool:
+        """Recovery removes crash leftovers only as the only process (else the supervisor did)."""
+        return self.whole
+
+    @property
     def first(self) -> bool:
         return self.index == 0
 

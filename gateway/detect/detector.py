@@ -244,6 +244,10 @@ class Detector:
             for key in list(self._ready):
                 if taken >= _CLAIM_BATCH or self._slots.locked():
                     break
+                if not self._owns(key[1]):  # its lease moved on since it was seen: another node's now
+                    del self._ready[key]
+                    self.first_seen.pop(key, None)
+                    continue
                 await self._slots.acquire()
                 del self._ready[key]
                 self.first_seen.pop(key, None)
@@ -335,4 +339,9 @@ class Detector:
         return ((key[0], now - since) for key, since in self.first_seen.items())
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def rescan(self) -> None:
+        """Scan every inbox soon (mailboxes were just taken over)."""
+        self._rescan.set()
         self._wake.set()

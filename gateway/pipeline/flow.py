@@ -20,13 +20,14 @@ import structlog
 from codes.tables import Frequency
 from gateway.batch import offload
 from gateway.batch.commit import GroupTransaction
-from gateway.forward import Cancelled, ForwardError, Outbound, Rejected, RouteBroken, deliver
+from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
 from gateway.pipeline.settings import Settings
 from gateway.pipeline.validate import check_partners, partner_missing, validate_bytes, validate_file
+from gateway.store.fencing import FencedError
 from gateway.store.protocol import Store
 from gateway.store.rules import Accept, Decision, Duplicate, FirstNotFull, Stale
 from gateway.store.rules import State as FileState
@@ -99,6 +100,7 @@ class Pipeline:
     on_failure: Callable[[Item, Exception], None] = field(default=lambda item, exc: None)
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
     metrics: MetricsSink = NULL_METRICS
+    owns: Callable[[str], bool] | None = None  # with leases: may this node still send this mailbox's files
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
     _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -417,7 +419,7 @@ class Pipeline:
             route = item.sound().routed.route
             try:
                 where[item.file_id] = await deliver(
-                    self.settings().forwarders[route],
+                    self._forwarder(route),
                     self._outbound(item),
                     self.settings().config.routes[route],
                     on_deferred=functools.partial(self._deferred, item),
@@ -449,6 +451,10 @@ class Pipeline:
             finally:
                 self.retrying.discard(item.file_id)
         await self.recorder.forwarded(ordered, where)
+
+    def _forwarder(self, route: str) -> Forwarder:
+        forwarder = self.settings().forwarders[route]
+        return forwarder if self.owns is None else _Fenced(forwarder, self.owns)
 
     def _outbound(self, item: Item) -> Outbound:
         sound = item.sound()
@@ -486,6 +492,23 @@ class Pipeline:
             reason=reason,
         )
         return self._outbound(item)
+
+
+class _Fenced:
+    """A forwarder that sends nothing once this node's lease of the mailbox has lapsed, at every attempt
+    (a retry may come long after the first): the file stays where it is for whoever owns it now."""
+
+    def __init__(self, inner: Forwarder, owns: Callable[[str], bool]) -> None:
+        self._inner = inner
+        self._owns = owns
+
+    async def send(self, item: Outbound) -> str:
+        if not self._owns(item.transfer_code):
+            raise FencedError(f"{item.file_id}: not sent, this node no longer holds the lease of its mailbox")
+        return await self._inner.send(item)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 def stale(batch: int, accepted: int) -> findings.Finding:

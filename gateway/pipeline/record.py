@@ -142,8 +142,10 @@ class Recorder:
         await self.transactions.run(functools.partial(self._set_states, unit, FileState.HELD))
 
     def _set_states(self, unit: Sequence[Item], state: FileState, *, final: bool = False) -> None:
-        facts: Facts = {"outcome": state.value} if final else {}
-        for item in unit:
+        for item in unit:  # station and code too: a file rejected before its decision has no row yet
+            facts: Facts = {"station": item.station, "transfer_code": item.transfer_code}
+            if final:
+                facts["outcome"] = state.value
             self.ledger.record(item.file_id, state=state.value, **facts)
 
     async def duplicate(self, unit: Sequence[Item], of: str) -> None:

@@ -60,14 +60,17 @@ ALLOWED: dict[str, set[str]] = {
     "batch": set(),
     "metrics": {"base"},
     "store": {"base"},
+    "cluster": {"base", "store"},
     "forward": {"base", "batch", "metrics"},
     "detect": {"base", "metrics"},
     "pipeline": {"base", "batch", "forward", "metrics", "store"},
     "obligations": {"base", "metrics", "store"},
     "ops": {"base", "pipeline", "store"},
     "web": {"base", "obligations", "ops", "pipeline", "store"},
-    "daemon": {"base", "batch", "detect", "forward", "metrics", "obligations", "pipeline", "store"},
-    "cli": {"base", "daemon", "obligations", "ops", "pipeline", "store", "web"},
+    "daemon": {
+        "base", "batch", "cluster", "detect", "forward", "metrics", "obligations", "pipeline", "store"
+    },
+    "cli": {"base", "cluster", "daemon", "obligations", "ops", "pipeline", "store", "web"},
     "__main__": {"cli"},
 }
 """Each room of gateway/ and the rooms it may import: e.g. pipeline never imports daemon, forward never

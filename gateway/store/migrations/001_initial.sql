@@ -32,7 +32,8 @@ CREATE TABLE history (
     station text,
     transfer_code text,
     node_id text,
-    line jsonb NOT NULL   -- the event as the JSON Lines history writes it
+    line text NOT NULL    -- the event as the JSON Lines history writes it (text: jsonb refuses the
+                          -- escaped lone surrogates of undecodable names)
 );
 CREATE INDEX history_by_ts ON history (ts);
 CREATE INDEX history_by_file ON history (file_id);
@@ -66,6 +67,9 @@ DECLARE
 BEGIN
     IF me IS NULL OR me = '' THEN
         RETURN NEW;  -- an operator tool or a single-node store: not fenced
+    END IF;
+    IF NEW.grp IS NULL AND TG_OP = 'INSERT' THEN  -- an upsert of a known file names no code: its row's
+        SELECT grp INTO NEW.grp FROM files WHERE file_id = NEW.file_id;  -- (the row is updated after this)
     END IF;
     IF NEW.grp IS NULL THEN
         RAISE EXCEPTION 'fenced: file % has no lease group', NEW.file_id USING ERRCODE = 'FD001';
