@@ -278,7 +278,7 @@ class Service:
         return EXIT_FAILED if self.failed else EXIT_OK
 
     def _depths(self) -> dict[str, QueueDepth]:
-        """Queue gauges at a scrape (on the loop): from memory only, no I/O."""
+        """Queue gauges, published at each beat (on the loop): from memory only, no I/O."""
         return queue_depths(
             self.config.stations,
             self.detector.unclaimed(time.monotonic()),
@@ -424,6 +424,7 @@ class Service:
         quiet = 0
         while not self.stopping.is_set() and not self._detecting_failed():
             await asyncio.sleep(_DRAIN_POLL)
+            self.metrics.publish()
             tasks -= {t for t in tasks if t.done()}
             busy = (
                 tasks
