@@ -412,7 +412,7 @@ class Service:
         return 0 in self.keeper.held and self.keeper.valid()
 
     def _depths(self) -> dict[str, QueueDepth]:
-        """Queue gauges at a scrape (on the loop): from memory only, no I/O."""
+        """Queue gauges, published at each beat (on the loop): from memory only, no I/O."""
         return queue_depths(
             self.config.stations,
             self.detector.unclaimed(time.monotonic()),
@@ -568,6 +568,7 @@ class Service:
         quiet = 0
         while not self.stopping.is_set() and not self._detecting_failed():
             await asyncio.sleep(_DRAIN_POLL)
+            self.metrics.publish()
             tasks -= {t for t in tasks if t.done()}
             busy = (
                 tasks

@@ -4,8 +4,8 @@ Two kinds of numbers, one registry per ``Metrics`` (never the process-global one
 
 * events, counted when they happen - the daemon calls :meth:`Metrics.file_done`, :meth:`Metrics.findings`,
   :meth:`Metrics.forward_retry`, :meth:`Metrics.deferred`, :meth:`Metrics.overflow`, :meth:`Metrics.rescan`;
-* queue depths, computed at each scrape by calling the daemon's ``depths`` callable (see
-  :data:`DepthSource` for what it must return and how cheap it must be).
+* queue depths, computed at every beat of the daemon's main loop by calling its ``depths`` callable (see
+  :data:`DepthSource` for what it must return and how cheap it must be), served as of the last beat.
 
 Exposed (``fdep_gateway_`` prefix)::
 
@@ -29,12 +29,18 @@ counted under ``other`` (``OTHER`` for finding codes) instead: a bug in a caller
 leak a file name or a field value.
 The label sets stay small, so cardinality is bounded by the configuration and the finding catalogue.
 
-The endpoint is a small asyncio HTTP server on the daemon's own event loop (not
-``prometheus_client.start_http_server``, which serves from a thread): a scrape then runs on the loop's
-thread, so the ``depths`` callable can read the daemon's dicts and counters without locks, and
-``stop()`` closes the listener and any open connection before the loop ends. It answers
-``GET``/``HEAD /metrics`` in the text format (OpenMetrics when the scraper asks for it) and nothing else;
-one request per connection, with a size limit and a timeout, so a stuck client cannot pile up.
+The endpoint is prometheus-client's own HTTP server (``start_http_server``: the stdlib's threaded WSGI
+server around the library's exposition), on a thread of its own, in both modes: no HTTP code of ours to
+keep right. It serves ``GET`` on any path in the text format, OpenMetrics when the scraper asks for it,
+gzipped when the scraper accepts it (Prometheus does), and answers 405 to other methods (``HEAD`` too).
+A scrape runs on the server's thread, not the daemon's loop, so it must not read the daemon's dicts: the
+``depths`` callable is called on the loop by :meth:`Metrics.publish`, at every beat of the daemon's main
+loop (twice a second) and once at :meth:`Metrics.start`, and the scrape serves the last answer, kept as
+an immutable tuple that one assignment replaces (no lock needed). Rather than the scrape asking the loop
+for fresh numbers: a scrape never waits on a busy loop, and the numbers are at most half a second old.
+Counters and histograms lock their own values. ``stop()`` shuts the server down and closes its listener,
+so a daemon stop frees the port; a connection still open then (a client that says nothing) is left to
+its daemon thread, which ends with the process.
 
 When ``metrics.listen`` is not configured the daemon gets a :class:`NullMetrics`: the same methods, doing
 nothing, so call sites need no checks.
@@ -42,27 +48,25 @@ nothing, so call sites need no checks.
 With ``processes`` > 1 the supervisor serves one endpoint for all its processes with prometheus-client's
 multiprocess mode (:class:`SharedEndpoint`): each gateway process writes its counters and histograms to
 files of its own in a directory the supervisor made (``PROMETHEUS_MULTIPROC_DIR``), and a scrape adds them
-up. Queue depths cannot be computed at scrape time there (the numbers live in other processes), so each
-process publishes its own at every beat of its main loop (twice a second) and the scrape adds up those of
-the processes alive (``queue_files``; ``oldest_waiting_seconds`` takes the largest). ``process_*``
-describes the supervisor only in that mode.
+up. Each process publishes its queue depths at every beat, as a single one does, but into those files,
+and the scrape adds up those of the processes alive (``queue_files``; ``oldest_waiting_seconds`` takes
+the largest). ``process_*`` describes the supervisor only in that mode.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, multiprocess
-from prometheus_client.exposition import choose_encoder, start_http_server
+from prometheus_client.exposition import start_http_server
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -84,9 +88,6 @@ OTHER_CODE = "OTHER"
 
 _STATION = re.compile(r"k[0-9]{4}")
 _ROUTE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # a sane config key, also when configured
-_MAX_REQUEST = 16 * 1024  # request line and headers
-_REQUEST_TIMEOUT = 10.0
-_WRITE_TIMEOUT = 10.0
 
 
 # -- labels ----------------------------------------------------------------------------------------------
@@ -109,26 +110,25 @@ def route_label(route: str, known: frozenset[str] | set[str]) -> str:
     return route if route in known and _ROUTE.fullmatch(route) else OTHER
 
 
-class _DepthCollector:
-    """Queue gauges computed at scrape time from the daemon's :data:`DepthSource`."""
+_DepthSnapshot = tuple[tuple[str, QueueDepth], ...]
+"""Queue depths by station label, as last published: immutable, so a scrape's thread can read them."""
 
-    def __init__(self, owner: Metrics) -> None:
-        self._owner = owner
+
+class _DepthCollector:
+    """Queue gauges as of the last :meth:`Metrics.publish` (none before one, or after a failed one)."""
+
+    def __init__(self) -> None:
+        self.published: _DepthSnapshot | None = None  # replaced whole on the loop, read by the server
 
     def describe(self) -> Iterator[Metric]:
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        source = self._owner.depths
-        if source is None:
-            return
-        try:
-            depths = dict(source())
-        except Exception:
-            log.exception("metrics.depths_failed", note="queue gauges left out of this scrape")
+        depths = self.published
+        if depths is None:
             return
         queue, oldest = self._families()
-        for station, depth in sorted(_merge(depths).items()):
+        for station, depth in depths:
             for state in STATES:
                 queue.add_metric([station, state], getattr(depth, state))
             oldest.add_metric([station], depth.oldest_waiting_seconds or 0.0)
@@ -235,6 +235,8 @@ class Metrics:
             registry=r,
         )
         self._shared_depths: tuple[Gauge, Gauge] | None = None
+        self._depths = _DepthCollector()
+        self._depths_failing = False  # logged once per failing streak, not twice a second
         by_state, by_station = ["station", "state"], ["station"]
         if shared:
             queue, oldest = _DepthCollector._families()
@@ -243,10 +245,10 @@ class Metrics:
                 Gauge(oldest.name, oldest.documentation, by_station, registry=r, multiprocess_mode="livemax"),
             )
         else:
-            r.register(_DepthCollector(self))
+            r.register(self._depths)
         if process and not shared:
             ProcessCollector(registry=r)
-        self._server: MetricsServer | None = None
+        self._endpoint: _Endpoint | None = None
         self._routes: set[str] = set()  # the configured routes: the only route labels besides "other"
         self.prepare(stations, routes)
 
@@ -304,13 +306,26 @@ class Metrics:
         return self._shared_depths is not None
 
     def publish(self) -> None:
-        """A shared process's queue depths, for the supervisor's next scrape; nothing otherwise."""
-        if self._shared_depths is None or self.depths is None:
+        """The queue depths now, for the next scrapes (call on the loop: it reads the daemon's dicts).
+
+        A single process keeps them for its own endpoint; if ``depths`` is unset or raises, the queue
+        gauges are left out until a publish works (stale numbers would look current). A shared process
+        sets its gauges in its files for the supervisor; a failure leaves them as they were. A failure
+        is logged once until a publish works again, not at every beat."""
+        if self.depths is None:
+            self._depths.published = None
             return
         try:
             depths = _merge(self.depths())
         except Exception:
-            log.exception("metrics.depths_failed", note="queue gauges not updated")
+            self._depths.published = None
+            if not self._depths_failing:
+                log.exception("metrics.depths_failed", note="queue gauges left out until they can be read")
+            self._depths_failing = True
+            return
+        self._depths_failing = False
+        if self._shared_depths is None:
+            self._depths.published = tuple(sorted(depths.items()))
             return
         queue, oldest = self._shared_depths
         for station, depth in depths.items():
@@ -324,29 +339,26 @@ class Metrics:
     # -- endpoint ------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Serve on ``listen`` from the running loop. A port that cannot be bound (or a listen address
-        that is not ``host:port``) is logged, not fatal: files keep flowing, and the scraper's ``up == 0``
-        says the endpoint is missing."""
-        if self.listen is None or self._server is not None:
+        """Publish the queue depths, then serve on ``listen``. A port that cannot be bound (or a listen
+        address that is not ``host:port``) is logged, not fatal: files keep flowing, and the scraper's
+        ``up == 0`` says the endpoint is missing."""
+        if self.listen is None or self._endpoint is not None:
             return
-        try:
-            self._server = await start_server(self.listen, self.registry)
-        except (OSError, ValueError) as exc:
-            log.error(
-                "metrics.unavailable", listen=self.listen, error=str(exc), note="running without metrics"
-            )
-            return
-        log.info("metrics.listening", listen=self.listen, port=self._server.port)
+        self.publish()
+        self._endpoint = _Endpoint.serve(self.listen, self.registry)
+        if self._endpoint is not None:
+            log.info("metrics.listening", listen=self.listen, port=self._endpoint.port)
 
     async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            await server.close()
+        """Stop serving and free the port (in a thread: the server's shutdown waits up to half a second)."""
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            await asyncio.to_thread(endpoint.close)
 
     @property
     def port(self) -> int | None:
         """The bound port (useful with port 0), None when not serving."""
-        return self._server.port if self._server is not None else None
+        return self._endpoint.port if self._endpoint is not None else None
 
 
 def metrics_for(
@@ -381,7 +393,7 @@ class SharedEndpoint:
     def __init__(self, listen: str, directory: Path) -> None:
         self.listen = listen
         self.directory = directory
-        self._server: WSGIServer | None = None
+        self._endpoint: _Endpoint | None = None
 
     def open(self) -> dict[str, str]:
         shutil.rmtree(self.directory, ignore_errors=True)
@@ -395,28 +407,21 @@ class SharedEndpoint:
         ProcessCollector(registry=registry)
         for collector in collectors:
             registry.register(collector)
-        try:
-            host, port = parse_listen(self.listen)
-            self._server, _thread = start_http_server(port, host, registry=registry)
-        except (OSError, ValueError) as exc:
-            log.error(
-                "metrics.unavailable", listen=self.listen, error=str(exc), note="running without metrics"
-            )
-            return
-        log.info("metrics.listening", listen=self.listen, port=self.port, processes="shared")
+        self._endpoint = _Endpoint.serve(self.listen, registry)
+        if self._endpoint is not None:
+            log.info("metrics.listening", listen=self.listen, port=self.port, processes="shared")
 
     @property
     def port(self) -> int | None:
-        return None if self._server is None else self._server.server_port
+        return None if self._endpoint is None else self._endpoint.port
 
     def process_ended(self, pid: int) -> None:
         multiprocess.mark_process_dead(pid, str(self.directory))  # type: ignore[no-untyped-call]
 
     def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
+        endpoint, self._endpoint = self._endpoint, None
+        if endpoint is not None:
+            endpoint.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -431,123 +436,29 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port_text)
 
 
-async def start_server(listen: str, registry: CollectorRegistry) -> MetricsServer:
-    """Serve ``registry`` on ``listen`` (e.g. ``127.0.0.1:9464``) from the running loop until ``close()``."""
-    host, port = parse_listen(listen)
-    server = MetricsServer(registry)
-    server.server = await asyncio.start_server(server.handle, host, port, limit=_MAX_REQUEST)
-    return server
+@dataclass(frozen=True, slots=True)
+class _Endpoint:
+    """prometheus-client's own HTTP server and the thread it serves from."""
 
+    server: WSGIServer
+    thread: threading.Thread
 
-class MetricsServer:
-    """``GET``/``HEAD /metrics`` over HTTP/1.x, one request per connection."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[None]] = set()
+    @classmethod
+    def serve(cls, listen: str, registry: CollectorRegistry) -> _Endpoint | None:
+        """Serve ``registry`` on ``listen``; None (logged) when the address is unusable or taken."""
+        try:
+            host, port = parse_listen(listen)
+            return cls(*start_http_server(port, host, registry=registry))
+        except (OSError, ValueError) as exc:
+            log.error("metrics.unavailable", listen=listen, error=str(exc), note="running without metrics")
+            return None
 
     @property
     def port(self) -> int:
-        if self.server is None or not self.server.sockets:
-            raise RuntimeError("the metrics server is not listening")
-        port: int = self.server.sockets[0].getsockname()[1]
-        return port
+        return self.server.server_port
 
-    async def close(self) -> None:
-        """Stop listening, end open connections, and return once all is closed."""
-        if self.server is None:
-            return
-        self.server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
-        await self.server.wait_closed()
-        self.server = None
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._clients.add(task)
-        try:
-            async with asyncio.timeout(_REQUEST_TIMEOUT):
-                head = await _read_head(reader)
-            if head is None:
-                return
-            reply = self._respond(head)
-            writer.write(reply.encode())
-            async with asyncio.timeout(_WRITE_TIMEOUT):
-                await writer.drain()
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1.0):
-                    await writer.wait_closed()
-            if task is not None:
-                self._clients.discard(task)
-
-    def _respond(self, head: list[str] | _Reply) -> _Reply:
-        if isinstance(head, _Reply):
-            return head
-        method, target, _version = head[0].split(" ")
-        headers = dict(_header(line) for line in head[1:])
-        if urlsplit(target).path not in ("/metrics", "/metrics/"):
-            return _Reply("404 Not Found", b"fdep-gateway metrics are at /metrics\n")
-        if method not in ("GET", "HEAD"):
-            return _Reply("405 Method Not Allowed", b"GET or HEAD\n", extra={"Allow": "GET, HEAD"})
-        try:
-            encoder, content_type = choose_encoder(headers.get("accept", ""))
-            body = encoder(self.registry)
-        except Exception:
-            log.exception("metrics.scrape_failed")
-            return _Reply("500 Internal Server Error", b"scrape failed, see the gateway log\n")
-        return _Reply("200 OK", body, content_type=content_type, head_only=method == "HEAD")
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: str
-    body: bytes
-    content_type: str = "text/plain; charset=utf-8"
-    head_only: bool = False
-    extra: Mapping[str, str] | None = None
-
-    def encode(self) -> bytes:
-        """Status, headers (Content-Length is the body's even for HEAD), then the body unless HEAD."""
-        lines = [f"HTTP/1.1 {self.status}", f"Content-Type: {self.content_type}"]
-        lines += [f"{name}: {value}" for name, value in (self.extra or {}).items()]
-        lines += [f"Content-Length: {len(self.body)}", "Connection: close", "", ""]
-        return "\r\n".join(lines).encode("latin-1") + (b"" if self.head_only else self.body)
-
-
-async def _read_head(reader: asyncio.StreamReader) -> list[str] | _Reply | None:
-    """Request line and header lines (CRLF or LF), or why they are unusable; None: the client left."""
-    lines: list[str] = []
-    size = 0
-    while True:
-        try:
-            raw = await reader.readline()
-        except ValueError:  # a line longer than the stream limit
-            return _Reply("431 Request Header Fields Too Large", b"request too large\n")
-        if not raw:
-            return None
-        size += len(raw)
-        if size > _MAX_REQUEST:
-            return _Reply("431 Request Header Fields Too Large", b"request too large\n")
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            break
-        lines.append(line.decode("latin-1"))
-    if not lines:
-        return None
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return _Reply("400 Bad Request", b"bad request\n")
-    return lines
-
-
-def _header(line: str) -> tuple[str, str]:
-    name, _, value = line.partition(":")
-    return name.strip().lower(), value.strip()
+    def close(self) -> None:
+        """Stop serving, close the listener (the port is free again), and wait for the thread."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()

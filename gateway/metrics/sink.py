@@ -32,14 +32,15 @@ class QueueDepth:
 
 
 DepthSource = Callable[[], Mapping[str, QueueDepth]]
-"""What ``Metrics(depths=...)`` calls at each scrape: station -> its :class:`QueueDepth`.
+"""What ``Metrics(depths=...)`` calls at each beat of the daemon's main loop: station -> its
+:class:`QueueDepth`; scrapes serve the last answer.
 
-Called on the event loop's thread (the server runs on the daemon's loop), synchronously, once per scrape
-(typically every 15-60 s). It must not block, do I/O or await: it reads counts the daemon already keeps
-in memory (the detector's unclaimed keys, the pipeline's files in flight), O(files in memory) at most.
-Stations left out are not shown; a station with nothing queued should be returned with zeros so its
-series do not vanish. If it raises, the scrape still succeeds without the queue gauges and the error is
-logged.
+Called on the event loop's thread (by ``Metrics.publish``, twice a second), synchronously, so it may read
+the daemon's dicts without locks; scrapes run on the server's thread and never call it. It must not
+block, do I/O or await: it reads counts the daemon already keeps in memory (the detector's unclaimed
+keys, the pipeline's files in flight), O(files in memory) at most. Stations left out are not shown; a
+station with nothing queued should be returned with zeros so its series do not vanish. If it raises,
+scrapes succeed without the queue gauges until it works again, and the error is logged.
 """
 
 

@@ -62,7 +62,7 @@ def test_files_findings_and_queues(gateway: Gateway, processes: int) -> None:
     (inbox / d1001_name(part=2)).write_bytes(d1001_body())  # written in place: settles for 60 s
     wait_for(lambda: len(gateway.outcomes()) == 2, what="two outcomes")
 
-    def settled() -> bool:  # several processes publish their queues twice a second, not at the scrape
+    def settled() -> bool:  # queues are published twice a second, not computed at the scrape
         got = scrape(port)
         return (
             sample(got, "fdep_gateway_files_total", station="k1237", outcome="rejected") == 1
@@ -101,11 +101,14 @@ def test_deferred_and_retries_while_the_core_is_down(gateway: Gateway, tmp_path:
     wait_for(lambda: "metrics.listening" in gateway.log(), what="the metrics endpoint")
     drop(gateway.inbox(), d1001_name(), d1001_body())
 
-    def retried() -> bool:
+    def retried() -> bool:  # queue gauges are published at the daemon's beats, not computed at the scrape
         got = scrape(port)
-        return sample(got, "fdep_gateway_forward_retries_total", route="core-test") >= 2
+        return (
+            sample(got, "fdep_gateway_forward_retries_total", route="core-test") >= 2
+            and sample(got, "fdep_gateway_queue_files", station="k1237", state="deferred") == 1
+        )
 
-    wait_for(retried, what="retries to be counted")
+    wait_for(retried, what="retries to be counted and the file seen in deferred/")
     got = scrape(port)
     assert sample(got, "fdep_gateway_deferred_total", station="k1237", route="core-test") == 1
     assert sample(got, "fdep_gateway_queue_files", station="k1237", state="deferred") == 1

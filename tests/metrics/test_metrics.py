@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 import socket
 import threading
@@ -79,7 +80,7 @@ def url(metrics: Metrics, path: str = "/metrics") -> str:
 async def fetch(
     address: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
 ) -> tuple[int, dict[str, str], bytes]:
-    """A real HTTP request from another thread (the server runs on this test's loop)."""
+    """A real HTTP request, from a thread so that the test's loop stays free."""
 
     def get() -> tuple[int, dict[str, str], bytes]:
         request = urllib.request.Request(address, method=method, headers=dict(headers or {}))  # noqa: S310
@@ -207,9 +208,11 @@ async def test_known_series_exist_at_zero_before_any_event(make_metrics: Callabl
 # -- queue depths ----------------------------------------------------------------------------------------
 
 
-async def test_queue_gauges_are_computed_at_each_scrape_on_the_loop_thread(
+async def test_queue_gauges_are_published_on_the_loop_thread_and_scraped_from_the_snapshot(
     make_metrics: Callable[..., Any],
 ) -> None:
+    """The scrape runs on the server's thread: it serves what the last publish (start, then each beat)
+    read on the loop, and never calls the source itself."""
     depths = {
         "k1237": QueueDepth(waiting=3, work=2, deferred=1, held=0, oldest_waiting_seconds=42.5),
         "k6666": QueueDepth(),
@@ -220,7 +223,7 @@ async def test_queue_gauges_are_computed_at_each_scrape_on_the_loop_thread(
         threads.append(threading.get_ident())
         return dict(depths)
 
-    metrics = await make_metrics(source)
+    metrics = await make_metrics(source)  # start() publishes
     got = await scrape(metrics)
     queue = "fdep_gateway_queue_files"
     assert value(got, queue, station="k1237", state="waiting") == 3
@@ -234,6 +237,7 @@ async def test_queue_gauges_are_computed_at_each_scrape_on_the_loop_thread(
     assert value(got, oldest, station="k6666") == 0  # nothing waiting
 
     depths["k1237"] = QueueDepth(waiting=0, work=7)
+    metrics.publish()  # the daemon's next beat
     got = await scrape(metrics)
     assert value(got, queue, station="k1237", state="waiting") == 0
     assert value(got, queue, station="k1237", state="work") == 7
@@ -246,6 +250,7 @@ async def test_depth_source_can_be_set_after_start(make_metrics: Callable[..., A
     got = await scrape(metrics)
     assert "fdep_gateway_queue_files" not in got
     metrics.depths = lambda: {"k1237": QueueDepth(held=4)}
+    metrics.publish()
     got = await scrape(metrics)
     assert value(got, "fdep_gateway_queue_files", station="k1237", state="held") == 4
 
@@ -274,13 +279,40 @@ async def test_a_failing_depth_source_leaves_only_the_gauges_out(make_metrics: C
     def broken() -> dict[str, QueueDepth]:
         raise RuntimeError("the detector is not there yet")
 
-    metrics = await make_metrics(broken)
-    metrics.rescan()
     with capture_logs() as logs:
+        metrics = await make_metrics(broken)
+        metrics.rescan()
+        metrics.publish()
         got = await scrape(metrics)
     assert "fdep_gateway_queue_files" not in got
     assert value(got, "fdep_gateway_rescans", "fdep_gateway_rescans_total") == 1
     assert any(entry["event"] == "metrics.depths_failed" for entry in logs)
+    failed = [entry for entry in logs if entry["event"] == "metrics.depths_failed"]
+    assert len(failed) == 1  # once per failing streak, not at every beat
+
+
+async def test_gauges_last_published_are_left_out_once_the_source_fails(
+    make_metrics: Callable[..., Any],
+) -> None:
+    """Stale queue numbers would look current: a failed publish drops them until one works again."""
+    depths: dict[str, QueueDepth] | None = {"k1237": QueueDepth(work=2)}
+
+    def source() -> dict[str, QueueDepth]:
+        if depths is None:
+            raise RuntimeError("broken")
+        return depths
+
+    metrics = await make_metrics(source)
+    assert value(await scrape(metrics), "fdep_gateway_queue_files", station="k1237", state="work") == 2
+    depths = None
+    with capture_logs() as logs:
+        metrics.publish()
+        metrics.publish()
+    assert "fdep_gateway_queue_files" not in await scrape(metrics)
+    assert [entry["event"] for entry in logs] == ["metrics.depths_failed"]
+    depths = {"k1237": QueueDepth(work=5)}
+    metrics.publish()
+    assert value(await scrape(metrics), "fdep_gateway_queue_files", station="k1237", state="work") == 5
 
 
 # -- restricted tables: labels are only station, outcome, code, state, route -------------------------------
@@ -352,19 +384,21 @@ async def test_labels_never_carry_file_names_or_field_values(make_metrics: Calla
 
 
 async def test_http_surface(make_metrics: Callable[..., Any]) -> None:
+    """prometheus-client's own server: GET only (HEAD and POST get 405), gzip when the scraper accepts it
+    (Prometheus does), and its ``name[]`` filter."""
     metrics = await make_metrics()
     metrics.rescan()
-    status, headers, body = await fetch(url(metrics, "/metrics"), method="HEAD")
-    assert (status, body) == (200, b"")
-    assert int(headers["Content-Length"]) > 0
-    status, _, body = await fetch(url(metrics, "/"))
-    assert status == 404
-    assert b"/metrics" in body
-    status, headers, _ = await fetch(url(metrics), method="POST")
-    assert status == 405
-    assert headers["Allow"] == "GET, HEAD"
-    status, _, _ = await fetch(url(metrics, "/metrics?name[]=x"))
+    for method in ("HEAD", "POST"):
+        status, headers, _ = await fetch(url(metrics), method=method)
+        assert status == 405
+        assert "GET" in headers["Allow"]
+    status, headers, body = await fetch(url(metrics), headers={"Accept-Encoding": "gzip"})
+    assert (status, headers["Content-Encoding"]) == (200, "gzip")
+    assert b"fdep_gateway_rescans_total 1.0" in gzip.decompress(body)
+    status, _, body = await fetch(url(metrics, "/metrics?name[]=fdep_gateway_rescans_total"))
     assert status == 200
+    assert b"fdep_gateway_rescans_total 1.0" in body
+    assert b"fdep_gateway_files_total" not in body
 
 
 async def test_openmetrics_when_the_scraper_asks_for_it(make_metrics: Callable[..., Any]) -> None:
@@ -380,29 +414,32 @@ async def test_openmetrics_when_the_scraper_asks_for_it(make_metrics: Callable[.
 
 async def test_malformed_requests_get_an_error_not_a_hang(make_metrics: Callable[..., Any]) -> None:
     metrics = await make_metrics()
-    answer = await raw_request(metrics.port, b"NONSENSE\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 400 ")
-    answer = await raw_request(metrics.port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 40_000 + b"\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 431 ")
+    answer = await raw_request(metrics.port, b"NONSENSE\r\n\r\n")  # answered as HTTP/0.9: no status line
+    assert b"Error code: 400" in answer
+    answer = await raw_request(metrics.port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 431 ")  # the stdlib's limit: 64 KiB a line
     answer = await raw_request(metrics.port, b"GET /metrics HTTP/1.0\n\n")  # bare LF line ends
-    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.startswith(b"HTTP/1.0 200 ")
     assert b"fdep_gateway_rescans_total" in answer
 
 
-async def test_stop_closes_idle_connections_and_the_port() -> None:
+async def test_stop_frees_the_port_even_with_an_idle_connection_open() -> None:
     metrics = Metrics("127.0.0.1:0")
     await metrics.start()
     port = metrics.port
     assert port
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # connected, says nothing
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)  # connected, says nothing
     await asyncio.sleep(0.05)
     await asyncio.wait_for(metrics.stop(), timeout=5)
     assert metrics.port is None
-    assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # the server hung up
-    writer.close()
-    await writer.wait_closed()
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
+    again = Metrics(f"127.0.0.1:{port}")  # a restarted daemon binds the same port
+    await again.start()
+    assert again.port == port
+    await again.stop()
+    writer.close()
+    await writer.wait_closed()
     await metrics.stop()  # twice is fine
 
 
