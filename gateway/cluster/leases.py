@@ -117,11 +117,13 @@ class LeaseKeeper:
         conn = self._connection()
         async with conn.transaction():
             await conn.execute(
-                "INSERT INTO leases (grp) SELECT generate_series(0, %s - 1) ON CONFLICT DO NOTHING",
+                "INSERT INTO leases (grp) SELECT generate_series(0, %s - 1) "
+                "WHERE NOT EXISTS (SELECT 1 FROM leases) ON CONFLICT DO NOTHING",
                 (self.terms.groups,),
             )
             row = await (await conn.execute("SELECT count(*), max(grp) FROM leases")).fetchone()
         if row is None or row[0] != self.terms.groups or row[1] != self.terms.groups - 1:
+            await self._disconnect()
             raise ClusterConfigError(
                 f"the lease table has {row[0] if row else 0} groups, this node is configured for "
                 f"{self.terms.groups}: every node must use the same store.groups"
@@ -266,6 +268,11 @@ class LeaseKeeper:
             log.warning("lease.release_failed", error=str(exc), note="they expire on their own")
         self.held = {}
         self.ready = set()
+        await self._disconnect()
+
+    async def close(self) -> None:
+        """Drop the connection without giving anything back (the leases were lost, or expire)."""
+        self.valid_until = 0.0
         await self._disconnect()
 
     # -- the connection -----------------------------------------------------------------------------

@@ -608,7 +608,9 @@ class Service:
         if self.keeper is not None:  # the files are done: their leases go back at once
             self.leases_end.set()
             await asyncio.gather(self.leasing, return_exceptions=True)
-            if self.exit_code != EXIT_LEASE_LOST:
+            if self.exit_code == EXIT_LEASE_LOST:
+                await self.keeper.close()
+            else:
                 await self.keeper.release_all()
         self.ledger.close()
         self.writer.close()
