@@ -142,6 +142,23 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return show_status(_config(args), as_json=args.json)
 
 
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    import psycopg
+
+    from gateway.cluster.view import cluster_view, render
+    from gateway.config import PostgresStore
+
+    config = _config(args)
+    store = config.store
+    if not isinstance(store, PostgresStore):
+        print("fdep-gateway nodes: this config's store is sqlite: one node, no leases", file=sys.stderr)
+        return 1
+    with psycopg.connect(store.dsn, password=store.password(), autocommit=True) as conn:
+        view = cluster_view(conn, store.lease_seconds, config.transfer_codes)
+    print(render(view, as_json=args.json))
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace) -> int:
     from gateway.ops.operate import replay
 
@@ -238,6 +255,10 @@ def _parser() -> argparse.ArgumentParser:
     status = add("status", _cmd_status, "files waiting, in work, deferred, held, quarantined per station")
     config_arg(status)
     status.add_argument("--json", action="store_true")
+
+    nodes = add("nodes", _cmd_nodes, "the nodes of a PostgreSQL cluster, their mailboxes and leases")
+    config_arg(nodes)
+    nodes.add_argument("--json", action="store_true")
 
     replay = add("replay", _cmd_replay, "send a quarantined file through the pipeline again")
     config_arg(replay)

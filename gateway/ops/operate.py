@@ -16,17 +16,20 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.config import FEEDBACK_DIR, GatewayConfig
+import psycopg
+
+from gateway.config import FEEDBACK_DIR, GatewayConfig, PostgresStore
 from gateway.ops.check import render_findings
 from gateway.pipeline.receipts import find_receipt
 from gateway.store.history import HistoryEvent, HistoryWriter, finding_from_dict, json_text
-from gateway.store.historyview import follow, format_event, query
+from gateway.store.historyview import follow, format_event, query, select
+from gateway.store.postgres_history import follow_lines, read_lines
 from gateway.text import visible
 from spool.entries import list_inbox
 from spool.fsio import move_durable
@@ -70,7 +73,9 @@ def show_history(config: GatewayConfig, args: argparse.Namespace) -> int:
         "since": _aware(args.since, config),
     }
     directory = config.history.dir
-    if args.follow:
+    if isinstance(config.store, PostgresStore):
+        events = _database_history(config.store, filters, args, _aware(args.until, config))
+    elif args.follow:
         events = follow(directory, **filters, last=max(0, args.lines))
     else:
         events = query(directory, **filters, until=_aware(args.until, config))
@@ -84,6 +89,19 @@ def show_history(config: GatewayConfig, args: argparse.Namespace) -> int:
     except BrokenPipeError:
         sys.stderr.close()
     return EXIT_OK
+
+
+def _database_history(
+    store: PostgresStore, filters: dict[str, Any], args: argparse.Namespace, until: datetime | None
+) -> Iterator[dict[str, Any]]:
+    """The history of several nodes, from PostgreSQL: the same filters, ``--follow`` by LISTEN/NOTIFY."""
+    with psycopg.connect(store.dsn, password=store.password(), autocommit=True) as conn:
+        if args.follow:
+            lines: Iterable[str] = follow_lines(conn, since=filters["since"], last=max(0, args.lines))
+            yield from select(lines, **filters)  # those matching among the last lines
+        else:
+            lines = (line for _, line in read_lines(conn, since=filters["since"], until=until))
+            yield from select(lines, **filters, until=until)
 
 
 def drain_summary(config: GatewayConfig, since: datetime) -> str:

@@ -12,7 +12,7 @@ import os
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
@@ -224,7 +224,27 @@ class _Cursor:
             return False
 
 
-def _parse(raw: bytes) -> tuple[dict[str, Any], datetime] | None:
+def select(
+    lines: Iterable[str | bytes],
+    *,
+    institution: str | None = None,
+    table: str | None = None,
+    date: str | None = None,
+    status: str | None = None,
+    name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The events of ``lines`` (history lines from anywhere: the PostgreSQL store's rows) that match
+    every given filter, as ``query`` matches them."""
+    flt = _make_filter(institution, table, date, status, name, since, until)
+    for line in lines:
+        parsed = _parse(line)
+        if parsed is not None and flt.matches(*parsed):
+            yield parsed[0]
+
+
+def _parse(raw: str | bytes) -> tuple[dict[str, Any], datetime] | None:
     try:
         event = json.loads(raw)
     except ValueError:  # includes bytes that are not UTF-8

@@ -8,10 +8,12 @@ wakes when a row commits instead of polling.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from gateway.store.history import HistoryEvent, Logged
@@ -63,3 +65,44 @@ class PostgresHistory:
 
 def _line(event: HistoryEvent, stamp: datetime) -> str:
     return replace(event, ts=stamp).to_json_line()
+
+
+def read_lines(
+    conn: psycopg.Connection[Any],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after: int = 0,
+    last: int | None = None,
+) -> list[tuple[int, str]]:
+    """``(seq, line)`` of the events in ``[since, until)`` after row ``after``, oldest first (or only
+    the ``last`` ones): the time bounds use the index, the other filters are ``historyview.select``'s."""
+    rows = conn.execute(
+        "SELECT seq, line FROM history WHERE seq > %s AND (%s::timestamptz IS NULL OR ts >= %s) "
+        "AND (%s::timestamptz IS NULL OR ts < %s) ORDER BY seq DESC LIMIT %s",
+        (after, since, since, until, until, last),
+    ).fetchall()
+    return [(seq, line) for seq, line in reversed(rows)]
+
+
+def follow_lines(
+    conn: psycopg.Connection[Any], *, since: datetime | None, last: int, wait_seconds: float = 1.0
+) -> Iterator[str]:
+    """The last ``last`` lines (or all from ``since``), then each new one as it commits: woken by
+    ``NOTIFY``, and looking anyway every ``wait_seconds`` (a notification is lost while reconnecting)."""
+    conn.execute(f"LISTEN {CHANNEL}")
+    start = read_lines(conn, since=since) if since is not None else read_lines(conn, last=last)
+    after = start[-1][0] if start else _newest(conn)
+    yield from (line for _, line in start)
+    while True:
+        for _ in conn.notifies(timeout=wait_seconds, stop_after=1):
+            pass
+        fresh = read_lines(conn, after=after)
+        if fresh:
+            after = fresh[-1][0]
+            yield from (line for _, line in fresh)
+
+
+def _newest(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT coalesce(max(seq), 0) FROM history").fetchone()
+    return int(row[0]) if row else 0
