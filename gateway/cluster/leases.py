@@ -105,6 +105,12 @@ class LeaseKeeper:
         """What every transaction carries (``gateway.store.fencing.Fence``); nothing once not valid."""
         return dict(self.held) if self.valid() else {}
 
+    def gauges(self) -> tuple[int, int, float, int]:
+        """Groups held, highest epoch, seconds of validity left, live nodes: the metrics of the leases."""
+        held = self.epochs()
+        left = max(0.0, self.valid_until - time.monotonic())
+        return len(held), max(held.values(), default=0), left, len(self.live)
+
     def recovered(self, groups: frozenset[int]) -> None:
         """The daemon finished the takeover of these groups: their inboxes may be claimed from."""
         self.ready |= groups & self.held.keys()

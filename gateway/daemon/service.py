@@ -495,6 +495,8 @@ class Service:
         while not self.stopping.is_set() and not self._detecting_failed():
             heartbeat.beat(started=self.detector.scans > 0)  # READY once recovery and a scan are done
             self.on_beat()
+            if self.keeper is not None:
+                self.metrics.leases(*self.keeper.gauges())
             self.metrics.publish()
             await asyncio.sleep(0.5)
             if self.reload_requested:

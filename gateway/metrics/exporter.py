@@ -15,6 +15,8 @@ Exposed (``fdep_gateway_`` prefix)::
     forward_retries_total{route}           attempts the core did not take and that are retried
     deferred_total{station,route}          files moved to deferred/ because the core could not take them
     route_broken_total{route}              deliveries given up because the route's config is wrong (alert)
+    lease_groups, lease_epoch_max          with PostgreSQL: lease groups this node holds, their highest epoch,
+    lease_valid_seconds, cluster_nodes     how long they stay valid unrenewed, the live nodes it sees
     watch_overflows_total                  inotify queue overflows (events lost, a rescan follows)
     rescans_total                          full reconcile scans of the inboxes
     queue_files{station,state}             files now waiting (in in/), in work, deferred, held
@@ -234,6 +236,18 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self._lease_groups = Gauge(
+            f"{PREFIX}_lease_groups", "Mailbox lease groups this node holds (PostgreSQL store)", registry=r
+        )
+        self._lease_epoch = Gauge(
+            f"{PREFIX}_lease_epoch_max", "The highest fencing epoch of the leases this node holds", registry=r
+        )
+        self._lease_valid = Gauge(
+            f"{PREFIX}_lease_valid_seconds",
+            "How long this node's leases stay valid without another renewal (0: it stopped serving)",
+            registry=r,
+        )
+        self._live_nodes = Gauge(f"{PREFIX}_cluster_nodes", "Live nodes this node sees", registry=r)
         self._shared_depths: tuple[Gauge, Gauge] | None = None
         self._depths = _DepthCollector()
         self._depths_failing = False  # logged once per failing streak, not twice a second
@@ -335,6 +349,12 @@ class Metrics:
 
     def route_broken(self, route: str) -> None:
         self._route_broken.labels(route_label(route, self._routes)).inc()
+
+    def leases(self, held: int, epoch: int, valid_seconds: float, live_nodes: int) -> None:
+        self._lease_groups.set(held)
+        self._lease_epoch.set(epoch)
+        self._lease_valid.set(valid_seconds)
+        self._live_nodes.set(live_nodes)
 
     # -- endpoint ------------------------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ class MetricsSink(Protocol):
     def overflow(self) -> None: ...
     def rescan(self) -> None: ...
     def route_broken(self, route: str) -> None: ...
+    def leases(self, held: int, epoch: int, valid_seconds: float, live_nodes: int) -> None: ...
 
 
 class NullMetrics:
@@ -113,6 +114,9 @@ class NullMetrics:
         pass
 
     def route_broken(self, route: str) -> None:
+        pass
+
+    def leases(self, held: int, epoch: int, valid_seconds: float, live_nodes: int) -> None:
         pass
 
     def prepare(self, stations: Iterable[str], routes: Iterable[str]) -> None:

@@ -523,3 +523,15 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(listen: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_listen(listen)
+
+
+async def test_lease_gauges_say_what_this_node_holds(make_metrics: Callable[..., Any]) -> None:
+    metrics = await make_metrics()
+    families = await scrape(metrics)
+    assert value(families, "fdep_gateway_lease_groups") == 0  # a single node: always there, at 0
+    metrics.leases(held=21, epoch=7, valid_seconds=7.5, live_nodes=3)
+    families = await scrape(metrics)
+    assert value(families, "fdep_gateway_lease_groups") == 21
+    assert value(families, "fdep_gateway_lease_epoch_max") == 7
+    assert value(families, "fdep_gateway_lease_valid_seconds") == 7.5
+    assert value(families, "fdep_gateway_cluster_nodes") == 3
