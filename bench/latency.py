@@ -1,6 +1,6 @@
 """Latency at a steady rate: rename into in/ -> the core's copy appearing, p50/p99/max.
 
-    python -m bench.latency --rate 200 --seconds 60 [--processes 2]
+    python -m bench.latency --rate 200 --seconds 60 [--processes 2] [--hog]
 
 Same set-up as ``bench/burst.py`` (k6666, windows off, 100 transfer codes, valid 1 KiB D2001 files, a
 fresh directory). All files are written under ``stage/`` first; then one thread renames them into the
@@ -9,6 +9,11 @@ inotify events of the core directory itself (``IN_MOVED_TO | IN_CLOSE_WRITE``, v
 each name on arrival. Both stamps are ``time.monotonic()`` in this process. At the end it checks that
 every file was forwarded with its receipt. Prints the figures, writes ``bench/results/latency-<rate>.json``;
 with ``--plot`` also ``latency-<rate>.png`` beside it: the latency distribution (histogram and CDF).
+
+``--hog [N]``: a co-tenant, N (1) processes of a Python busy loop started after the gateway's start and
+killed after the last file, so the figures say what a shared host does: one CPU of the two is wanted
+by someone else the whole time. The JSON says how many there were and the CPU they got (results named
+``latency-<rate>-hog<N>``).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ import ctypes
 import os
 import select
 import shutil
+import signal
 import statistics
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,7 +46,7 @@ from bench.burst import (
     verify_gateway,
     wait_for_outcomes,
 )
-from bench.measure import pyplot
+from bench.measure import pyplot, tree_cpu
 
 IN_CLOSE_WRITE, IN_MOVED_TO, IN_NONBLOCK = 0x8, 0x80, 0o4000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -76,6 +84,23 @@ class CoreWatch(threading.Thread):
                 offset += 16 + length
                 if raw and not raw.startswith("."):
                     self.seen.setdefault(raw, now)
+
+
+HOG = "while True: pass"
+
+
+def start_hogs(count: int) -> list[subprocess.Popen[bytes]]:
+    """``count`` busy-loop processes: a co-tenant that wants a CPU each, all the time."""
+    return [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(count)]
+
+
+def stop_hogs(hogs: list[subprocess.Popen[bytes]]) -> float:
+    """Kill the busy loops; the CPU seconds they got (user and system), read just before."""
+    used = sum(sum(tree_cpu(hog.pid)) for hog in hogs)
+    for hog in hogs:
+        hog.send_signal(signal.SIGKILL)
+        hog.wait()
+    return used
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -118,6 +143,9 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--plot", action="store_true", help="also write a PNG of the latency distribution")
+    parser.add_argument(
+        "--hog", type=int, nargs="?", const=1, default=0, metavar="N", help="N (1) busy-loop co-tenants"
+    )
     args = parser.parse_args()
     count = int(args.rate * args.seconds)
     root = Path(tempfile.mkdtemp(prefix="latency-", dir=args.root or REPO.parent))
@@ -131,6 +159,8 @@ def main() -> None:
         process = start_gateway(root, config)
         renamed: dict[str, float] = {}
         late = 0.0
+        hogs, hogged = start_hogs(args.hog), time.monotonic()
+        hog_cpu = 0.0
         try:
             time.sleep(1.0)
             t0 = time.monotonic() + 0.1
@@ -147,6 +177,7 @@ def main() -> None:
             wait_for_outcomes(root, count, time.monotonic() + 60)
             time.sleep(0.2)
         finally:
+            hog_cpu, hogged = stop_hogs(hogs), time.monotonic() - hogged
             stop_gateway(process)
             watch.stopping = True
             watch.join()
@@ -156,6 +187,9 @@ def main() -> None:
             "rate": args.rate,
             "seconds": args.seconds,
             "processes": args.processes,
+            "hog_processes": args.hog,
+            "hog_cpu_seconds": hog_cpu,
+            "hog_seconds": hogged if args.hog else 0.0,
             "files": count,
             "sent_seconds": sent,
             "max_sender_lag_ms": late * 1000,
@@ -181,7 +215,9 @@ def main() -> None:
         f"{result['mean_ms']:8.1f}"
     )
     print(" ".join(f"{k}={bad[k]}" for k in bad))
-    stem = result_stem(f"latency-{args.rate:g}", args.processes)
+    if args.hog:
+        print(f"co-tenant: {args.hog} busy loop(s), {hog_cpu:.1f} CPU seconds in their {hogged:.1f} s")
+    stem = result_stem(f"latency-{args.rate:g}", args.processes) + (f"-hog{args.hog}" if args.hog else "")
     save_result(stem, result)
     if args.plot:
         plot(latencies, args.rate, RESULTS / f"{stem}.png")

@@ -56,7 +56,9 @@ def descendants(pid: int) -> list[int]:
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds used so far by ``pid`` and its descendants (the gateway's processes)."""
+    """(user, system) CPU seconds used so far by ``pid`` and its descendants, and by every process of
+    that tree that has already exited and was waited for by its parent in the tree (a shell loop's
+    ``mv`` processes, a pool's retired workers): the kernel adds those to the parent's own account."""
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for each in [pid, *descendants(pid)]:
@@ -64,8 +66,9 @@ def tree_cpu(pid: int) -> tuple[float, float]:
             fields = (PROC / str(each) / "stat").read_text().rpartition(")")[2].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        user += int(fields[11])  # utime, then stime: fields 14 and 15 of proc(5), counted after the name
-        system += int(fields[12])
+        # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted here after the command name
+        user += int(fields[11]) + int(fields[13])
+        system += int(fields[12]) + int(fields[14])
     return user / tick, system / tick
 
 
