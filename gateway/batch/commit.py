@@ -9,7 +9,6 @@ a caller's await returns only after the batch containing its work was written (o
 from __future__ import annotations
 
 import asyncio
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -28,14 +27,6 @@ class StoppedError(OSError):
     may be taken as done. An OSError, so callers handle it as a failed fsync: retried later."""
 
 
-_FLUSHERS: weakref.WeakSet[asyncio.Task[None]] = weakref.WeakSet()
-
-
-def is_flusher(task: asyncio.Task[Any]) -> bool:
-    """A group's flusher task: it ends when its group is stopped, after the files that use it."""
-    return task in _FLUSHERS
-
-
 class GroupCommit(Generic[T]):
     """Queue items from any coroutine; ``flush`` (blocking, in a thread) makes a whole batch durable."""
 
@@ -51,7 +42,6 @@ class GroupCommit(Generic[T]):
         """Start the flusher (once: after ``stop``, and without it, each ``submit`` flushes inline)."""
         if self._task is None and not self._stopped:
             self._task = asyncio.create_task(self._run(), name="group-commit")
-            _FLUSHERS.add(self._task)
 
     async def stop(self) -> None:
         """Flush what is queued, then stop. Cancelled meanwhile (a flush that hangs), the callers of the

@@ -24,7 +24,8 @@ import psycopg
 import psycopg_pool
 import structlog
 
-from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction, is_flusher
+from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.batch.tasks import Role, Tasks
 from gateway.cluster.leases import ClusterConfigError, LeaseKeeper, LeaseLostError, LeaseTerms
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresStore, load_config
 from gateway.daemon.logs import configure_logging
@@ -186,6 +187,7 @@ class Service:
         self.clock_offset = clock_offset(config)
         self.keeper: LeaseKeeper | None = None  # with PostgreSQL: this node's mailbox leases
         self.leases_end = asyncio.Event()  # renewed until the files in flight are done at a stop
+        self.tasks = Tasks()  # every task of this process: the stop drains them here
 
     def calendar_of(self, config: GatewayConfig) -> Calendar:
         """The calendar of ``config``. Warned of only when today's year itself is unknown (working days
@@ -263,6 +265,7 @@ class Service:
             rejections=recovered.logged.rejections,
             on_failure=self._strand,
             owns=self.keeper.owns if self.keeper else None,
+            tasks=self.tasks,
         )
         self.detector = Detector(
             self.layout,
@@ -274,18 +277,19 @@ class Service:
             on_claimed=self.on_claimed,
             metrics=self.metrics,
             owns=self.keeper.claims if self.keeper else self.shard.owns,
+            spawn=lambda work, name: self.tasks.spawn(work, name=name, role="claimed"),
         )
         self._on_stop.append(self.detector.wake)
         self.obligation_gauges = obligations.register_gauges(self.metrics, config)
         await self.metrics.start()
         for item in recovered.items:
             item.institution = self._institution_of(item.transfer_code)
-        tasks = {asyncio.create_task(self._guard(item)) for item in recovered.items}
-        housekeeping: set[asyncio.Task[None]] = set()
+        for item in recovered.items:
+            self.tasks.spawn(self._guard(item), name=f"resume {item.file_id}", role="recovered")
         if self.keeper is not None:
             await self.keeper.start()  # takes its share of the lease groups; each is recovered, then claimed
-            self.leasing = asyncio.create_task(self.keeper.run(self.leases_end), name="leases")
-            housekeeping.add(asyncio.create_task(self._adopt_orphans(self.keeper), name="orphans"))
+            self.leasing = self.tasks.spawn(self.keeper.run(self.leases_end), name="leases", role="lease")
+            self.tasks.spawn(self._adopt_orphans(self.keeper), name="orphans", role="service")
         self.watching = uses_inotify(config.detection, config.spool_root)
         if self.watching:
             self.detector.start_watching()
@@ -301,23 +305,22 @@ class Service:
             detection="inotify and scans" if self.watching else "scans only",
             node=self.keeper.node_id if self.keeper else None,
         )
-        housekeeping.add(asyncio.create_task(self._retry_stranded(), name="stranded"))
+        self.tasks.spawn(self._retry_stranded(), name="stranded", role="service")
         if self.shard.first:  # spool-wide jobs: one process does them (of several nodes, see _leads)
-            housekeeping.add(asyncio.create_task(self._every_day(self._sweep), name="retention"))
-            housekeeping.add(asyncio.create_task(self._feedback_loop(), name="feedback"))
-            housekeeping.add(asyncio.create_task(self._every_day(self._reconcile), name="reconcile"))
+            self.tasks.spawn(self._every_day(self._sweep), name="retention", role="service")
+            self.tasks.spawn(self._feedback_loop(), name="feedback", role="service")
+            self.tasks.spawn(self._every_day(self._reconcile), name="reconcile", role="service")
         if self.obligation_gauges is not None:
             refresh = obligations.refresh_gauges(self.obligation_gauges, self.now, self.stopping)
-            housekeeping.add(asyncio.create_task(refresh, name="obligation gauges"))
-        detecting = asyncio.create_task(self.detector.run(self.stopping), name="detect")
-        self.detecting = detecting
+            self.tasks.spawn(refresh, name="obligation gauges", role="service")
+        self.detecting = self.tasks.spawn(self.detector.run(self.stopping), name="detect", role="service")
         try:
             if drain:
-                await self._drain_until_idle(tasks)
+                await self._drain_until_idle()
             else:
                 await self._main_loop()
         finally:
-            await self._shutdown(detecting, tasks | housekeeping)
+            await self._shutdown()
         return (self.exit_code or EXIT_FAILED) if self.failed else EXIT_OK
 
     async def _open_store(self, config: GatewayConfig) -> tuple[Store, HistorySink]:
@@ -565,15 +568,14 @@ class Service:
             f"last scan saw {self.detector.last_scan_found} inbox files"
         )
 
-    async def _drain_until_idle(self, tasks: set[asyncio.Task[None]]) -> None:
+    async def _drain_until_idle(self) -> None:
         """``drain``: stop once nothing is ready, settling, in flight or waiting for its partner."""
         quiet = 0
         while not self.stopping.is_set() and not self._detecting_failed():
             await asyncio.sleep(_DRAIN_POLL)
             self.metrics.publish()
-            tasks -= {t for t in tasks if t.done()}
             busy = (
-                tasks
+                self.tasks.running("recovered")
                 or not self.detector.settled
                 or self.pipeline.busy
                 or self.detector.in_flight > len(self.pipeline.retrying)
@@ -587,19 +589,17 @@ class Service:
             if quiet >= 2:
                 return
 
-    async def _shutdown(self, detecting: asyncio.Task[None], tasks: set[asyncio.Task[None]]) -> None:
+    async def _shutdown(self) -> None:
+        """Stop taking (detection, loops), give the files in flight their time, cancel the rest; then
+        the group commits, the cores, the leases (held until here) and the store."""
         self.notifier.stopping(f"stopping: finishing {self.detector.in_flight} in-flight files")
         self._stop()
         self.detector.stop_watching()
         await self.metrics.stop()
-        await asyncio.gather(detecting, return_exceptions=True)
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
-        pending = [t for t in pending if not is_flusher(t) and t is not getattr(self, "leasing", None)]
-        if pending:
-            _done, still = await asyncio.wait(pending, timeout=self.config.shutdown_timeout_seconds)
-            for task in still:
-                task.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
+        in_flight: tuple[Role, ...] = ("service", "claimed", "recovered", "pipeline", "held")
+        cut = await self.tasks.finish(in_flight, self.config.shutdown_timeout_seconds)
+        if cut:
+            log.warning("shutdown.cut_short", tasks=cut, note="their files are recovered at the next start")
         await self.history.stop()
         await self.transactions.stop()
         await self.syncs.stop()
@@ -609,7 +609,7 @@ class Service:
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.keeper is not None:  # the files are done: their leases go back at once
             self.leases_end.set()
-            await asyncio.gather(self.leasing, return_exceptions=True)
+            await self.tasks.finish(("lease",), self.keeper.terms.renew_seconds * 2)
             if self.exit_code == EXIT_LEASE_LOST:
                 await self.keeper.close()
             else:

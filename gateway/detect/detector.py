@@ -12,8 +12,9 @@ import contextlib
 import os
 import stat
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -39,6 +40,19 @@ class Mailbox:
     transfer_code: str
 
 
+Spawn = Callable[[Coroutine[Any, Any, None], str], object]
+"""Start a claimed file's task under a name (``gateway.batch.tasks.Tasks`` in the daemon)."""
+
+_HELD: set[asyncio.Task[None]] = set()
+
+
+def _spawn(work: Coroutine[Any, Any, None], name: str) -> None:
+    """Without the daemon's owner of tasks (tests): hold the task until it is done."""
+    task = asyncio.get_running_loop().create_task(work, name=name)
+    _HELD.add(task)
+    task.add_done_callback(_HELD.discard)
+
+
 class Detector:
     def __init__(
         self,
@@ -52,6 +66,7 @@ class Detector:
         on_claimed: Callable[[str, Claimed], Awaitable[None]],
         metrics: MetricsSink = NULL_METRICS,
         owns: Callable[[str], bool] = lambda transfer_code: True,
+        spawn: Spawn = _spawn,
     ) -> None:
         self.layout = layout
         self._owns = owns  # this process's share of the mailboxes
@@ -67,7 +82,7 @@ class Detector:
         self._watcher: InboxWatcher | None = None
         self._unwatched: set[Mailbox] = set()  # watch() failed: logged once
         self._known: set[Mailbox] = set()  # state dirs exist
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._spawn = spawn  # the daemon's one owner of tasks takes each claimed file's
         self.in_flight = 0
         self.scans = 0
         self.overflows = 0
@@ -258,9 +273,7 @@ class Detector:
                 self._slots.release()  # vanished before the claim: nothing to do
             for station, item in claimed:
                 self.in_flight += 1
-                task = asyncio.get_running_loop().create_task(self._hand_on(station, item), name=item.file_id)
-                self._tasks.add(task)  # the loop holds tasks only weakly
-                task.add_done_callback(self._tasks.discard)
+                self._spawn(self._hand_on(station, item), item.file_id)
 
     async def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
         """A large batch's mailboxes in parallel threads, a few mailboxes each: their fsyncs overlap

@@ -20,6 +20,7 @@ import structlog
 from codes.tables import Frequency
 from gateway.batch import offload
 from gateway.batch.commit import GroupTransaction
+from gateway.batch.tasks import Tasks
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from gateway.pipeline.item import Item
@@ -103,8 +104,7 @@ class Pipeline:
     owns: Callable[[str], bool] | None = None  # with leases: may this node still send this mailbox's files
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
     _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _held: dict[str, asyncio.Task[None]] = field(default_factory=dict)  # released when the window ends
+    tasks: Tasks = field(default_factory=Tasks)  # the daemon's one owner of tasks
 
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner, its window or its core)."""
@@ -275,9 +275,7 @@ class Pipeline:
     def spawn(self, work: Coroutine[None, None, None], *, name: str, unit: Sequence[Item] = ()) -> None:
         """Run ``work`` as a task the pipeline holds on to (the loop keeps only weak references); if it
         fails, every file of ``unit`` goes to ``on_failure`` (tried again later, never left behind)."""
-        task = asyncio.get_running_loop().create_task(self._guarded(work, unit), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.tasks.spawn(self._guarded(work, unit), name=name, role="pipeline")
 
     async def _guarded(self, work: Coroutine[None, None, None], unit: Sequence[Item]) -> None:
         try:
@@ -290,7 +288,7 @@ class Pipeline:
 
     @property
     def busy(self) -> bool:
-        return bool(self.waiting or self._tasks)
+        return bool(self.waiting or self.tasks.running("pipeline"))
 
     async def decide(self, unit: list[Item]) -> None:
         """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward or hold."""
@@ -384,19 +382,16 @@ class Pipeline:
             await self.forward(unit)
             return
         await self.recorder.held(unit, until)
-        self._held[unit[0].file_id] = asyncio.get_running_loop().create_task(
-            self._guarded(self._release_at(unit, until), unit), name=f"held {unit[0].file_id}"
+        self.tasks.spawn(
+            self._guarded(self._release_at(unit, until), unit), name=f"held {unit[0].file_id}", role="held"
         )
 
     async def _release_at(self, unit: list[Item], until: datetime) -> None:
-        try:
-            while (wait := (until - self.now()).total_seconds()) > 0 and not self.stopping.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), timeout=wait)
-            if not self.stopping.is_set():
-                await self.release_or_hold(unit)
-        finally:
-            self._held.pop(unit[0].file_id, None)
+        while (wait := (until - self.now()).total_seconds()) > 0 and not self.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=wait)
+        if not self.stopping.is_set():
+            await self.release_or_hold(unit)
 
     def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
         """Write-ahead: the report key is taken and every file marked accepted before anything is sent
