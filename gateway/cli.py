@@ -17,7 +17,7 @@ from datetime import datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gateway.config import ConfigError, GatewayConfig, default_check_config, load_config
+from gateway.config import ConfigError, GatewayConfig, PostgresStore, default_check_config, load_config
 from gateway.store.history import EVENTS
 
 EXIT_OK = 0
@@ -139,24 +139,31 @@ def _cmd_history(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from gateway.ops.operate import show_status
 
-    return show_status(_config(args), as_json=args.json)
+    config = _config(args)
+    code = show_status(config, as_json=args.json)
+    if isinstance(config.store, PostgresStore) and not args.json:  # a shared spool: say who serves it
+        print()
+        print(_cluster_text(config, config.store, as_json=False))
+    return code
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
+    config = _config(args)
+    if not isinstance(config.store, PostgresStore):
+        print("fdep-gateway nodes: this config's store is sqlite: one node, no leases", file=sys.stderr)
+        return 1
+    print(_cluster_text(config, config.store, as_json=args.json))
+    return 0
+
+
+def _cluster_text(config: GatewayConfig, store: PostgresStore, *, as_json: bool) -> str:
     import psycopg
 
     from gateway.cluster.view import cluster_view, render
-    from gateway.config import PostgresStore
 
-    config = _config(args)
-    store = config.store
-    if not isinstance(store, PostgresStore):
-        print("fdep-gateway nodes: this config's store is sqlite: one node, no leases", file=sys.stderr)
-        return 1
     with psycopg.connect(store.dsn, password=store.password(), autocommit=True) as conn:
         view = cluster_view(conn, store.lease_seconds, config.transfer_codes)
-    print(render(view, as_json=args.json))
-    return 0
+    return render(view, as_json=as_json)
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
@@ -165,10 +172,20 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     return replay(_config(args), args.file_id)
 
 
+def _single_node_only(config: GatewayConfig, command: str) -> bool:
+    """The console and the obligations read the embedded store's files; with PostgreSQL they would show
+    nothing, so they say so instead (docs/scale-out.md, "Not done yet")."""
+    if isinstance(config.store, PostgresStore):
+        print(f"fdep-gateway {command}: not available with store kind postgresql yet", file=sys.stderr)
+        return True
+    return False
+
+
 def _cmd_web(args: argparse.Namespace) -> int:
     from gateway.web.serve import serve
 
-    return serve(_config(args))
+    config = _config(args)
+    return 1 if _single_node_only(config, "web") else serve(config)
 
 
 def _cmd_web_user(args: argparse.Namespace) -> int:
@@ -180,13 +197,15 @@ def _cmd_web_user(args: argparse.Namespace) -> int:
 def _cmd_due(args: argparse.Namespace) -> int:
     from gateway.obligations.command import show_due
 
-    return show_due(_config(args), args)
+    config = _config(args)
+    return 1 if _single_node_only(config, "due") else show_due(config, args)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from gateway.obligations.command import write_report
 
-    return write_report(_config(args), args)
+    config = _config(args)
+    return 1 if _single_node_only(config, "report") else write_report(config, args)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -280,7 +280,9 @@ class Service:
             spawn=lambda work, name: self.tasks.spawn(work, name=name, role="claimed"),
         )
         self._on_stop.append(self.detector.wake)
-        self.obligation_gauges = obligations.register_gauges(self.metrics, config)
+        self.obligation_gauges = (  # the obligations read the embedded store's files: not in a cluster yet
+            None if self.keeper else obligations.register_gauges(self.metrics, config)
+        )
         await self.metrics.start()
         for item in recovered.items:
             item.institution = self._institution_of(item.transfer_code)
@@ -309,7 +311,8 @@ class Service:
         if self.shard.first:  # spool-wide jobs: one process does them (of several nodes, see _leads)
             self.tasks.spawn(self._every_day(self._sweep), name="retention", role="service")
             self.tasks.spawn(self._feedback_loop(), name="feedback", role="service")
-            self.tasks.spawn(self._every_day(self._reconcile), name="reconcile", role="service")
+            if self.keeper is None:
+                self.tasks.spawn(self._every_day(self._reconcile), name="reconcile", role="service")
         if self.obligation_gauges is not None:
             refresh = obligations.refresh_gauges(self.obligation_gauges, self.now, self.stopping)
             self.tasks.spawn(refresh, name="obligation gauges", role="service")

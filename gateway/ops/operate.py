@@ -104,9 +104,18 @@ def _database_history(
             yield from select(lines, **filters, until=until)
 
 
+def events_since(config: GatewayConfig, since: datetime) -> list[dict[str, Any]]:
+    """The history from ``since`` on, wherever the store keeps it (daily files, or PostgreSQL)."""
+    store = config.store
+    if not isinstance(store, PostgresStore):
+        return list(query(config.history.dir, since=since))
+    with psycopg.connect(store.dsn, password=store.password(), autocommit=True) as conn:
+        return list(select((line for _, line in read_lines(conn, since=since)), since=since))
+
+
 def drain_summary(config: GatewayConfig, since: datetime) -> str:
     """What a drain did: outcomes since it started, and what still waits by rule (window, core)."""
-    counts = Counter(e["event"] for e in query(config.history.dir, since=since) if e["event"] in OUTCOMES)
+    counts = Counter(e["event"] for e in events_since(config, since) if e["event"] in OUTCOMES)
     layout = SpoolLayout(config.spool_root)
     today = datetime.now(config.zone).strftime("%Y%m%d")
     left = [station_status(layout, station, today) for station in config.stations]
@@ -122,7 +131,7 @@ def show_file(config: GatewayConfig, file_id: str, *, as_json: bool) -> int:
         return EXIT_FAILED
     claimed = file_id_time(file_id, config.zone)
     since = claimed - timedelta(days=1)  # the id's clock and the history's may differ a little
-    events = [e for e in query(config.history.dir, since=since) if e.get("file_id") == file_id]
+    events = [e for e in events_since(config, since) if e.get("file_id") == file_id]
     if not events:
         print(f"fdep-gateway show: no history for {file_id}", file=sys.stderr)
         return EXIT_FAILED

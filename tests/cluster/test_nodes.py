@@ -38,7 +38,15 @@ def test_two_nodes_split_the_mailboxes_and_each_file_ends_once(cluster: Cluster)
     assert "node-a" in text and "live" in text and "not served now: 0 groups" in text
 
     forwarded = run_gateway("history", "-c", str(b.config_path), "--json", "--status", "forwarded")
-    assert sorted(json.loads(line)["name"] for line in forwarded.stdout.splitlines()) == sorted(names)
+    lines = [json.loads(line) for line in forwarded.stdout.splitlines()]
+    assert sorted(e["name"] for e in lines) == sorted(names)
+    shown = run_gateway("show", "-c", str(a.config_path), lines[0]["file_id"])
+    assert shown.returncode == 0 and "forwarded" in shown.stdout, shown.stderr
+    status = run_gateway("status", "-c", str(a.config_path)).stdout
+    assert "k1237" in status and "node-a" in status and "node-b" in status
+    for command in ("due", "report"):
+        refused = run_gateway(command, "-c", str(a.config_path))
+        assert refused.returncode == 1 and "not available with store kind postgresql" in refused.stderr
 
     assert a.stop() == 0
     assert b.stop() == 0
