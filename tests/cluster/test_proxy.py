@@ -1,0 +1,52 @@
+"""The partition tests' proxy on its own: through, refused, blackholed, healed (a held connect goes on)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from harness.postgres import PostgresServer
+from harness.proxy import TcpProxy
+
+
+def test_the_proxy_forwards_cuts_and_heals(postgres_server: PostgresServer) -> None:
+    with TcpProxy(postgres_server.port) as proxy:
+        dsn = make_conninfo(postgres_server.dsn, port=proxy.port, connect_timeout=1)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT 41 + 1").fetchone() == (42,)
+            proxy.cut("refuse")
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT 1")  # the open connection is closed under it
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn)
+        assert time.monotonic() - started < 0.9  # refused at once, not timed out
+
+        proxy.cut("blackhole")
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(dsn)
+        assert time.monotonic() - started >= 0.9  # held until the client's own timeout
+        assert proxy.held >= 1
+
+        answers: list[object] = []
+
+        def connect_while_held() -> None:
+            with psycopg.connect(make_conninfo(dsn, connect_timeout=10), autocommit=True) as conn:
+                answers.append(conn.execute("SELECT 1").fetchone())
+
+        held_before = proxy.held
+        waiting = threading.Thread(target=connect_while_held)
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while proxy.held == held_before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proxy.heal()
+        waiting.join(timeout=10)
+        assert answers == [(1,)]  # the held connection went through once healed
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
