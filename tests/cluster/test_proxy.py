@@ -1,4 +1,5 @@
-"""The partition tests' proxy on its own: through, refused, blackholed, healed (a held connect goes on)."""
+"""The partition tests' proxy on its own: through, refused, blackholed, silenced, healed (what was held
+or silenced goes on)."""
 
 from __future__ import annotations
 
@@ -50,3 +51,39 @@ def test_the_proxy_forwards_cuts_and_heals(postgres_server: PostgresServer) -> N
         assert answers == [(1,)]  # the held connection went through once healed
         with psycopg.connect(dsn, autocommit=True) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_silenced_connection_hangs_until_healed_then_goes_on(postgres_server: PostgresServer) -> None:
+    with TcpProxy(postgres_server.port) as proxy:
+        dsn = make_conninfo(postgres_server.dsn, port=proxy.port)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            proxy.cut("blackhole", close_open=False)
+            answers: list[object] = []
+            asking = threading.Thread(target=lambda: answers.append(conn.execute("SELECT 7").fetchone()))
+            asking.start()
+            asking.join(timeout=1)
+            assert asking.is_alive() and answers == []  # neither end hears of the cut
+            proxy.heal()
+            asking.join(timeout=10)
+            assert answers == [(7,)]
+
+
+def test_a_close_does_not_cross_a_silent_cut(postgres_server: PostgresServer) -> None:
+    def alive(pid: int) -> bool:
+        with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+        return found is not None
+
+    with TcpProxy(postgres_server.port) as proxy:
+        conn = psycopg.connect(make_conninfo(postgres_server.dsn, port=proxy.port), autocommit=True)
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        proxy.cut("blackhole", close_open=False)
+        conn.close()  # the server never hears of it: its session lives on
+        time.sleep(0.5)
+        assert alive(row[0])
+        proxy.heal()
+        deadline = time.monotonic() + 5
+        while alive(row[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not alive(row[0])
