@@ -7,9 +7,11 @@ stopped server or a firewall's reject looks like), ``blackhole`` accepts them an
 the client hangs until its own timeout (what a dropped route looks like: the nastier partition). With
 ``close_open=False`` a blackhole leaves the open connections open but silent as well: neither end hears
 of the cut, as with a real lost route, where the server keeps a session (and its locks) until TCP gives
-up on it. ``heal`` lets everything through again, held and silenced connections too, as TCP does when a
-lost route comes back. An asyncio loop on a thread of its own does the work; the methods are called
-from the test's thread and return once the proxy is in its new state.
+up on it. ``cut_on(marker)`` makes that silent cut the moment a client's bytes that hold ``marker`` have
+been passed on: the server runs that statement and nobody hears of it again (a partition in the middle of
+a transaction, deterministically). ``heal`` lets everything through again, held and silenced connections
+too, as TCP does when a lost route comes back. An asyncio loop on a thread of its own does the work; the
+methods are called from the test's thread and return once the proxy is in its new state.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 Mode = Literal["refuse", "blackhole"]
@@ -37,6 +39,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._flowing: asyncio.Event | None = None  # clear while cut: nothing goes either way
+        self._marker: bytes | None = None  # cut_on: armed
+        self.was_cut = threading.Event()  # set when a cut_on cut
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -59,6 +63,12 @@ class TcpProxy:
         if mode == "refuse" and not close_open:
             raise ValueError("a refusing proxy closes what is open")
         self._call(self._cut(mode, close_open=close_open))
+
+    def cut_on(self, marker: bytes) -> None:
+        """Cut silently (``cut("blackhole", close_open=False)``) as soon as client bytes holding ``marker``
+        have gone on to the server; ``was_cut`` is set then."""
+        self.was_cut.clear()
+        self._marker = marker
 
     def heal(self) -> None:
         """Connect again: new connections go through, and so do those a blackhole held or silenced."""
@@ -127,15 +137,31 @@ class TcpProxy:
         self._open.add(server)
         try:
             await asyncio.gather(
-                _pump(client_reader, server, self._flowing), _pump(server_reader, client, self._flowing)
+                _pump(client_reader, server, self._flowing, self._passed),
+                _pump(server_reader, client, self._flowing, lambda data: None),
             )
         finally:
             for writer in (client, server):
                 self._open.discard(writer)
                 writer.transport.abort()
 
+    def _passed(self, data: bytes) -> None:
+        """Client bytes went on to the server: the armed ``cut_on`` cuts now (on the loop, nothing else
+        moves meanwhile)."""
+        if self._marker is not None and self._marker in data:
+            self._marker = None
+            self._mode = "blackhole"
+            assert self._flowing is not None
+            self._flowing.clear()
+            self.was_cut.set()
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    flowing: asyncio.Event,
+    passed: Callable[[bytes], None],
+) -> None:
     """Copy one direction until its end, holding what arrives while the proxy is cut; the other side's
     end or a cut that closes ends the pair (the caller)."""
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -145,6 +171,7 @@ async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow
                 return
             writer.write(data)
             await writer.drain()
+            passed(data)
         await flowing.wait()  # a close is news too: it does not cross a cut either
         if writer.can_write_eof() and not writer.transport.is_closing():
             writer.write_eof()

@@ -87,3 +87,27 @@ def test_a_close_does_not_cross_a_silent_cut(postgres_server: PostgresServer) ->
         while alive(row[0]) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not alive(row[0])
+
+
+def test_cut_on_silences_right_after_the_marked_statement_reached_the_server(
+    postgres_server: PostgresServer,
+) -> None:
+    with TcpProxy(postgres_server.port) as proxy:
+        conn = psycopg.connect(make_conninfo(postgres_server.dsn, port=proxy.port))  # in a transaction
+        conn.execute("SELECT 1")
+        proxy.cut_on(b"pg_advisory_xact_lock")
+        asking = threading.Thread(target=lambda: conn.execute("SELECT pg_advisory_xact_lock(4242)"))
+        asking.start()
+        assert proxy.was_cut.wait(timeout=5)
+        held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted"
+        with psycopg.connect(postgres_server.dsn, autocommit=True) as other:
+            deadline = time.monotonic() + 5
+            while other.execute(held).fetchone() != (1,):  # it ran there; its answer is held here
+                assert time.monotonic() < deadline, "the statement never ran on the server"
+                time.sleep(0.05)
+            assert asking.is_alive()
+            proxy.heal()
+            asking.join(timeout=10)
+            conn.rollback()
+            assert other.execute(held).fetchone() == (0,)
+        conn.close()
