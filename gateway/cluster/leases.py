@@ -32,6 +32,7 @@ import structlog
 
 from gateway.cluster.spread import share
 from gateway.store.fencing import lease_group
+from gateway.store.postgres import session_options
 
 log = structlog.get_logger("gateway.cluster")
 
@@ -50,6 +51,13 @@ class LeaseTerms:
     groups: int
     lease_seconds: float
     renew_seconds: float
+
+    @property
+    def idle_in_transaction(self) -> float:
+        """How long the server keeps a session of this node left idle inside a transaction (cut off in
+        the middle of one): half the time between the lapse of a node's last renewal here and the
+        earliest moment another node may take its leases over (``gateway.store.postgres.session_options``)."""
+        return (self.lease_seconds - self.renew_seconds) / 2
 
 
 class LeaseKeeper:
@@ -273,7 +281,11 @@ class LeaseKeeper:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             timeout = max(1, int(self.terms.renew_seconds))
-            kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": timeout}
+            kwargs: dict[str, Any] = {
+                "autocommit": True,
+                "connect_timeout": timeout,
+                "options": session_options(self._dsn, idle_in_transaction=self.terms.idle_in_transaction),
+            }
             if self._password is not None:
                 kwargs["password"] = self._password
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, **kwargs)

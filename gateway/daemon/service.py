@@ -334,7 +334,13 @@ class Service:
         keeper.on_acquired = functools.partial(self._on_acquired, keeper)
         self.keeper = keeper
         pg = await asyncio.to_thread(
-            functools.partial(PostgresLedger.open, store.dsn, password=password, fence=keeper)
+            functools.partial(
+                PostgresLedger.open,
+                store.dsn,
+                password=password,
+                fence=keeper,
+                idle_in_transaction=terms.idle_in_transaction,
+            )
         )
         history = PostgresHistory(pg.pool, store.node_id, self.now)
         return pg, history, history.fenced(keeper)

@@ -4,11 +4,14 @@ feedback) is not asked."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from gateway.store.fencing import FencedError, lease_group
 from gateway.store.history import HistoryEvent
@@ -104,3 +107,14 @@ def test_a_file_row_is_fenced_the_same_way(store: PostgresStore) -> None:
     lease(store, "node-b", 3, 10)
     with pytest.raises(FencedError), fenced.transaction():
         fenced.record("f1", state="accepted")
+
+
+def test_a_node_s_session_left_idle_in_a_transaction_is_ended_by_the_server(postgres_dsn: str) -> None:
+    """A node cut off mid-transaction would hold its locks (lease rows among them) until TCP gives up."""
+    dsn = make_conninfo(postgres_dsn, options="-c application_name=fdep-test")
+    with PostgresStore.open(dsn, idle_in_transaction=0.3) as store, store.pool.connection() as conn:
+        assert conn.execute("SHOW application_name").fetchone() == ("fdep-test",)  # the DSN's own kept
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout), conn.transaction():
+            conn.execute("SELECT grp FROM leases FOR SHARE")
+            time.sleep(1)
+            conn.execute("SELECT 1")
