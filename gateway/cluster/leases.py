@@ -14,6 +14,12 @@ A group the spread gives to another node is handed over: no longer claimed here,
 of it is in flight here. A lease lost against this node's will (taken over after it missed its renewals)
 raises :class:`LeaseLostError`: the daemon exits and is restarted fresh, rather than reason about what
 its in-flight files did meanwhile (the new owner redoes them).
+
+The database itself down: beats fail and are tried again. Back before any node could look gone to the
+others (seen less than a lease ago; surely so within ``lease_seconds - 2 * renew_seconds``), every node
+renews its leases, expired or not, as nobody took them: nothing moves. Down for longer, every node looks
+gone to the others: the first one back takes every group, and the others, finding theirs taken, exit and
+are restarted (``tests/cluster/test_partitions.py``).
 """
 
 from __future__ import annotations
