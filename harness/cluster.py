@@ -8,7 +8,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,6 +63,41 @@ def drop(spool: Path, n: int, serial: int) -> str:
     temp.write_bytes(report_body(n, serial))
     temp.rename(inbox / name)
     return name
+
+
+class Stream:
+    """A sender that keeps dropping reports into ``mailboxes`` at a steady rate, on a thread, until
+    stopped: the load a cluster serves on while a test moves its nodes or its database. Mailbox ``n``'s
+    files take the serials ``first_serial``, ``first_serial + 1``, ... (see ``report_name``)."""
+
+    def __init__(
+        self, spool: Path, mailboxes: Sequence[int], per_second: float, first_serial: int = 1
+    ) -> None:
+        self.spool = spool
+        self.mailboxes = list(mailboxes)
+        self.pause = 1 / per_second
+        self.first_serial = first_serial
+        self.names: list[str] = []  # in the order dropped; appended by the stream's thread only
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stream", daemon=True)
+
+    def start(self) -> Stream:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[str]:
+        """Stop dropping; every name dropped."""
+        self._stopping.set()
+        self._thread.join(timeout=10)
+        return list(self.names)
+
+    def _run(self) -> None:
+        count = 0
+        while not self._stopping.is_set():
+            n = self.mailboxes[count % len(self.mailboxes)]
+            self.names.append(drop(self.spool, n, self.first_serial + count // len(self.mailboxes)))
+            count += 1
+            self._stopping.wait(self.pause)
 
 
 @dataclass
@@ -150,7 +186,9 @@ class Cluster:
         return self.root / "core" / "k1237"
 
     def node(self, node_id: str, **store: Any) -> Node:
-        config = cluster_config(self.root, self.dsn, node_id, self.codes, **{**self.store, **store})
+        """Node ``node_id``, its ``store:`` settings overridden by ``store`` (``dsn=`` through a proxy)."""
+        settings = {"dsn": self.dsn, **self.store, **store}
+        config = cluster_config(self.root, settings.pop("dsn"), node_id, self.codes, **settings)
         node = self.nodes.setdefault(node_id, Node(node_id, self.root / "nodes" / node_id, config))
         node.config = config
         return node
@@ -166,10 +204,17 @@ class Cluster:
             yield conn
 
     def history(self) -> list[dict[str, Any]]:
-        """Every event, with the node that wrote it (``node``) and when (``at``, the server's clock)."""
+        """Every event, with the node that wrote it (``node``), when (``at``, that node's clock as it
+        wrote) and its place in the order of writes (``seq``)."""
         with self.db() as conn:
-            rows = conn.execute("SELECT line, node_id, ts FROM history ORDER BY seq").fetchall()
-        return [{**json.loads(line), "node": node, "at": ts} for line, node, ts in rows]
+            rows = conn.execute("SELECT line, node_id, ts, seq FROM history ORDER BY seq").fetchall()
+        return [{**json.loads(line), "node": node, "at": ts, "seq": seq} for line, node, ts, seq in rows]
+
+    def last_seq(self) -> int:
+        """The ``seq`` of the latest event written: what is written from now on comes after it."""
+        with self.db() as conn:
+            row = conn.execute("SELECT coalesce(max(seq), 0) FROM history").fetchone()
+        return int(row[0]) if row else 0
 
     def outcomes(self) -> dict[str, list[str]]:
         """file name -> the outcome events it got, in order."""
@@ -216,6 +261,14 @@ class Cluster:
         for state in ("work", "deferred", "held"):
             found += [p for p in (station / ".gateway" / state).rglob("*") if p.is_file()]
         return found
+
+
+def ended_once(cluster: Cluster, names: list[str]) -> None:
+    """Every file has exactly one outcome, forwarded, and is in the core exactly once."""
+    outcomes = cluster.outcomes()
+    assert {n: outcomes.get(n) for n in names} == {n: ["forwarded"] for n in names}
+    copies = cluster.core_files()
+    assert {n: copies.get(n) for n in names} == dict.fromkeys(names, 1)
 
 
 def first_forward_after(history: list[dict[str, Any]], moment: datetime, by: str) -> datetime | None:

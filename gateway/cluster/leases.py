@@ -14,6 +14,12 @@ A group the spread gives to another node is handed over: no longer claimed here,
 of it is in flight here. A lease lost against this node's will (taken over after it missed its renewals)
 raises :class:`LeaseLostError`: the daemon exits and is restarted fresh, rather than reason about what
 its in-flight files did meanwhile (the new owner redoes them).
+
+The database itself down: beats fail and are tried again. Back before any node could look gone to the
+others (seen less than a lease ago; surely so within ``lease_seconds - 2 * renew_seconds``), every node
+renews its leases, expired or not, as nobody took them: nothing moves. Down for longer, every node looks
+gone to the others: the first one back takes every group, and the others, finding theirs taken, exit and
+are restarted (``tests/cluster/test_partitions.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import structlog
 
 from gateway.cluster.spread import share
 from gateway.store.fencing import lease_group
+from gateway.store.postgres import session_options
 
 log = structlog.get_logger("gateway.cluster")
 
@@ -50,6 +57,13 @@ class LeaseTerms:
     groups: int
     lease_seconds: float
     renew_seconds: float
+
+    @property
+    def idle_in_transaction(self) -> float:
+        """How long the server keeps a session of this node left idle inside a transaction (cut off in
+        the middle of one): half the time between the lapse of a node's last renewal here and the
+        earliest moment another node may take its leases over (``gateway.store.postgres.session_options``)."""
+        return (self.lease_seconds - self.renew_seconds) / 2
 
 
 class LeaseKeeper:
@@ -286,7 +300,11 @@ class LeaseKeeper:
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             timeout = max(1, int(self.terms.renew_seconds))
-            kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": timeout}
+            kwargs: dict[str, Any] = {
+                "autocommit": True,
+                "connect_timeout": timeout,
+                "options": session_options(self._dsn, idle_in_transaction=self.terms.idle_in_transaction),
+            }
             if self._password is not None:
                 kwargs["password"] = self._password
             self._conn = await psycopg.AsyncConnection.connect(self._dsn, **kwargs)

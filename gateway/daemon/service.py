@@ -216,8 +216,8 @@ class Service:
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=_IO_THREADS, thread_name_prefix="gateway-io")
         )
-        self.ledger, self.writer = await self._open_store(config)
-        self.history: GroupCommit[HistoryEvent] = GroupCommit(self.writer.append)
+        self.ledger, self.writer, served = await self._open_store(config)
+        self.history: GroupCommit[HistoryEvent] = GroupCommit(served.append)
         self.history.start()
         self.transactions = GroupTransaction(self.ledger.transaction)
         self.transactions.start()
@@ -326,11 +326,13 @@ class Service:
             await self._shutdown()
         return (self.exit_code or EXIT_FAILED) if self.failed else EXIT_OK
 
-    async def _open_store(self, config: GatewayConfig) -> tuple[Store, HistorySink]:
-        """The embedded SQLite ledger and JSON Lines history, or PostgreSQL with this node's leases."""
+    async def _open_store(self, config: GatewayConfig) -> tuple[Store, HistorySink, HistorySink]:
+        """The embedded SQLite ledger and JSON Lines history, or PostgreSQL with this node's leases; and
+        the history the files served here are told in (with leases: fenced by them, as the ledger is)."""
         if not isinstance(config.store, PostgresStore):
             ledger = await asyncio.to_thread(Ledger.open, ledger_path(config))
-            return ledger, HistoryWriter(config.history.dir, config.zone, now=self.now)
+            writer = HistoryWriter(config.history.dir, config.zone, now=self.now)
+            return ledger, writer, writer
         store = config.store
         terms = LeaseTerms(store.node_id, store.groups, store.lease_seconds, store.renew_seconds)
         password = store.password()
@@ -338,9 +340,16 @@ class Service:
         keeper.on_acquired = functools.partial(self._on_acquired, keeper)
         self.keeper = keeper
         pg = await asyncio.to_thread(
-            functools.partial(PostgresLedger.open, store.dsn, password=password, fence=keeper)
+            functools.partial(
+                PostgresLedger.open,
+                store.dsn,
+                password=password,
+                fence=keeper,
+                idle_in_transaction=terms.idle_in_transaction,
+            )
         )
-        return pg, PostgresHistory(pg.pool, store.node_id, self.now)
+        history = PostgresHistory(pg.pool, store.node_id, self.now)
+        return pg, history, history.fenced(keeper)
 
     def _group_busy(self, group: int) -> bool:
         """Whether a file of this lease group is on its way here (its hand-over waits for it)."""

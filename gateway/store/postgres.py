@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, Unpack
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from gateway.store.fencing import Fence, FencedError, lease_group
@@ -44,14 +45,32 @@ _ROW = (
 )
 
 
+def session_options(dsn: str, *, idle_in_transaction: float) -> str:
+    """The DSN's own ``options`` and a limit the server puts on a session left idle inside a transaction
+    (``idle_in_transaction_session_timeout``): a node cut off mid-transaction leaves its session there
+    holding its locks, the lease rows' among them, until TCP gives up on it (hours); ended sooner than the
+    leases expire, its locks are gone before another node takes them over (else that node's beat waits
+    for them, and its own leases lapse)."""
+    own = conninfo_to_dict(dsn).get("options") or ""
+    return f"{own} -c idle_in_transaction_session_timeout={max(1, round(idle_in_transaction * 1000))}".strip()
+
+
 def connect_pool(
-    dsn: str, *, password: str | None, max_size: int = 4, name: str = "fdep-store"
+    dsn: str,
+    *,
+    password: str | None,
+    max_size: int = 4,
+    name: str = "fdep-store",
+    idle_in_transaction: float | None = None,
 ) -> ConnectionPool:
     """A pool of autocommit connections (blocks are explicit ``transaction()``s); opened, and waited
-    for until the server answers (``psycopg_pool.PoolTimeout`` after 30 s)."""
+    for until the server answers (``psycopg_pool.PoolTimeout`` after 30 s). With ``idle_in_transaction``
+    (seconds) the server ends a session left idle inside a transaction (``session_options``)."""
     kwargs: dict[str, Any] = {"autocommit": True}
     if password is not None:
         kwargs["password"] = password
+    if idle_in_transaction is not None:
+        kwargs["options"] = session_options(dsn, idle_in_transaction=idle_in_transaction)
     pool = ConnectionPool(dsn, min_size=1, max_size=max_size, kwargs=kwargs, name=name, open=False)
     pool.open(wait=True, timeout=30)
     return pool
@@ -77,9 +96,11 @@ class PostgresStore:
         password: str | None = None,
         fence: Fence | None = None,
         now: Callable[[], datetime] | None = None,
+        idle_in_transaction: float | None = None,
     ) -> PostgresStore:
-        """Connect and migrate (refusing a schema newer than this gateway's)."""
-        pool = connect_pool(dsn, password=password)
+        """Connect and migrate (refusing a schema newer than this gateway's); ``idle_in_transaction``: see
+        ``connect_pool``."""
+        pool = connect_pool(dsn, password=password, idle_in_transaction=idle_in_transaction)
         try:
             with pool.connection() as conn:
                 migrate(conn)

@@ -3,6 +3,10 @@ each (the line itself, and the columns a query filters on), durable when ``appen
 
 Every append also sends ``NOTIFY fdep_history`` in its transaction, so ``fdep-gateway history --follow``
 wakes when a row commits instead of polling.
+
+A node's own file events are fenced as its ledger writes are (``fenced``): a node cut off from the
+database keeps them waiting, and once it reaches the database again its leases may be another node's,
+which has told those files' story meanwhile; written then, they would tell it twice.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from gateway.store.fencing import Fence, FencedError, lease_group
 from gateway.store.history import HistoryEvent, Logged
 
 CHANNEL = "fdep_history"
@@ -24,10 +29,19 @@ CHANNEL = "fdep_history"
 class PostgresHistory:
     """A ``HistorySink`` on the store's connection pool; thread-safe (each append takes a connection)."""
 
-    def __init__(self, pool: ConnectionPool, node_id: str, now: Callable[[], datetime]) -> None:
+    def __init__(
+        self, pool: ConnectionPool, node_id: str, now: Callable[[], datetime], fence: Fence | None = None
+    ) -> None:
         self._pool = pool
         self._node_id = node_id
         self._now = now
+        self._fence = fence
+
+    def fenced(self, fence: Fence) -> PostgresHistory:
+        """This history for the events of the files a node serves: a batch is written only while the node
+        holds, at the epochs it believes, the lease of every event's mailbox (else ``FencedError``, and
+        nothing is written), checked in the transaction that writes it."""
+        return PostgresHistory(self._pool, self._node_id, self._now, fence)
 
     def append(self, events: Sequence[HistoryEvent]) -> None:
         if not events:
@@ -40,6 +54,7 @@ class PostgresHistory:
             for e in events
         ]
         with self._pool.connection() as conn, conn.transaction():
+            self._check_leases(conn, events)
             with conn.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO history (ts, event, file_id, station, transfer_code, node_id, line) "
@@ -47,6 +62,27 @@ class PostgresHistory:
                     rows,
                 )
             conn.execute(f"NOTIFY {CHANNEL}")
+
+    def _check_leases(self, conn: psycopg.Connection[Any], events: Sequence[HistoryEvent]) -> None:
+        """As ``fdep_fence`` does for a file's row; the lease rows are locked as there (FOR SHARE), so a
+        takeover waits for this batch to commit."""
+        fence = self._fence
+        if fence is None:
+            return
+        groups = sorted({lease_group(e.transfer_code, fence.groups) for e in events if e.transfer_code})
+        believed = fence.epochs()
+        claimed = [g for g in groups if g in believed]
+        held = conn.execute(
+            "SELECT l.grp FROM leases AS l JOIN unnest(%s::int[], %s::bigint[]) AS h(grp, epoch) "
+            "ON l.grp = h.grp AND l.epoch = h.epoch "
+            "WHERE l.node_id = %s AND l.expires_at > clock_timestamp() ORDER BY l.grp FOR SHARE OF l",
+            (claimed, [believed[g] for g in claimed], fence.node_id),
+        ).fetchall()
+        refused = set(groups) - {g for (g,) in held}
+        if refused:
+            raise FencedError(
+                f"history: node {fence.node_id} does not hold the leases of groups {sorted(refused)}"
+            )
 
     def logged(self, file_ids: Collection[str]) -> Logged:
         found = Logged(set(), {})

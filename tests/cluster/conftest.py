@@ -8,10 +8,31 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster
+from harness.postgres import PostgresServer, PostgresUnavailableError, start_server
 
 
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_dsn: str) -> Iterator[Cluster]:
     made = Cluster(tmp_path, postgres_dsn, codes=16)
+    yield made
+    made.stop_all()
+
+
+@pytest.fixture
+def own_server() -> Iterator[PostgresServer]:
+    """A server of this test's own, for a test that stops and restarts it (the suite's is shared)."""
+    try:
+        server = start_server()
+    except PostgresUnavailableError as exc:
+        pytest.skip(f"PostgreSQL server not available: {exc}")
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path, own_server: PostgresServer) -> Iterator[Cluster]:
+    made = Cluster(tmp_path, own_server.dsn, codes=16)
     yield made
     made.stop_all()

@@ -6,16 +6,8 @@ from __future__ import annotations
 import signal
 import time
 
-from harness.cluster import Cluster, drop, first_forward_after, mailboxes_of, server_now
+from harness.cluster import Cluster, drop, ended_once, first_forward_after, mailboxes_of, server_now
 from harness.daemon import wait_for
-
-
-def ended_once(cluster: Cluster, names: list[str]) -> None:
-    """Every file has exactly one outcome, forwarded, and is in the core exactly once."""
-    outcomes = cluster.outcomes()
-    assert {n: outcomes.get(n) for n in names} == {n: ["forwarded"] for n in names}
-    copies = cluster.core_files()
-    assert {n: copies.get(n) for n in names} == dict.fromkeys(names, 1)
 
 
 def test_a_killed_node_s_mailboxes_are_taken_over_and_nothing_is_lost(cluster: Cluster) -> None:

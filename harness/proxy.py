@@ -1,0 +1,177 @@
+"""A TCP proxy between one node and its database that a test cuts and heals: a network partition of one
+node from PostgreSQL only, without root, iptables or a second host.
+
+It listens on 127.0.0.1 (a free port) and forwards every connection to the target port. ``cut`` closes
+every open connection and then treats new ones by its mode: ``refuse`` closes them at once (what a
+stopped server or a firewall's reject looks like), ``blackhole`` accepts them and forwards nothing, so
+the client hangs until its own timeout (what a dropped route looks like: the nastier partition). With
+``close_open=False`` a blackhole leaves the open connections open but silent as well: neither end hears
+of the cut, as with a real lost route, where the server keeps a session (and its locks) until TCP gives
+up on it. ``cut_on(marker)`` makes that silent cut the moment a client's bytes that hold ``marker`` have
+been passed on: the server runs that statement and nobody hears of it again (a partition in the middle of
+a transaction, deterministically). ``heal`` lets everything through again, held and silenced connections
+too, as TCP does when a lost route comes back. An asyncio loop on a thread of its own does the work; the
+methods are called from the test's thread and return once the proxy is in its new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, Literal, TypeVar
+
+Mode = Literal["refuse", "blackhole"]
+_T = TypeVar("_T")
+_CHUNK = 64 * 1024
+
+
+class TcpProxy:
+    def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.accepted = 0  # connections the proxy took, through or not: a test sees its node used it
+        self.held = 0  # new connections a blackhole held
+        self._mode: Mode | None = None  # None: connected through
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tcp-proxy", daemon=True)
+        self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
+        self._flowing: asyncio.Event | None = None  # clear while cut: nothing goes either way
+        self._marker: bytes | None = None  # cut_on: armed
+        self.was_cut = threading.Event()  # set when a cut_on cut
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def cut_off(self) -> bool:
+        return self._mode is not None
+
+    def start(self) -> TcpProxy:
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def cut(self, mode: Mode = "blackhole", *, close_open: bool = True) -> None:
+        """From now on ``mode`` says what new connections get; the open ones are closed, or with
+        ``close_open=False`` (a blackhole only) kept open and silent."""
+        if mode == "refuse" and not close_open:
+            raise ValueError("a refusing proxy closes what is open")
+        self._call(self._cut(mode, close_open=close_open))
+
+    def cut_on(self, marker: bytes) -> None:
+        """Cut silently (``cut("blackhole", close_open=False)``) as soon as client bytes holding ``marker``
+        have gone on to the server; ``was_cut`` is set then."""
+        self.was_cut.clear()
+        self._marker = marker
+
+    def heal(self) -> None:
+        """Connect again: new connections go through, and so do those a blackhole held or silenced."""
+        self._call(self._heal())
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def _call(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
+
+    async def _listen(self) -> None:
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    async def _cut(self, mode: Mode, *, close_open: bool = True) -> None:
+        assert self._flowing is not None
+        self._mode = mode
+        self._flowing.clear()
+        if close_open:
+            for writer in list(self._open):
+                writer.transport.abort()
+            self._open.clear()
+
+    async def _heal(self) -> None:
+        assert self._flowing is not None
+        self._mode = None
+        self._flowing.set()
+
+    async def _close(self) -> None:
+        """Closed under every connection; their handlers see that and end (none is cancelled)."""
+        if self._server is not None:
+            self._server.close()
+        await self._cut("refuse")
+        assert self._flowing is not None
+        self._flowing.set()  # held connections wake up closed and end
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        assert self._flowing is not None
+        self.accepted += 1
+        if self._mode == "refuse":
+            client.transport.abort()
+            return
+        self._open.add(client)  # a cut closes it, also while it is held
+        if self._mode == "blackhole":
+            self.held += 1
+            await self._flowing.wait()
+            if client.transport.is_closing():
+                return
+        try:
+            server_reader, server = await asyncio.open_connection(*self.target)
+        except OSError:
+            self._open.discard(client)
+            client.transport.abort()
+            return
+        self._open.add(server)
+        try:
+            await asyncio.gather(
+                _pump(client_reader, server, self._flowing, self._passed),
+                _pump(server_reader, client, self._flowing, lambda data: None),
+            )
+        finally:
+            for writer in (client, server):
+                self._open.discard(writer)
+                writer.transport.abort()
+
+    def _passed(self, data: bytes) -> None:
+        """Client bytes went on to the server: the armed ``cut_on`` cuts now (on the loop, nothing else
+        moves meanwhile)."""
+        if self._marker is not None and self._marker in data:
+            self._marker = None
+            self._mode = "blackhole"
+            assert self._flowing is not None
+            self._flowing.clear()
+            self.was_cut.set()
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    flowing: asyncio.Event,
+    passed: Callable[[bytes], None],
+) -> None:
+    """Copy one direction until its end, holding what arrives while the proxy is cut; the other side's
+    end or a cut that closes ends the pair (the caller)."""
+    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+        while data := await reader.read(_CHUNK):
+            await flowing.wait()
+            if writer.transport.is_closing():
+                return
+            writer.write(data)
+            await writer.drain()
+            passed(data)
+        await flowing.wait()  # a close is news too: it does not cross a cut either
+        if writer.can_write_eof() and not writer.transport.is_closing():
+            writer.write_eof()
