@@ -38,7 +38,7 @@ import structlog
 
 from gateway.cluster.spread import share
 from gateway.store.fencing import lease_group
-from gateway.store.postgres import session_options
+from gateway.store.postgres import client_liveness, session_options
 
 log = structlog.get_logger("gateway.cluster")
 
@@ -304,6 +304,7 @@ class LeaseKeeper:
                 "autocommit": True,
                 "connect_timeout": timeout,
                 "options": session_options(self._dsn, idle_in_transaction=self.terms.idle_in_transaction),
+                **client_liveness(self.terms.idle_in_transaction * 2),
             }
             if self._password is not None:
                 kwargs["password"] = self._password

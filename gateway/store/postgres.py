@@ -55,6 +55,21 @@ def session_options(dsn: str, *, idle_in_transaction: float) -> str:
     return f"{own} -c idle_in_transaction_session_timeout={max(1, round(idle_in_transaction * 1000))}".strip()
 
 
+def client_liveness(seconds: float) -> dict[str, Any]:
+    """libpq settings that make a connection to a server gone silent (a lost route) fail within about
+    ``seconds``, instead of the hours TCP takes: keepalives while it waits for an answer, and a limit
+    on data the server does not acknowledge. Else a cut-off node's store calls hang in their threads
+    and even a stop waits for them."""
+    whole = max(1, round(seconds))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": max(1, whole // 2),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": whole * 1000,
+    }
+
+
 def connect_pool(
     dsn: str,
     *,
@@ -71,6 +86,7 @@ def connect_pool(
         kwargs["password"] = password
     if idle_in_transaction is not None:
         kwargs["options"] = session_options(dsn, idle_in_transaction=idle_in_transaction)
+        kwargs.update(client_liveness(idle_in_transaction * 2))
     pool = ConnectionPool(dsn, min_size=1, max_size=max_size, kwargs=kwargs, name=name, open=False)
     pool.open(wait=True, timeout=30)
     return pool
