@@ -236,13 +236,23 @@ class LeaseKeeper:
             self.leaving = self.held.keys() - mine
             await self._release_quiet(conn)
             wanted = sorted(mine - self.held.keys())
+            free = [  # locked FOR UPDATE: waits for the last holder's writes in flight (fdep_fence)
+                g
+                for (g,) in await (
+                    await conn.execute(
+                        "SELECT grp FROM leases WHERE grp = ANY(%s) "
+                        "AND (node_id IS NULL OR node_id = %s OR expires_at <= now()) "
+                        "ORDER BY grp FOR UPDATE",
+                        (wanted, self.node_id),
+                    )
+                ).fetchall()
+            ]
             taken = await (
                 await conn.execute(
                     "UPDATE leases SET node_id = %s, epoch = epoch + 1, acquired_at = now(), "
                     "renewed_at = now(), expires_at = now() + make_interval(secs => %s) "
-                    "WHERE grp = ANY(%s) AND (node_id IS NULL OR node_id = %s OR expires_at <= now()) "
-                    "RETURNING grp, epoch",
-                    (self.node_id, lease, wanted, self.node_id),
+                    "WHERE grp = ANY(%s) RETURNING grp, epoch",
+                    (self.node_id, lease, free),
                 )
             ).fetchall()
         self.valid_until = sent + lease - self.terms.renew_seconds

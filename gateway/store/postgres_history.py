@@ -64,7 +64,7 @@ class PostgresHistory:
             conn.execute(f"NOTIFY {CHANNEL}")
 
     def _check_leases(self, conn: psycopg.Connection[Any], events: Sequence[HistoryEvent]) -> None:
-        """As ``fdep_fence`` does for a file's row; the lease rows are locked as there (FOR SHARE), so a
+        """As ``fdep_fence`` does for a file's row; the lease rows are locked as there (FOR KEY SHARE), so a
         takeover waits for this batch to commit."""
         fence = self._fence
         if fence is None:
@@ -75,7 +75,7 @@ class PostgresHistory:
         held = conn.execute(
             "SELECT l.grp FROM leases AS l JOIN unnest(%s::int[], %s::bigint[]) AS h(grp, epoch) "
             "ON l.grp = h.grp AND l.epoch = h.epoch "
-            "WHERE l.node_id = %s AND l.expires_at > clock_timestamp() ORDER BY l.grp FOR SHARE OF l",
+            "WHERE l.node_id = %s AND l.expires_at > clock_timestamp() ORDER BY l.grp FOR KEY SHARE OF l",
             (claimed, [believed[g] for g in claimed], fence.node_id),
         ).fetchall()
         refused = set(groups) - {g for (g,) in held}

@@ -123,3 +123,24 @@ async def test_every_node_must_use_the_same_number_of_groups(dsn: str) -> None:
     with pytest.raises(ClusterConfigError, match=r"store\.groups"):
         await keeper(dsn, "b", groups=16).start()
     await a.release_all()
+
+
+async def test_a_takeover_waits_for_the_holder_s_write_and_a_renewal_never_does(dsn: str) -> None:
+    a, b = keeper(dsn, "a"), keeper(dsn, "b")
+    await a.start()
+    store_a = PostgresStore.open(dsn, fence=a)
+    group = lease_group(CODE, GROUPS)
+    with store_a.transaction():
+        store_a.record("f1", station="k1237", transfer_code=CODE, name="x")  # locks the lease: key share
+        await asyncio.wait_for(a.beat(), timeout=5)  # its own renewal goes through beside it
+        expire(dsn, "a")
+        taking = asyncio.create_task(b.start())
+        await asyncio.sleep(1)
+        assert not taking.done()  # the takeover waits for the write in flight to commit
+    await asyncio.wait_for(taking, timeout=10)
+    assert group in b.held and b.held[group] == 2
+    row = store_a.get("f1")
+    assert row is not None and row.name == "x"  # committed before the epoch moved on
+    store_a.close()
+    await a.close()
+    await b.release_all()

@@ -58,7 +58,9 @@ CREATE TABLE leases (
 -- Fencing: a write made by a daemon names its node and the epochs of the leases it believes it holds
 -- (SET LOCAL fdep.node / fdep.epochs, one JSON object group -> epoch per transaction). A file row may be
 -- written only while that node holds the row's group at that epoch and the lease has not expired, by
--- PostgreSQL's clock. FOR SHARE makes a takeover (which bumps the epoch) wait for the write to commit.
+-- PostgreSQL's clock. FOR KEY SHARE makes a takeover (which locks the row FOR UPDATE before it bumps the
+-- epoch) wait for the write to commit, while the holder's own renewals (no key change) never wait for its
+-- writes, nor its writes for its renewals: no deadlock between a node's beat and its files.
 CREATE FUNCTION fdep_fence() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     me text := current_setting('fdep.node', true);
@@ -75,7 +77,7 @@ BEGIN
         RAISE EXCEPTION 'fenced: file % has no lease group', NEW.file_id USING ERRCODE = 'FD001';
     END IF;
     believed := (current_setting('fdep.epochs')::jsonb ->> NEW.grp::text)::bigint;
-    SELECT * INTO held FROM leases WHERE grp = NEW.grp FOR SHARE;
+    SELECT * INTO held FROM leases WHERE grp = NEW.grp FOR KEY SHARE;
     IF believed IS NULL OR NOT FOUND OR held.node_id IS DISTINCT FROM me OR held.epoch <> believed
        OR held.expires_at <= clock_timestamp() THEN
         RAISE EXCEPTION 'fenced: node % epoch % for group % (held by % at epoch %)',
