@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -54,7 +55,6 @@ from gateway.store.postgres_history import PostgresHistory
 from gateway.store.protocol import HistorySink, Store
 from gateway.store.rules import LedgerError
 from gateway.windows import Calendar
-from spool.claim import Claimed
 from spool.errors import SpoolError, SpoolLocked
 from spool.ids import next_file_id
 from spool.layout import SpoolLayout, State
@@ -274,7 +274,7 @@ class Service:
             rescan_seconds=config.rescan_seconds,
             max_in_flight=_MAX_IN_FLIGHT,
             now_id=self.new_id,
-            on_claimed=self.on_claimed,
+            on_claimed=self.pipeline.take,
             metrics=self.metrics,
             owns=self.keeper.claims if self.keeper else self.shard.owns,
             spawn=lambda work, name: self.tasks.spawn(work, name=name, role="claimed"),
@@ -285,9 +285,8 @@ class Service:
         )
         await self.metrics.start()
         for item in recovered.items:
-            item.institution = self._institution_of(item.transfer_code)
-        for item in recovered.items:
-            self.tasks.spawn(self._guard(item), name=f"resume {item.file_id}", role="recovered")
+            resumed = self.pipeline.run(self._with_institution(item))
+            self.tasks.spawn(resumed, name=f"resume {item.file_id}", role="recovered")
         if self.keeper is not None:
             await self.keeper.start()  # takes its share of the lease groups; each is recovered, then claimed
             self.leasing = self.tasks.spawn(self.keeper.run(self.leases_end), name="leases", role="lease")
@@ -395,8 +394,8 @@ class Service:
         for item in recovered.items:
             if item.file_id in self.recorder.active:
                 continue  # claimed here meanwhile
-            item.institution = self._institution_of(item.transfer_code)
-            self.pipeline.spawn(self._guard(item), name=f"resume {item.file_id}")
+            resumed = self.pipeline.run(self._with_institution(item))
+            self.pipeline.spawn(resumed, name=f"resume {item.file_id}")
         return len(recovered.items)
 
     async def _adopt_orphans(self, keeper: LeaseKeeper) -> None:
@@ -450,37 +449,20 @@ class Service:
             self.failed = True
         return self.failed
 
-    async def on_claimed(self, station: str, claimed: Claimed) -> None:
-        item = Item(
-            station=station,
-            transfer_code=claimed.tc,
-            file_id=claimed.file_id,
-            name=claimed.name,
-            path=claimed.path,
-            kind=claimed.kind,
-            institution=self._institution_of(claimed.tc),
-        )
-        await self._guard(item)
-
-    def _institution_of(self, transfer_code: str) -> str | None:
-        entry = self.config.transfer_codes.get(transfer_code)
-        return entry.institution if entry else None
-
-    async def _guard(self, item: Item) -> None:
-        """One file's failure (a full disk, a failed fsync) never takes the daemon down: the file stays
-        where its last durable step left it and is tried again later (``_retry_stranded``)."""
-        try:
-            await self.pipeline.process(item)
-        except asyncio.CancelledError:
-            raise
-        except FencedError as exc:  # the lease lapsed: tried again here if it is renewed, else left
-            self.stranded[item.file_id] = item  # to the node that takes the mailbox over
-            log.warning("file.fenced", name=item.name, file_id=item.file_id, error=str(exc))
-        except Exception as exc:
-            self._strand(item, exc)
+    def _with_institution(self, item: Item) -> Item:
+        """A recovered file with its mailbox's institution (recovery reads the spool, not the config)."""
+        entry = self.config.transfer_codes.get(item.transfer_code)
+        return replace(item, institution=entry.institution if entry else None)
 
     def _strand(self, item: Item, exc: Exception) -> None:
+        """The pipeline's ``on_failure``: one file's failure (a full disk, a failed fsync) never takes the
+        daemon down; the file stays where its last durable step left it and is tried again later
+        (``_retry_stranded``)."""
         self.stranded[item.file_id] = item
+        if isinstance(exc, FencedError):  # the lease lapsed: tried again here if it is renewed, else
+            # left to the node that takes the mailbox over
+            log.warning("file.fenced", name=item.name, file_id=item.file_id, error=str(exc))
+            return
         log.error(
             "file.failed",
             name=item.name,
@@ -503,7 +485,7 @@ class Service:
                 if self.keeper is not None and not self.keeper.owns(item.transfer_code):
                     continue  # its lease lapsed: here again once renewed
                 del self.stranded[file_id]
-                self.pipeline.spawn(self._guard(item.fresh()), name=f"retry {file_id}")
+                self.pipeline.spawn(self.pipeline.run(item.fresh()), name=f"retry {file_id}")
 
     async def _main_loop(self) -> None:
         heartbeat = Heartbeat(self.notifier, self._status_text)

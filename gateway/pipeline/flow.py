@@ -1,7 +1,9 @@
-"""The pipeline: route -> validate -> pair -> decide -> forward -> record, for one claimed file.
+"""The pipeline: validate -> route -> pair -> decide -> forward -> record, for one claimed file.
 
-``Pipeline.process`` reads like the path a file travels; each step is a call into its own module.
-Detection, settling and claiming happen before (gateway/detect/detector.py); recovery re-enters here.
+``Pipeline.process`` reads like the path a file travels; each step is a call into its own module that
+returns a value (a verdict, a route, a decision, where the core took it), and the flow hands on one
+``Checked`` value per file; the recorder is called twice, when the file is received and with its outcome.
+The detector hands each claimed file in (``take``); recovery re-enters at ``run``.
 """
 
 from __future__ import annotations
@@ -23,21 +25,24 @@ from gateway.batch.commit import GroupTransaction
 from gateway.batch.tasks import Tasks
 from gateway.forward import Cancelled, Forwarder, ForwardError, Outbound, Rejected, RouteBroken, deliver
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
-from gateway.pipeline.item import Item
+from gateway.pipeline import outcome
+from gateway.pipeline.item import Checked, Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
 from gateway.pipeline.settings import Settings
-from gateway.pipeline.validate import check_partners, partner_missing, validate_bytes, validate_file
+from gateway.pipeline.validate import Verdict, check_partners, partner_missing, validate_bytes, validate_file
 from gateway.store.fencing import FencedError
 from gateway.store.protocol import Store
-from gateway.store.rules import Accept, Decision, Duplicate, FirstNotFull, Stale
+from gateway.store.rules import Accept, Decision, Duplicate, FileRow, FirstNotFull, Stale
 from gateway.store.rules import State as FileState
 from gateway.windows import deadline_of, stamp, window_hold
+from spool.claim import Claimed
 from spool.entries import EntryKind
 from spool.fsio import datasync_file, publish, read_small
 from spool.ids import file_id_time
 from spool.layout import SpoolLayout, State
 from spool.private import make_private, stage_private
+from spool.sync import SYNCFS_FROM
 from validators import findings
 from validators.findings import Finding
 from validators.pair import partner_rejected
@@ -96,7 +101,7 @@ class Pipeline:
     pool: Executor | None
     now: Callable[[], datetime]
     stopping: asyncio.Event
-    waiting: dict[PairKey, list[Item]] = field(default_factory=dict)  # oldest first, per stem and kind
+    waiting: dict[PairKey, list[Checked]] = field(default_factory=dict)  # oldest first, per stem and kind
     rejections: dict[str, tuple[list[Finding], int]] = field(default_factory=dict)  # logged before a crash
     on_failure: Callable[[Item, Exception], None] = field(default=lambda item, exc: None)
     retrying: set[str] = field(default_factory=set)  # file_ids waiting in deferred/ for the core
@@ -105,67 +110,90 @@ class Pipeline:
     _timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # by file_id
     _lost_partners: set[tuple[str, str, str]] = field(default_factory=set)
     tasks: Tasks = field(default_factory=Tasks)  # the daemon's one owner of tasks
+    _working: set[str] = field(default_factory=set)  # file_ids on their way now (not held, deferred or
+    # waiting for a partner): how busy the process is
+
+    @property
+    def in_burst(self) -> bool:
+        """Enough files on their way for their syncs to make batches worth a syncfs (``spool/sync.py``).
+        Otherwise each file is synced in its own step: a small batch saves nothing, and every hand-off
+        to a group's flusher adds to each file's latency (200 files/s, one process: p50 10 -> 20 ms)."""
+        return len(self._working) >= SYNCFS_FROM
+
+    async def take(self, station: str, claimed: Claimed) -> None:
+        """The detector's hand-off: a file it claimed goes straight on its way."""
+        entry = self.settings().config.transfer_codes.get(claimed.tc)
+        institution = entry.institution if entry else None
+        await self.run(
+            Item(station, claimed.tc, claimed.file_id, claimed.name, claimed.path, claimed.kind, institution)
+        )
+
+    async def run(self, item: Item) -> None:
+        """``process``, guarded: one file's failure (a full disk, a failed fsync, a lapsed lease) never takes
+        the daemon down; the file stays where its last durable step left it and goes to ``on_failure``."""
+        try:
+            await self.process(item)
+        except Exception as exc:
+            self.on_failure(item, exc)
 
     async def process(self, item: Item) -> None:
         """Take one claimed file to its outcome (or to the wait for its partner, its window or its core)."""
-        self.recorder.working.add(item.file_id)
+        self._working.add(item.file_id)
         try:
             await self._process(item)
         finally:
-            self.recorder.working.discard(item.file_id)
+            self._working.discard(item.file_id)
 
     async def _process(self, item: Item) -> None:
-        self.recorder.active[item.file_id] = item
-        await self.recorder.event(item, "received", "已接收，正在校验 / Received, being validated")
+        await self.recorder.received(item)
         logged = self.rejections.get(item.file_id)
         if logged is not None:  # rejected before a crash: finish that outcome, never decide it again
-            item.extra.absorb(*logged)
-            await self.recorder.rejected([item])
+            await self._record([Checked(item).absorbing(*logged)], outcome.Rejected())
             del self.rejections[item.file_id]
             return
         if item.kind is not EntryKind.REGULAR:
-            item.extra.add(findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind)))
-            await self.recorder.rejected([item])
+            found = findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind))
+            await self._record([Checked(item).adding(found)], outcome.Rejected())
             return
         row = await asyncio.to_thread(self.ledger.get, item.file_id) if item.resumed else None
-        await self.validate(item)
-        self.route(item)
+        checked = self.route(item, await self.validate(item))
         if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD, FileState.DEFERRED):
-            # recovery: decided before the crash; the file must still be exactly what was accepted
-            if not item.rejected and item.sound().verdict.sha256 != row.sha256:
-                item.extra.add(findings.make("FILE_CHANGED"))
-            if item.rejected:
-                await self.recorder.rejected([item])
-                return
-            if not item.is_zip:  # as a unit is flagged by its lead, the TXT: the same as before the crash
-                self._flag_late(item)
-            if row.state is FileState.DEFERRED:
-                await self.forward([item])  # forwarding is idempotent
-            else:
-                await self.release_or_hold([item])
+            await self._resume(checked, row)
             return
-        unit = self.pair(item)
-        if unit is None:
-            return
-        await self.decide(unit)
+        unit = self.pair(checked)
+        if unit is not None:
+            await self.decide(unit)
 
-    async def validate(self, item: Item) -> None:
+    async def _resume(self, checked: Checked, row: FileRow) -> None:
+        """Recovery: decided before the crash; the file must still be exactly what was accepted."""
+        if not checked.rejected and checked.sound.verdict.sha256 != row.sha256:
+            checked = checked.adding(findings.make("FILE_CHANGED"))
+        if checked.rejected:
+            await self._record([checked], outcome.Rejected())
+            return
+        if not checked.is_zip:  # as a unit is flagged by its lead, the TXT: the same as before the crash
+            checked = self._flag_late(checked)
+        if row.state is FileState.DEFERRED:
+            await self.forward([checked])  # forwarding is idempotent
+        else:
+            await self.release_or_hold([checked])
+
+    async def validate(self, item: Item) -> Verdict:
         """The sender's bytes are made durable before any outcome is acknowledged for them; a small TXT
         is validated on the loop, anything else in a thread."""
         today = self.now().date()
-        together = self.recorder.in_burst
+        together = self.in_burst
         await self.make_private(item, together=together)
         if not item.name.upper().endswith(".ZIP"):
             small = await offload.to_thread(read_small, item.path, _INLINE_BYTES, datasync=not together)
             if small is not None:
                 if together:
                     await self.recorder.syncs.sync(item.path)  # with the other files in flight
-                item.verdict = validate_bytes(
+                return validate_bytes(
                     small.data, item.name, self.settings().rules, today=today, mtime_ns=small.mtime_ns
                 )
-                return
         await asyncio.to_thread(datasync_file, item.path)
-        item.verdict = await asyncio.to_thread(
+        return await asyncio.to_thread(
             functools.partial(
                 validate_file, item.path, item.name, self.settings().rules, today=today, pool=self.pool
             )
@@ -189,41 +217,41 @@ class Pipeline:
             raise
         await asyncio.to_thread(publish, staged, item.path)
 
-    def route(self, item: Item) -> None:
-        parsed = item.verdict.parsed if item.verdict else None
-        item.routed, problems = route(self.settings().config, item.station, item.transfer_code, parsed)
-        item.extra.extend(problems)
+    def route(self, item: Item, verdict: Verdict) -> Checked:
+        """The route step's answer beside the verdict: the one value the later steps hand on."""
+        routed, problems = route(self.settings().config, item.station, item.transfer_code, verdict.parsed)
+        return Checked(item, verdict, routed, tuple(problems))
 
-    def pair(self, item: Item) -> list[Item] | None:
+    def pair(self, checked: Checked) -> list[Checked] | None:
         """A file that needs its TXT/ZIP partner waits for it; both are then decided as one unit."""
-        verdict = item.verdict
+        item, verdict = checked.item, checked.verdict
         if verdict is None or verdict.parsed is None or not verdict.needs_partner:
-            return [item]
+            return [checked]
         stem = (item.station, item.transfer_code, verdict.parsed.stem)
         if stem in self._lost_partners:  # the partner was already rejected: do not make this one wait
-            item.extra.add(partner_missing(verdict, self.settings().rules))
-            return [item]
-        partners = self.waiting.get(PairKey(*stem, zipped=not item.is_zip))
+            return [checked.adding(partner_missing(verdict, self.settings().rules))]
+        partners = self.waiting.get(PairKey(*stem, zipped=not checked.is_zip))
         if not partners:
-            if item.rejected:  # no point waiting: reject now, and tell the partner at once when it comes
+            if checked.rejected:  # no point waiting: reject now, and tell the partner at once when it comes
                 self._partner_lost(stem)
-                return [item]
-            self.waiting.setdefault(PairKey(*stem, zipped=item.is_zip), []).append(item)
+                return [checked]
+            self.waiting.setdefault(PairKey(*stem, zipped=checked.is_zip), []).append(checked)
             delay = self._pair_deadline(item)
             loop = asyncio.get_running_loop()
-            self._timers[item.file_id] = loop.call_later(delay, self._pair_timeout, item)
+            self._timers[item.file_id] = loop.call_later(delay, self._pair_timeout, checked)
             log.info("pair.waiting", name=item.name, file_id=item.file_id, seconds=round(delay))
             return None
         partner = partners.pop(0)
         if not partners:
             del self.waiting[PairKey(*stem, zipped=partner.is_zip)]
-        self._timers.pop(partner.file_id).cancel()
-        txt, zipped = (partner, item) if item.is_zip else (item, partner)
+        self._timers.pop(partner.item.file_id).cancel()
+        txt, zipped = (partner, checked) if checked.is_zip else (checked, partner)
         if txt.verdict and zipped.verdict:
-            txt.extra.extend(check_partners(txt.verdict, zipped.verdict))
-        for one, other in ((txt, zipped), (zipped, txt)):
-            if other.rejected and not one.rejected:  # its own history and receipt line say why
-                one.extra.add(partner_rejected(other.name))
+            txt = txt.adding(*check_partners(txt.verdict, zipped.verdict))
+        if zipped.rejected and not txt.rejected:  # its own history and receipt line say why
+            txt = txt.adding(partner_rejected(zipped.item.name))
+        if txt.rejected and not zipped.rejected:
+            zipped = zipped.adding(partner_rejected(txt.item.name))
         return [txt, zipped]
 
     def _pair_deadline(self, item: Item) -> float:
@@ -231,30 +259,32 @@ class Pipeline:
         waited = (self.now() - claimed).total_seconds()
         return max(0.0, self.settings().config.pair_timeout_seconds - waited)
 
-    def _pair_timeout(self, item: Item) -> None:
+    def _pair_timeout(self, checked: Checked) -> None:
+        item = checked.item
         self._timers.pop(item.file_id, None)
-        verdict = item.verdict
+        verdict = checked.verdict
         if verdict is None or verdict.parsed is None:
             return
-        key = PairKey(item.station, item.transfer_code, verdict.parsed.stem, zipped=item.is_zip)
+        key = PairKey(item.station, item.transfer_code, verdict.parsed.stem, zipped=checked.is_zip)
         queue = self.waiting.get(key, [])
-        if item not in queue:
+        if checked not in queue:
             return
-        if self._partner_claimed(item):  # e.g. both recovered after a restart: it is on its way
+        if self._partner_claimed(checked):  # e.g. both recovered after a restart: it is on its way
             self._timers[item.file_id] = asyncio.get_running_loop().call_later(
-                max(1.0, self.settings().config.settle_seconds), self._pair_timeout, item
+                max(1.0, self.settings().config.settle_seconds), self._pair_timeout, checked
             )
             return
-        queue.remove(item)
+        queue.remove(checked)
         if not queue:
             del self.waiting[key]
-        item.extra.add(partner_missing(verdict, self.settings().rules))
         self._partner_lost(key.stem)
-        self.spawn(self.recorder.rejected([item]), name=f"timeout {item.file_id}", unit=[item])
+        lost = checked.adding(partner_missing(verdict, self.settings().rules))
+        self.spawn(self._record([lost], outcome.Rejected()), name=f"timeout {item.file_id}", unit=[item])
 
-    def _partner_claimed(self, item: Item) -> bool:
+    def _partner_claimed(self, checked: Checked) -> bool:
         """The partner is in work/ already (claimed, not yet paired): one directory listing."""
-        parsed = item.verdict.parsed if item.verdict else None
+        item = checked.item
+        parsed = checked.verdict.parsed if checked.verdict else None
         if parsed is None:
             return False
         work = self.layout.station(item.station).state_dir(State.WORK, item.transfer_code)
@@ -290,13 +320,13 @@ class Pipeline:
     def busy(self) -> bool:
         return bool(self.waiting or self.tasks.running("pipeline"))
 
-    async def decide(self, unit: list[Item]) -> None:
+    async def decide(self, unit: list[Checked]) -> None:
         """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward or hold."""
-        if any(item.rejected for item in unit):
-            await self.recorder.rejected(unit)
+        if any(one.rejected for one in unit):
+            await self._record(unit, outcome.Rejected())
             return
-        lead = unit[0]
-        sound = lead.sound()
+        lead, rest = unit[0], unit[1:]
+        sound = lead.sound
         until = self._window(lead)
         route = self.settings().config.routes[sound.routed.route]
         window_rejects = until is not None and route.on_window == "reject"
@@ -304,30 +334,30 @@ class Pipeline:
             functools.partial(self._decide, unit, accept=not window_rejects)
         )
         if isinstance(decision, Duplicate):
-            await self.recorder.duplicate(unit, decision.of)
+            same = findings.make("DUPLICATE", file_id=decision.of)
+            await self._record([one.adding(same) for one in unit], outcome.Duplicate(decision.of))
             return
         if isinstance(decision, Stale):
-            lead.extra.add(stale(sound.name.batch, decision.accepted))
+            lead = lead.adding(stale(sound.name.batch, decision.accepted))
         elif isinstance(decision, FirstNotFull):
-            lead.extra.add(findings.make("FIRST_REPORT_NOT_FULL", table=sound.name.table))
+            lead = lead.adding(findings.make("FIRST_REPORT_NOT_FULL", table=sound.name.table))
         elif until is not None and window_rejects:
-            lead.extra.add(findings.make("WINDOW_CLOSED", until=stamp(until)))
+            lead = lead.adding(findings.make("WINDOW_CLOSED", until=stamp(until)))
         if lead.rejected:
-            await self.recorder.rejected(unit)
+            await self._record([lead, *rest], outcome.Rejected())
             return
-        self._flag_late(lead)
-        await self.release_or_hold(unit)
+        await self._send_or_hold([self._flag_late(lead), *rest], until)
 
-    def _decide(self, unit: Sequence[Item], *, accept: bool) -> Decision:
+    def _decide(self, unit: Sequence[Checked], *, accept: bool) -> Decision:
         """Decide and take the report key in one transaction, so that identical files in flight at the
         same time see each other: the second is a duplicate of the first, never a stale batch."""
-        lead = unit[0].sound()
+        lead = unit[0].sound
         key = ReportKey(
-            unit[0].station, lead.routed.institution, lead.name.table, lead.name.date, lead.name.part
+            unit[0].item.station, lead.routed.institution, lead.name.table, lead.name.date, lead.name.part
         )
         with self.ledger.atomic():
-            for item in unit:
-                sound = item.sound()
+            for one in unit:
+                item, sound = one.item, one.sound
                 self.ledger.record(
                     item.file_id,
                     station=item.station,
@@ -347,87 +377,91 @@ class Pipeline:
                 batch=lead.name.batch,
                 mode=lead.name.mode,
                 sha256=lead.verdict.sha256,
-                name=unit[0].name,
+                name=unit[0].item.name,
                 incremental=lead.table.incremental,
             )
             if isinstance(decision, Accept) and accept:
                 self._accept(unit, key)
         return decision
 
-    def _window(self, item: Item) -> datetime | None:
+    def _window(self, checked: Checked) -> datetime | None:
         """Spec 8: until when a production daily table must wait, or None to forward now."""
-        sound = item.sound()
-        station = self.settings().config.stations[item.station]
+        station = self.settings().config.stations[checked.item.station]
         return window_hold(
             self.now(),
             production=station.environment == "production",
             windows_enabled=station.windows,
-            daily=sound.table.frequency is Frequency.DAILY,
+            daily=checked.sound.table.frequency is Frequency.DAILY,
             calendar=self.settings().calendar,
         )
 
-    def _flag_late(self, item: Item) -> None:
+    def _flag_late(self, checked: Checked) -> Checked:
         """Spec 8: a daily or monthly table after its deadline is accepted and flagged (by its arrival)."""
-        sound = item.sound()
-        arrived = file_id_time(item.file_id, self.settings().config.zone)
+        sound = checked.sound
+        arrived = file_id_time(checked.item.file_id, self.settings().config.zone)
         data_date = datetime.strptime(sound.name.date, "%Y%m%d").date()
         deadline = deadline_of(sound.table, data_date, self.settings().calendar)
         if arrived > deadline:
-            item.extra.add(findings.make("LATE", deadline=stamp(deadline)))
+            return checked.adding(findings.make("LATE", deadline=stamp(deadline)))
+        return checked
 
-    async def release_or_hold(self, unit: list[Item]) -> None:
+    async def release_or_hold(self, unit: list[Checked]) -> None:
         """Forward now, or hold in held/ until the window closes (a restart re-evaluates the same way)."""
-        until = self._window(unit[0])
+        await self._send_or_hold(unit, self._window(unit[0]))
+
+    async def _send_or_hold(self, unit: list[Checked], until: datetime | None) -> None:
         if until is None:
             await self.forward(unit)
             return
-        await self.recorder.held(unit, until)
+        held = findings.make("HELD_WINDOW", until=stamp(until))
+        unit = [one if any(f.code == held.code for f in one.found) else one.adding(held) for one in unit]
+        await self._record(unit, outcome.Held(until))
         self.tasks.spawn(
-            self._guarded(self._release_at(unit, until), unit), name=f"held {unit[0].file_id}", role="held"
+            self._guarded(self._release_at(unit, until), [one.item for one in unit]),
+            name=f"held {unit[0].item.file_id}",
+            role="held",
         )
 
-    async def _release_at(self, unit: list[Item], until: datetime) -> None:
+    async def _release_at(self, unit: list[Checked], until: datetime) -> None:
         while (wait := (until - self.now()).total_seconds()) > 0 and not self.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), timeout=wait)
         if not self.stopping.is_set():
             await self.release_or_hold(unit)
 
-    def _accept(self, unit: Sequence[Item], key: ReportKey) -> None:
+    def _accept(self, unit: Sequence[Checked], key: ReportKey) -> None:
         """Write-ahead: the report key is taken and every file marked accepted before anything is sent
         (in ``_decide``'s transaction)."""
-        lead = unit[0].sound()
+        lead = unit[0].sound
         self.ledger.accept(
-            unit[0].file_id,
+            unit[0].item.file_id,
             **asdict(key),
             batch=lead.name.batch,
             sha256=lead.verdict.sha256,
         )
-        for item in unit[1:]:
-            self.ledger.set_state(item.file_id, FileState.ACCEPTED.value)
+        for one in unit[1:]:
+            self.ledger.set_state(one.item.file_id, FileState.ACCEPTED.value)
 
-    async def forward(self, unit: list[Item]) -> None:
+    async def forward(self, unit: list[Checked]) -> None:
         """Deliver every file of the unit (attachments first), then record the outcome."""
-        ordered = sorted(unit, key=lambda item: not item.is_zip)
+        ordered = sorted(unit, key=lambda one: not one.is_zip)
         where: dict[str, str] = {}
-        for item in ordered:
-            route = item.sound().routed.route
+        for one in ordered:
+            item, route = one.item, one.sound.routed.route
             try:
                 where[item.file_id] = await deliver(
                     self._forwarder(route),
-                    self._outbound(item),
+                    self._outbound(one),
                     self.settings().config.routes[route],
-                    on_deferred=functools.partial(self._deferred, item),
+                    on_deferred=functools.partial(self._deferred, one),
                     on_retry=functools.partial(self.metrics.forward_retry, route),
                     stop_event=self.stopping,
                 )
             except Rejected as exc:
-                item.extra.add(exc.finding())
-                await self.recorder.rejected(unit)
+                await self._record(_adding(unit, one, exc.finding()), outcome.Rejected())
                 return
             except ForwardError:  # the spool copy no longer matches what was validated
-                item.extra.add(findings.make("FILE_CHANGED"))
-                await self.recorder.rejected(unit)
+                await self._record(_adding(unit, one, findings.make("FILE_CHANGED")), outcome.Rejected())
                 return
             except Cancelled:
                 log.info("forward.interrupted", name=item.name, file_id=item.file_id)
@@ -445,14 +479,14 @@ class Pipeline:
                 return
             finally:
                 self.retrying.discard(item.file_id)
-        await self.recorder.forwarded(ordered, where)
+        await self._record(ordered, outcome.Forwarded(where))
 
     def _forwarder(self, route: str) -> Forwarder:
         forwarder = self.settings().forwarders[route]
         return forwarder if self.owns is None else _Fenced(forwarder, self.owns)
 
-    def _outbound(self, item: Item) -> Outbound:
-        sound = item.sound()
+    def _outbound(self, checked: Checked) -> Outbound:
+        item, sound = checked.item, checked.sound
         return Outbound(
             file_id=item.file_id,
             path=item.path,
@@ -467,26 +501,28 @@ class Pipeline:
             batch=f"{sound.name.batch:02d}",
             mode=sound.name.mode,
             mtime_ns=sound.verdict.mtime_ns,
-            private=item.restricted,
+            private=checked.restricted,
             # a larger copy is fsynced in its own thread: a batch must not wait for a 2 GB write-back
-            sync_together=self.recorder.in_burst and sound.verdict.size <= _INLINE_BYTES,
+            sync_together=self.in_burst and sound.verdict.size <= _INLINE_BYTES,
         )
 
-    async def _deferred(self, item: Item, reason: str) -> Outbound:
-        """The core cannot take the file now: keep it in deferred/ (durably) and say so."""
-        await self.recorder.move_to(item, State.DEFERRED)
-        self.recorder.working.discard(item.file_id)  # waits for its core, retried at its pace
+    async def _deferred(self, checked: Checked, reason: str) -> Outbound:
+        """The core cannot take the file now: the recorder keeps it in deferred/ and says so; it waits
+        for its core, retried at its pace."""
+        item = checked.item
+        await self._record([checked], outcome.Deferred(reason))
+        self._working.discard(item.file_id)
         self.retrying.add(item.file_id)
-        self.metrics.deferred(item.station, item.sound().routed.route)
-        await asyncio.to_thread(self.ledger.set_state, item.file_id, FileState.DEFERRED.value)
-        await self.recorder.event(
-            item,
-            "deferred",
-            f"报送平台暂时无法接收，文件已保留并将自动重试，无需重发 / The core cannot take the file now "
-            f"({reason}); it is kept and retried automatically, do not resend",
-            reason=reason,
-        )
-        return self._outbound(item)
+        self.metrics.deferred(item.station, checked.sound.routed.route)
+        return self._outbound(checked)
+
+    async def _record(self, unit: Sequence[Checked], what: outcome.Outcome) -> None:
+        await self.recorder.record(unit, what, together=self.in_burst)
+
+
+def _adding(unit: Sequence[Checked], one: Checked, found: Finding) -> list[Checked]:
+    """The unit with ``found`` added to its file ``one``."""
+    return [other.adding(found) if other is one else other for other in unit]
 
 
 class _Fenced:

@@ -20,7 +20,8 @@ import structlog
 from gateway.batch import offload
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.metrics.sink import NULL_METRICS, MetricsSink, claim_age
-from gateway.pipeline.item import Item
+from gateway.pipeline.item import Checked, Item
+from gateway.pipeline.outcome import Duplicate, Forwarded, Held, Outcome, Rejected
 from gateway.pipeline.receipts import Receipt, publish_receipt, stage_receipt, write_receipt
 from gateway.store.history import EVENTS, EventKind, HistoryEvent
 from gateway.store.protocol import Store
@@ -32,15 +33,18 @@ from spool.claim import move
 from spool.entries import EntryKind
 from spool.fsio import makedirs_durable, write_atomic
 from spool.layout import SpoolLayout, State
-from spool.sync import SYNCFS_FROM
-from validators import findings
 from validators.findings import Finding, Severity
 
 log = structlog.get_logger("gateway.outcome")
 
+_RECEIVED = "已接收，正在校验 / Received, being validated"
+
 
 @dataclass
 class Recorder:
+    """Records what the flow hands it: a file received, then one call per outcome (``record``), each doing
+    all that outcome asks (history events, receipt, move, ledger state) in the order above."""
+
     layout: SpoolLayout
     ledger: Store
     transactions: GroupTransaction  # the ledger's group commit
@@ -49,38 +53,45 @@ class Recorder:
     now: Callable[[], datetime]
     logged: set[tuple[str, str]]  # (file_id, event) already in the history: filled by recovery
     metrics: MetricsSink = NULL_METRICS
-    active: dict[str, Item] = field(default_factory=dict)  # claimed, no outcome yet: the queue gauges
-    working: set[str] = field(default_factory=set)  # file_ids on their way now (not held, deferred or
-    # waiting for a partner): how busy the process is
+    active: dict[str, Item] = field(default_factory=dict)  # received, no final outcome yet: the queue gauges
 
-    @property
-    def in_burst(self) -> bool:
-        """Enough files on their way for their syncs to make batches worth a syncfs (``spool/sync.py``).
-        Otherwise each file is synced in its own step: a small batch saves nothing, and every hand-off
-        to a group's flusher adds to each file's latency (200 files/s, one process: p50 10 -> 20 ms)."""
-        return len(self.working) >= SYNCFS_FROM
+    async def received(self, item: Item) -> None:
+        """The file's first event; it counts as on its way (``active``) until its final outcome."""
+        self.active[item.file_id] = item
+        await self._events([(Checked(item), "received", _RECEIVED, None)])
 
-    async def event(self, item: Item, kind: EventKind, message: str, **detail: Any) -> None:
-        """Append one history event for ``item``, durable when this returns; once per (file, kind)."""
-        await self.events([(item, kind, message, detail or None)])
+    async def record(self, unit: Sequence[Checked], outcome: Outcome, *, together: bool = False) -> None:
+        """Everything ``outcome`` asks for the unit. ``together``: enough files are in flight for their
+        receipts' syncs to share a syncfs (``spool/sync.py``)."""
+        if isinstance(outcome, Forwarded):
+            await self._forwarded(unit, outcome.where, together=together)
+        elif isinstance(outcome, Rejected):
+            await self._rejected(unit, together=together)
+        elif isinstance(outcome, Duplicate):
+            await self._duplicate(unit, outcome.of, together=together)
+        elif isinstance(outcome, Held):
+            await self._held(unit, outcome.until, together=together)
+        else:
+            await self._deferred(unit, outcome.reason)
 
-    async def events(self, batch: Sequence[tuple[Item, EventKind, str, dict[str, Any] | None]]) -> None:
+    async def _events(self, batch: Sequence[tuple[Checked, EventKind, str, dict[str, Any] | None]]) -> None:
+        """Append history events, durable when this returns; once per (file, kind)."""
         fresh = [
             HistoryEvent(
                 event=kind,
                 message=message,
                 detail=detail,
-                findings=[f.to_dict() for f in item.findings] if kind != "received" else None,
-                findings_total=item.findings_total if kind != "received" else None,
-                **item.facts(),
+                findings=[f.to_dict() for f in one.findings] if kind != "received" else None,
+                findings_total=one.findings_total if kind != "received" else None,
+                **one.facts,
             )
-            for item, kind, message, detail in batch
-            if (item.file_id, kind) not in self.logged
+            for one, kind, message, detail in batch
+            if (one.item.file_id, kind) not in self.logged
         ]
         await self.history.submit(fresh)
         self.logged.update((e.file_id or "", e.event) for e in fresh)  # a retry must not log it twice
 
-    async def move_to(self, item: Item, state: State, day: str | None = None) -> None:
+    async def _move(self, item: Item, state: State, day: str | None = None) -> None:
         """Hand the file to another state directory, durably; nothing to do if it already is in it."""
         if not state.dated and item.path.parent.parent.name == state.value:
             return
@@ -100,84 +111,88 @@ class Recorder:
         )
         await self.syncs.sync(item.path.parent, source)
 
-    async def rejected(self, unit: Sequence[Item]) -> None:
+    async def _rejected(self, unit: Sequence[Checked], *, together: bool) -> None:
         """Quarantine every file of the unit with its reasons; one BAD receipt for the stem."""
-        for item in unit:
-            await self.event(item, "rejected", rejection_message(item.findings, item.findings_total))
-        await self._receipt(unit, ok=False, status="rejected")
+        await self._events(
+            [(one, "rejected", rejection_message(one.findings, one.findings_total), None) for one in unit]
+        )
+        await self._receipt(unit, ok=False, status="rejected", together=together)
         day = self._day()
-        for item in unit:
-            await asyncio.to_thread(self._quarantine, item, day)
+        for one in unit:
+            await asyncio.to_thread(self._quarantine, one, day)
         await self._final(unit, FileState.REJECTED)
 
-    async def forwarded(self, unit: Sequence[Item], where: Mapping[str, str]) -> None:
+    async def _forwarded(self, unit: Sequence[Checked], where: Mapping[str, str], *, together: bool) -> None:
         """``where`` says, per file_id, where the core took each file."""
-        for item in unit:
-            core = where.get(item.file_id, "")
-            await self.event(
-                item,
-                "forwarded",
-                f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})",
-                core=core,
-            )
-        await self._receipt(unit, ok=True, status="forwarded")
+
+        def forwarded(one: Checked) -> tuple[Checked, EventKind, str, dict[str, Any]]:
+            core = where.get(one.item.file_id, "")
+            message = f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})"
+            return one, "forwarded", message, {"core": core}
+
+        await self._events([forwarded(one) for one in unit])
+        await self._receipt(unit, ok=True, status="forwarded", together=together)
         await self._archive(unit, FileState.FORWARDED)
 
-    async def held(self, unit: Sequence[Item], until: datetime) -> None:
+    async def _held(self, unit: Sequence[Checked], until: datetime, *, together: bool) -> None:
         """Validated and accepted, forwarding held by the reporting window: say until when."""
         shown = stamp(until)
-        for item in unit:
-            if not any(f.code == "HELD_WINDOW" for f in item.extra.items):
-                item.extra.add(findings.make("HELD_WINDOW", until=shown))
-            await self.event(
-                item,
-                "held",
-                f"已校验通过，按报送时间窗暂缓转发，将于 {shown} 自动转发 / "
-                f"Validated; held by the reporting window and forwarded automatically at {shown}",
-                until=until.isoformat(),
-            )
-        await self._receipt(unit, ok=True, status="held")
-        for item in unit:
-            await self.move_to(item, State.HELD)
+        message = (
+            f"已校验通过，按报送时间窗暂缓转发，将于 {shown} 自动转发 / "
+            f"Validated; held by the reporting window and forwarded automatically at {shown}"
+        )
+        await self._events([(one, "held", message, {"until": until.isoformat()}) for one in unit])
+        await self._receipt(unit, ok=True, status="held", together=together)
+        for one in unit:
+            await self._move(one.item, State.HELD)
         await self.transactions.run(functools.partial(self._set_states, unit, FileState.HELD))
 
-    def _set_states(self, unit: Sequence[Item], state: FileState, *, final: bool = False) -> None:
-        for item in unit:  # station and code too: a file rejected before its decision has no row yet
+    async def _deferred(self, unit: Sequence[Checked], reason: str) -> None:
+        """The core cannot take the files now: keep them in deferred/ (durably) and say so."""
+        message = (
+            f"报送平台暂时无法接收，文件已保留并将自动重试，无需重发 / The core cannot take the file now "
+            f"({reason}); it is kept and retried automatically, do not resend"
+        )
+        for one in unit:
+            await self._move(one.item, State.DEFERRED)
+            await asyncio.to_thread(self.ledger.set_state, one.item.file_id, FileState.DEFERRED.value)
+            await self._events([(one, "deferred", message, {"reason": reason})])
+
+    def _set_states(self, unit: Sequence[Checked], state: FileState, *, final: bool = False) -> None:
+        for one in unit:  # station and code too: a file rejected before its decision has no row yet
+            item = one.item
             facts: Facts = {"station": item.station, "transfer_code": item.transfer_code}
             if final:
                 facts["outcome"] = state.value
             self.ledger.record(item.file_id, state=state.value, **facts)
 
-    async def duplicate(self, unit: Sequence[Item], of: str) -> None:
-        for item in unit:
-            item.extra.add(findings.make("DUPLICATE", file_id=of))
-            await self.event(
-                item,
-                "duplicate",
-                f"与已接收的文件 {of} 完全相同，未重复转发，无需处理 / "
-                f"Identical to {of}, already received; not forwarded again, nothing to do",
-                duplicate_of=of,
-            )
-        await self._receipt(unit, ok=True, status="duplicate")
+    async def _duplicate(self, unit: Sequence[Checked], of: str, *, together: bool) -> None:
+        message = (
+            f"与已接收的文件 {of} 完全相同，未重复转发，无需处理 / "
+            f"Identical to {of}, already received; not forwarded again, nothing to do"
+        )
+        await self._events([(one, "duplicate", message, {"duplicate_of": of}) for one in unit])
+        await self._receipt(unit, ok=True, status="duplicate", together=together)
         await self._archive(unit, FileState.DUPLICATE)
 
-    async def _archive(self, unit: Sequence[Item], state: FileState) -> None:
+    async def _archive(self, unit: Sequence[Checked], state: FileState) -> None:
         day = self._day()
-        for item in unit:
-            if item.restricted:  # spec 5: owner-only in the archive too, as in quarantine
-                await asyncio.to_thread(item.path.chmod, 0o600)
-            await self.move_to(item, State.ARCHIVE, day)
+        for one in unit:
+            if one.restricted:  # spec 5: owner-only in the archive too, as in quarantine
+                await asyncio.to_thread(one.item.path.chmod, 0o600)
+            await self._move(one.item, State.ARCHIVE, day)
         await self._final(unit, state)
 
-    def _quarantine(self, item: Item, day: str) -> None:
+    def _quarantine(self, one: Checked, day: str) -> None:
+        item = one.item
         station = self.layout.station(item.station)
         reason = {
             "file_id": item.file_id,
             "name": item.name,
             "station": item.station,
             "transfer_code": item.transfer_code,
-            "findings_total": item.findings_total,
-            "findings": [f.to_dict() for f in item.findings],
+            "findings_total": one.findings_total,
+            "findings": [f.to_dict() for f in one.findings],
         }
         makedirs_durable(station.state_dir(State.QUARANTINE, item.transfer_code, day))
         # Owner-only: a restricted table's content must not be readable by others (spec 5), and a file
@@ -198,16 +213,17 @@ class Recorder:
             station, item.path, State.QUARANTINE, item.transfer_code, item.file_id, item.name, day
         )
 
-    async def _final(self, unit: Sequence[Item], state: FileState) -> None:
+    async def _final(self, unit: Sequence[Checked], state: FileState) -> None:
         """The ledger's last word on the unit; then it is counted and no longer waits anywhere."""
         await self.transactions.run(functools.partial(self._set_states, unit, state, final=True))
-        self.logged.difference_update((item.file_id, kind) for item in unit for kind in EVENTS)
+        self.logged.difference_update((one.item.file_id, kind) for one in unit for kind in EVENTS)
         now = self.now()
-        for item in unit:
+        for one in unit:
+            item, found = one.item, one.findings
             self.active.pop(item.file_id, None)
             self.metrics.file_done(item.station, state.value, claim_age(item.file_id, now))
-            self.metrics.findings(f.code for f in item.findings)
-            first = next((f.code for f in item.findings if f.severity is Severity.ERROR), None)
+            self.metrics.findings(f.code for f in found)
+            first = next((f.code for f in found if f.severity is Severity.ERROR), None)
             log.info(
                 "file.done",
                 outcome=state.value,
@@ -215,27 +231,26 @@ class Recorder:
                 file_id=item.file_id,
                 station=item.station,
                 transfer_code=item.transfer_code,
-                records=item.records,
-                findings=item.findings_total,
+                records=one.records,
+                findings=one.findings_total,
                 first_finding=first,
             )
 
-    async def _receipt(self, unit: Sequence[Item], *, ok: bool, status: str) -> None:
-        first = unit[0]
+    async def _receipt(self, unit: Sequence[Checked], *, ok: bool, status: str, together: bool) -> None:
+        first = unit[0].item
         outbox = self.layout.station(first.station).outbox(first.transfer_code)
-        found = [f for item in unit for f in item.findings]
         receipt = Receipt(
             name=first.name,
             ok=ok,
-            records=sum(item.records for item in unit),
-            findings=found,
-            findings_total=sum(item.findings_total for item in unit),
+            records=sum(one.records for one in unit),
+            findings=[f for one in unit for f in one.findings],
+            findings_total=sum(one.findings_total for one in unit),
             at=self.now(),
             file_id=first.file_id,
             status=status,
-            names=tuple(item.name for item in unit[1:]),
+            names=tuple(one.item.name for one in unit[1:]),
         )
-        if self.in_burst:
+        if together:
             staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
             try:
                 await self.syncs.sync(staged)  # the bytes before the name: many files' in one go

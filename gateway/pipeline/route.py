@@ -7,6 +7,7 @@ table; the registry decides. Spec 14: a transfer code can never deliver another 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from codes.registry import TransferCode
 from gateway.config import GatewayConfig
@@ -28,15 +29,22 @@ class Routed:
         return self.entry.institution
 
 
-def route(
-    config: GatewayConfig, station: str, transfer_code: str, name: ReportName | None
-) -> tuple[Routed | None, list[Finding]]:
+class Route(NamedTuple):
+    """The route step's answer: where the file may go (None: nowhere), and what forbids or questions it."""
+
+    routed: Routed | None
+    findings: list[Finding]
+
+
+def route(config: GatewayConfig, station: str, transfer_code: str, name: ReportName | None) -> Route:
     """The route for a file from ``station``/``transfer_code``, or the findings that forbid one."""
     entry = config.transfer_codes.get(transfer_code)
     if entry is None:
-        return None, [findings.make("UNKNOWN_TRANSFER_CODE", transfer_code=transfer_code, station=station)]
+        unknown = findings.make("UNKNOWN_TRANSFER_CODE", transfer_code=transfer_code, station=station)
+        return Route(None, [unknown])
     if station not in entry.stations:
-        return None, [findings.make("STATION_NOT_ALLOWED", transfer_code=transfer_code, station=station)]
+        elsewhere = findings.make("STATION_NOT_ALLOWED", transfer_code=transfer_code, station=station)
+        return Route(None, [elsewhere])
     problems: list[Finding] = []
     if name is not None:
         if name.org != entry.institution:
@@ -50,4 +58,4 @@ def route(
         route=config.route_for(station, entry),
         environment=config.stations[station].environment,
     )
-    return routed, problems
+    return Route(routed, problems)
