@@ -55,8 +55,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds used so far by ``pid`` and its descendants (the gateway's processes)."""
+def tree_cpu(pid: int, *, reaped: bool = False) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` and its descendants (the gateway's processes).
+
+    With ``reaped``, also what their children that have exited and been waited for used (a server's
+    short-lived backends): the kernel adds it to the parent's cutime and cstime.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for each in [pid, *descendants(pid)]:
@@ -66,6 +70,9 @@ def tree_cpu(pid: int) -> tuple[float, float]:
             continue
         user += int(fields[11])  # utime, then stime: fields 14 and 15 of proc(5), counted after the name
         system += int(fields[12])
+        if reaped:
+            user += int(fields[13])  # cutime, cstime: fields 16 and 17
+            system += int(fields[14])
     return user / tick, system / tick
 
 
