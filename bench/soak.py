@@ -35,7 +35,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from harness.config import base_config
 from harness.daemon import (
@@ -320,14 +320,16 @@ class Figures:
     history_errors: int = 0
     ledger_errors: int = 0
     tracebacks: int = 0
+    forwarded_unvalidated: int = 0  # forwarded without what validation finds (hash, size, records)
     receipt_order_races: int = 0  # not a failure: see check()
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
-    FAILURES = (
+    FAILURES: ClassVar[tuple[str, ...]] = (
         "lost",
         "duplicated",
         "wrong_outcomes",
+        "forwarded_unvalidated",
         "receipt_errors",
         "core_errors",
         "rejected_in_core",
@@ -340,6 +342,10 @@ class Figures:
     @property
     def ok(self) -> bool:
         return all(getattr(self, k) == 0 for k in self.FAILURES) and self.kills >= self.kills_requested
+
+    def extra_rows(self) -> list[tuple[str, Any]]:
+        """Rows of the printed table beyond the common ones (the node soak's faults)."""
+        return []
 
     def problem(self, counter: str, text: str) -> None:
         setattr(self, counter, getattr(self, counter) + 1)
@@ -412,8 +418,16 @@ def run_soak(
             gw.kill(signal.SIGKILL)
     if gen.error:
         raise gen.error
-    # settle: drain, drop what waited for an earlier name to be taken, drain again
-    drain_log = root / "drain.log"
+    settle(gw, gen, fig)
+    fig.seconds = round(time.monotonic() - started, 1)
+    check(gw, gen.dropped, fig)
+    tally(fig, gen, gw)
+    return fig
+
+
+def settle(gw: Gateway, gen: Generator, fig: Figures) -> None:
+    """Drain, drop what waited for an earlier name to be taken, drain again (``gw.config_path``)."""
+    drain_log = gw.root / "drain.log"
 
     def drain() -> bool:
         result = gw.command("drain", "-c", str(gw.config_path), timeout=600)
@@ -429,18 +443,68 @@ def run_soak(
         gen.flush_waiting()
     drain()
     fig.tracebacks += drain_log.read_text(encoding="utf-8").count("Traceback")
-    fig.seconds = round(time.monotonic() - started, 1)
-    check(gw, gen.dropped, fig)
+
+
+def tally(fig: Figures, gen: Generator, gw: Gateway) -> None:
+    """What was dropped, by kind, writer and station."""
     fig.files = len(gen.dropped)
     fig.dropped = gen.dropped  # type: ignore[attr-defined]  # not a field: kept out of the JSON
     fig.gateway = gw  # type: ignore[attr-defined]
     fig.by_kind = dict(sorted(Counter(d.kind for d in gen.dropped).items()))
     fig.by_writer = dict(sorted(Counter(d.writer for d in gen.dropped).items()))
     fig.by_station = dict(sorted(Counter(d.station for d in gen.dropped).items()))
-    return fig
 
 
 # -- the outside-in checks ---------------------------------------------------------------------------
+
+
+class Records(Protocol):
+    """What the gateway wrote of its own work: the history, the ledger, its log. The checks read them
+    through this, wherever they are kept (files under the spool, or a database for nodes)."""
+
+    def history(self, fig: Figures) -> list[dict[str, Any]]: ...
+
+    def ledger(self, fig: Figures) -> dict[str, str]:
+        """file_id -> state of every ledger row; a damaged ledger is a problem told to ``fig``."""
+        ...
+
+    def log(self) -> str: ...
+
+
+@dataclass
+class LocalRecords:
+    """One gateway's: JSON Lines history files, the SQLite ledger, its log file."""
+
+    gw: Gateway
+
+    def history(self, fig: Figures) -> list[dict[str, Any]]:
+        return read_history(self.gw, fig)
+
+    def ledger(self, fig: Figures) -> dict[str, str]:
+        conn = sqlite3.connect(self.gw.spool / ".gateway-ledger.sqlite")
+        try:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+            if rows != ["ok"]:
+                fig.problem("ledger_errors", f"integrity_check: {rows[:5]}")
+            return {str(f): str(s) for f, s in conn.execute("SELECT file_id, state FROM files")}
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        return self.gw.log()
+
+
+def parse_event(where: str, line: str | bytes, fig: Figures) -> dict[str, Any] | None:
+    """One history line as the history writes it, or None (told to ``fig``) if it is not one."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        fig.problem("history_errors", f"{where} is not JSON: {line[:200]!r}")
+        return None
+    if not {"ts", "event", "file_id", "name"} <= event.keys():
+        fig.problem("history_errors", f"{where} lacks keys: {sorted(event)}")
+        return None
+    return dict(event)
 
 
 def read_history(gw: Gateway, fig: Figures) -> list[dict[str, Any]]:
@@ -451,22 +515,16 @@ def read_history(gw: Gateway, fig: Figures) -> list[dict[str, Any]]:
         if data and not data.endswith(b"\n"):
             fig.problem("history_errors", f"{path.name} ends in a torn line")
         for n, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                fig.problem("history_errors", f"{path.name}:{n} is not JSON: {line[:200]!r}")
-                continue
-            if not {"ts", "event", "file_id", "name"} <= event.keys():
-                fig.problem("history_errors", f"{path.name}:{n} lacks keys: {sorted(event)}")
-                continue
-            events.append(event)
+            if line.strip() and (event := parse_event(f"{path.name}:{n}", line, fig)) is not None:
+                events.append(event)
     return events
 
 
-def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
-    events = read_history(gw, fig)
+def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | None = None) -> None:
+    """Spec 14's invariants from outside: ``gw`` for the spool and the cores, ``records`` for the
+    history, the ledger and the log (one gateway's files when not given)."""
+    records = records or LocalRecords(gw)
+    events = records.history(fig)
     repeated = [k for k, n in Counter((e["file_id"], e["event"]) for e in events).items() if n > 1]
     for fid, kind in repeated:
         fig.problem("duplicated", f"event {kind} of {fid} written more than once")
@@ -475,6 +533,9 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
         if n > 1:
             fig.problem("duplicated", f"file_id {fid} has {n} outcomes")
     fig.outcomes = dict(sorted(Counter(e["event"] for e in outcomes).items()))
+    for e in outcomes:
+        if e["event"] == "forwarded" and not validated(e):
+            fig.problem("forwarded_unvalidated", f"{e['file_id']} {e['name']}: {e.get('sha256')}")
 
     # match outcomes to drops per (station, tc, name)
     got: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -601,14 +662,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
                     fig.problem("left_in_flight", f"{station}/.gateway/{state}/{p.relative_to(root)}")
 
     # the ledger
-    conn = sqlite3.connect(gw.spool / ".gateway-ledger.sqlite")
-    try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-        if rows != ["ok"]:
-            fig.problem("ledger_errors", f"integrity_check: {rows[:5]}")
-        states = {str(f): str(s) for f, s in conn.execute("SELECT file_id, state FROM files")}
-    finally:
-        conn.close()
+    states = records.ledger(fig)
     for fid, state in states.items():
         if state not in FINAL_STATES:
             fig.problem("ledger_errors", f"ledger row {fid} left {state}")
@@ -617,8 +671,14 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
         if fid in states and states[fid] != e["event"]:
             fig.problem("ledger_errors", f"ledger {fid} {states[fid]} vs history {e['event']}")
 
-    log = gw.log()
-    fig.tracebacks += log.count("Traceback")
+    fig.tracebacks += records.log().count("Traceback")
+
+
+def validated(event: dict[str, Any]) -> bool:
+    """Whether an outcome event carries what only validation finds: the hash and size of the bytes read,
+    and for a TXT its records."""
+    sound = bool(event.get("sha256")) and event.get("size") is not None
+    return sound and (event.get("records") is not None or not event["name"].endswith(".TXT"))
 
 
 def _own_distinct_receipt(path: Path, by_id: dict[str, dict[str, Any]]) -> bool:
@@ -672,11 +732,16 @@ def table(fig: Figures) -> str:
             ("  by station", fig.by_station),
             ("outcomes", fig.outcomes),
         ]
-        + [(k.replace("_", " "), getattr(fig, k)) for k in Figures.FAILURES]
+        + [(k.replace("_", " "), getattr(fig, k)) for k in fig.FAILURES]
         + [("receipt order races (OK/OK)", fig.receipt_order_races), ("seconds", fig.seconds)]
+        + fig.extra_rows()
     )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,19 +751,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.15, help="mean seconds between generated items")
     parser.add_argument("--keep", action="store_true", help="keep the soak's spool (printed)")
     parser.add_argument("--processes", type=int, default=1, help="the gateway's processes (config key)")
+    parser.add_argument("--nodes", type=int, default=0, help="run this many nodes on PostgreSQL instead")
+    parser.add_argument("--pg-restarts", type=int, default=2, help="with --nodes: server restarts")
+    parser.add_argument("--partitions", type=int, default=2, help="with --nodes: nodes cut off")
+    parser.add_argument("--gap", type=float, default=5.0, help="with --nodes: mean seconds between faults")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     print(f"soak: seed {seed}, {args.kills} kills", flush=True)
     root = Path(tempfile.mkdtemp(prefix="fdep-soak-"))
+    fig: Figures
     try:
-        fig = run_soak(
-            args.kills,
-            seed,
-            root,
-            pause=args.pause,
-            log=lambda s: print(s, flush=True),
-            processes=args.processes,
-        )
+        if args.nodes:
+            from bench.soak_nodes import run_node_soak  # it builds on this module
+
+            fig = run_node_soak(
+                args.kills,
+                seed,
+                root,
+                nodes=args.nodes,
+                pg_restarts=args.pg_restarts,
+                partitions=args.partitions,
+                gap=args.gap,
+                pause=args.pause,
+                log=say,
+            )
+        else:
+            fig = run_soak(args.kills, seed, root, pause=args.pause, log=say, processes=args.processes)
     finally:
         if args.keep:
             print(f"spool kept in {root}")
@@ -706,7 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in fig.problems[:40]:
         print("  PROBLEM", p)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"soak-{seed}-{args.kills}.json"
+    out = RESULTS / f"soak-{f'nodes{args.nodes}-' if args.nodes else ''}{seed}-{args.kills}.json"
     out.write_text(
         json.dumps(
             {**asdict(fig), "ok": fig.ok, "when": datetime.now(ZONE).isoformat()},

@@ -35,7 +35,10 @@ class Proxy:
         return not self._open.is_set()
 
     def cut(self, seconds: float | None = None) -> None:
-        """Stop carrying bytes; with ``seconds``, heal by itself after that long."""
+        """Stop carrying bytes; with ``seconds``, heal by itself after that long (not before)."""
+        if self._heal_timer is not None:
+            self._heal_timer.cancel()
+            self._heal_timer = None
         self._open.clear()
         self.cuts += 1
         if seconds is not None:
