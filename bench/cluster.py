@@ -1,7 +1,7 @@
 """Nodes on PostgreSQL: CPU a file against the SQLite store, files/s with 1-3 nodes, kill -9 failovers.
 
     python -m bench.cluster --cpu [--files 5000] [--rounds 1]
-    python -m bench.cluster --nodes 1,2,3 [--files 5000]
+    python -m bench.cluster --nodes 1,2,3 [--files 5000] [--rounds 1]
     python -m bench.cluster --failover 10 [--rate 4]
 
 A private PostgreSQL server is started for the run (``harness.postgres``: initdb in a temp dir) and each
@@ -14,8 +14,8 @@ store, taking turns ``--rounds`` times. The gateway's CPU is user + system of it
 (postmaster and backends, exited ones included) is counted apart. The ratio PG/SQLite is of the
 gateway's CPU a file; the server's share and the sum are given beside it.
 
-``--nodes``: the same burst through 1, 2, 3 ... nodes (one process each, one shared spool); ratios to the
-first count given.
+``--nodes``: the same burst through 1, 2, 3 ... nodes (one process each, one shared spool), taking turns
+``--rounds`` times; ratios to the first count given, in the same round.
 
 ``--failover N``: two nodes under a light load (``--rate`` files/s over the mailboxes), default lease
 settings (10 s, renewed every 2 s). N times: kill -9 the node holding some mailboxes, drop a file into
@@ -391,25 +391,29 @@ def cpu_run(base: Path, server: PostgresServer, files: int, rounds: int, timeout
 
 
 def nodes_run(
-    base: Path, server: PostgresServer, files: int, counts: list[int], timeout: float
+    base: Path, server: PostgresServer, files: int, counts: list[int], rounds: int, timeout: float
 ) -> dict[str, Any]:
     burst = names(files, CODES)
     runs: list[dict[str, Any]] = []
     made: list[int] = []
-    print(f"{'nodes':>5} {'files/s':>8} {'ratio':>6} {'gateway ms/file':>16} {'server ms/file':>15}  by node")
-    for count in counts:
-        root = base / f"nodes-{count}"
-        root.mkdir()
-        run = node_burst(root, burst, server, fresh(server, made), count, timeout)
-        run["vs_first"] = run["files_per_s"] / runs[0]["files_per_s"] if runs else 1.0
-        runs.append(run)
-        print(
-            f"{count:5} {run['files_per_s']:8.0f} {run['vs_first']:5.2f}x {run['cpu_ms_per_file']:16.2f} "
-            f"{run['server_cpu_ms_per_file']:15.2f}  {run['forwarded_by']} {problems(run)}",
-            flush=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
-    return {"files": files, "codes": CODES, "runs": runs}
+    print(f"{'round':>5} {'nodes':>5} {'files/s':>8} {'ratio':>6} {'CPU ms/file':>16} {'server':>7}  by node")
+    for rnd in range(1, rounds + 1):
+        first: dict[str, Any] | None = None
+        for count in counts:
+            root = base / f"{rnd}-nodes-{count}"
+            root.mkdir()
+            run = node_burst(root, burst, server, fresh(server, made), count, timeout)
+            first = first or run
+            run.update(round=rnd, vs_first=run["files_per_s"] / first["files_per_s"])
+            runs.append(run)
+            print(
+                f"{rnd:5} {count:5} {run['files_per_s']:8.0f} {run['vs_first']:5.2f}x "
+                f"{run['cpu_ms_per_file']:16.2f} {run['server_cpu_ms_per_file']:7.2f}  "
+                f"{run['forwarded_by']} {problems(run)}",
+                flush=True,
+            )
+            shutil.rmtree(root, ignore_errors=True)
+    return {"files": files, "codes": CODES, "counts": counts, "runs": runs}
 
 
 def failover_run(
@@ -443,7 +447,7 @@ def main() -> None:
     parser.add_argument("--nodes", default="", help="files/s with these node counts, e.g. 1,2,3")
     parser.add_argument("--failover", type=int, default=0, help="this many kill -9 failovers")
     parser.add_argument("--files", type=int, default=5000, help="files of a burst")
-    parser.add_argument("--rounds", type=int, default=1, help="--cpu: how often the two stores take turns")
+    parser.add_argument("--rounds", type=int, default=1, help="--cpu, --nodes: how often the runs take turns")
     parser.add_argument("--rate", type=float, default=4.0, help="--failover: the light load's files/s")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
@@ -459,7 +463,7 @@ def main() -> None:
         if args.nodes:
             counts = [int(n) for n in args.nodes.split(",")]
             print(f"files/s: {args.files:,} files over {CODES} mailboxes, {counts} nodes on one spool")
-            report = nodes_run(base, server, args.files, counts, args.timeout)
+            report = nodes_run(base, server, args.files, counts, args.rounds, args.timeout)
             save_result(f"cluster-nodes-{args.files}", report)
         if args.failover:
             report = failover_run(base, server, args.failover, args.rate, args.timeout)
