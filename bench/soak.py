@@ -311,7 +311,8 @@ class Figures:
     by_station: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     lost: int = 0
-    duplicated: int = 0
+    duplicated: int = 0  # a file with two outcomes, or at the core twice
+    repeated_events: int = 0  # any other event of one file written twice to the history
     wrong_outcomes: int = 0
     receipt_errors: int = 0
     core_errors: int = 0
@@ -328,6 +329,7 @@ class Figures:
     FAILURES: ClassVar[tuple[str, ...]] = (
         "lost",
         "duplicated",
+        "repeated_events",
         "wrong_outcomes",
         "forwarded_unvalidated",
         "receipt_errors",
@@ -525,9 +527,13 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
     history, the ledger and the log (one gateway's files when not given)."""
     records = records or LocalRecords(gw)
     events = records.history(fig)
-    repeated = [k for k, n in Counter((e["file_id"], e["event"]) for e in events).items() if n > 1]
-    for fid, kind in repeated:
-        fig.problem("duplicated", f"event {kind} of {fid} written more than once")
+    writers: dict[tuple[str, str], list[str]] = defaultdict(list)  # (file_id, event) -> who wrote it
+    for e in events:
+        writers[(e["file_id"], e["event"])].append(str(e.get("node", "")))
+    for (fid, kind), who in writers.items():
+        if len(who) > 1 and kind not in OUTCOMES:  # two outcomes are "duplicated", below
+            by = f" (by {', '.join(who)})" if any(who) else ""
+            fig.problem("repeated_events", f"event {kind} of {fid} written {len(who)} times{by}")
     outcomes = [e for e in events if e["event"] in OUTCOMES]
     for fid, n in Counter(e["file_id"] for e in outcomes).items():
         if n > 1:

@@ -95,9 +95,13 @@ class DatabaseRecords:
 
     def history(self, fig: Figures) -> list[dict[str, Any]]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            rows = conn.execute("SELECT seq, line FROM history ORDER BY seq").fetchall()
-        parsed = (parse_event(f"history row {seq}", line, fig) for seq, line in rows)
-        return [event for event in parsed if event is not None]
+            rows = conn.execute("SELECT seq, line, node_id FROM history ORDER BY seq").fetchall()
+        events = []
+        for seq, line, node in rows:
+            event = parse_event(f"history row {seq}", line, fig)
+            if event is not None:
+                events.append({**event, "node": node})  # who wrote it, for the problems' text
+        return events
 
     def ledger(self, fig: Figures) -> dict[str, str]:
         with psycopg.connect(self.dsn, autocommit=True) as conn:
