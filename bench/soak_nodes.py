@@ -210,6 +210,13 @@ def cut_off(proxy: Proxy, rng: random.Random, fig: NodeFigures) -> None:
     fig.partitions_s.append(round(seconds, 1))
 
 
+def keep_history(dsn: str, path: Path) -> None:
+    """The history table beside the spool, one JSON object a row (the server goes with the run)."""
+    with psycopg.connect(dsn, autocommit=True) as conn, path.open("w", encoding="utf-8") as out:
+        for seq, ts, node, line in conn.execute("SELECT seq, ts, node_id, line FROM history ORDER BY seq"):
+            out.write(json.dumps({"seq": seq, "at": ts.isoformat(), "node": node, "line": line}) + "\n")
+
+
 def leases_free(dsn: str) -> bool:
     with psycopg.connect(dsn, autocommit=True) as conn:
         query = "SELECT count(*) FROM leases WHERE node_id IS NOT NULL AND expires_at > now()"
@@ -299,6 +306,7 @@ def run_node_soak(
         settle(gw, gen, fig)
         fig.seconds = round(time.monotonic() - started, 1)
         check(gw, gen.dropped, fig, DatabaseRecords(dsn, members))
+        keep_history(dsn, root / "history-table.jsonl")
         tally(fig, gen, gw)
         fig.logged_errors = dict(sorted(sum((error_events(n.log()) for n in members), Counter()).items()))
         return fig
