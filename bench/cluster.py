@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import statistics
@@ -147,6 +148,7 @@ def burst_figures(
         "files_per_s": moved / seconds if seconds > 0 else 0.0,
         "cpu_ms_per_file": 1000 * (cpu["user_s"] + cpu["system_s"]) / len(files),
         "cpu": cpu,
+        "load_average": os.getloadavg()[0],  # the machine is shared: what else ran meanwhile
         **bad,
     }
 
@@ -366,7 +368,7 @@ def cpu_run(base: Path, server: PostgresServer, files: int, rounds: int, timeout
             server_ms = f"{run.get('server_cpu_ms_per_file', 0):15.2f}" if kind != "sqlite" else " " * 15
             print(
                 f"{rnd:5} {kind:10} {run['files_per_s']:8.0f} {run['cpu_ms_per_file']:16.2f} {server_ms}  "
-                f"{problems(run)}",
+                f"load {run['load_average']:.1f} {problems(run)}",
                 flush=True,
             )
             shutil.rmtree(root, ignore_errors=True)
@@ -409,7 +411,7 @@ def nodes_run(
             print(
                 f"{rnd:5} {count:5} {run['files_per_s']:8.0f} {run['vs_first']:5.2f}x "
                 f"{run['cpu_ms_per_file']:16.2f} {run['server_cpu_ms_per_file']:7.2f}  "
-                f"{run['forwarded_by']} {problems(run)}",
+                f"{run['forwarded_by']} load {run['load_average']:.1f} {problems(run)}",
                 flush=True,
             )
             shutil.rmtree(root, ignore_errors=True)
