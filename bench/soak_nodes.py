@@ -111,15 +111,20 @@ class DatabaseRecords:
         return "".join(node.log() for node in self.nodes)
 
 
-def last_error(text: str) -> str:
-    """The event of the last error-level line of a run's log ("" if none)."""
-    for line in reversed(text.splitlines()):
+EXIT_EVENTS = ("lease.lost", "store.unreachable", "store.unusable", "spool.unusable", "gateway.failed")
+"""What the daemon logs when it gives up (files failing on the way out are logged after it)."""
+
+
+def exit_reason(text: str) -> str:
+    """Why a run whose log is ``text`` ended: its give-up event, else its last error-level event."""
+    errors = []
+    for line in text.splitlines():
         if '"level": "error"' in line:
             try:
-                return str(json.loads(line).get("event", ""))
+                errors.append(str(json.loads(line).get("event", "")))
             except ValueError:
                 continue
-    return ""
+    return next((e for e in reversed(errors) if e in EXIT_EVENTS), errors[-1] if errors else "")
 
 
 def error_events(text: str) -> Counter[str]:
@@ -150,7 +155,7 @@ class Systemd:
         now = time.monotonic()
         for node in self.nodes:
             if node.process is not None and node.process.poll() is not None:
-                self._exited(node, node.wait(), last_error(node.log()[node.runs[-1] :]))
+                self._exited(node, node.wait(), exit_reason(node.log()[node.runs[-1] :]))
             if node.process is None and now >= self.due.get(node.node_id, float("inf")):
                 del self.due[node.node_id]
                 node.start(wait=False)
@@ -166,7 +171,7 @@ class Systemd:
 
     def kill(self, node: Node) -> None:
         code = node.kill()  # if it exited just before, its own code and why
-        self._exited(node, code, "killed" if code == -9 else last_error(node.log()[node.runs[-1] :]))
+        self._exited(node, code, "killed" if code == -9 else exit_reason(node.log()[node.runs[-1] :]))
         self.fig.kills += 1
 
     def wait(self, seconds: float) -> None:
@@ -186,7 +191,7 @@ class Systemd:
                 if code != 0:
                     self.fig.problem("node_exits", f"{node.node_id} stopped with {code}")
             elif node.process is not None:
-                self._exited(node, node.wait(), last_error(node.log()[node.runs[-1] :]))
+                self._exited(node, node.wait(), exit_reason(node.log()[node.runs[-1] :]))
         self.due.clear()
 
 
