@@ -32,6 +32,7 @@ import threading
 import time
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -371,7 +372,7 @@ def run_soak(
     root: Path,
     pause: float = 0.15,
     max_up: float = 1.2,
-    log=print,
+    log: Callable[[str], None] = print,
     processes: int = 1,
 ) -> Figures:
 
@@ -546,7 +547,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
     # match outcomes to drops per (station, tc, name)
     got: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in outcomes:
-        got[(e.get("station"), e.get("transfer_code"), e["name"])].append(e)
+        got[(str(e.get("station")), str(e.get("transfer_code")), e["name"])].append(e)
     want: dict[tuple[str, str, str], list[Drop]] = defaultdict(list)
     for d in dropped:
         want[(d.station, d.tc, d.name)].append(d)
@@ -595,15 +596,15 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
                     fig.problem("rejected_in_core", f"{station}/{name} rejected but at the core")
                 else:
                     fig.problem("core_errors", f"{station}/{name} at the core without a forward")
-        for (st, name), shas in forwarded.items():
+        for (st, name), sent in forwarded.items():
             if st != station:
                 continue
-            if len(shas) > 1:
-                fig.problem("duplicated", f"{station}/{name} forwarded {len(shas)} times")
+            if len(sent) > 1:
+                fig.problem("duplicated", f"{station}/{name} forwarded {len(sent)} times")
             if name not in present:
                 fig.problem("core_errors", f"{station}/{name} forwarded but not at the core")
                 continue
-            body = bodies.get((station, name, shas[-1]))
+            body = bodies.get((station, name, sent[-1]))
             if body is None or (core / name).read_bytes() != body:
                 fig.problem("core_errors", f"{station}/{name} at the core differs from what was forwarded")
 
@@ -614,7 +615,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
     stem_ids: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # a TXT+ZIP pair shares one receipt
     by_id: dict[str, dict[str, Any]] = {}
     for e in outcomes:  # history order
-        key = (e.get("station"), e.get("transfer_code"), e["name"].rsplit(".", 1)[0])
+        key = (str(e.get("station")), str(e.get("transfer_code")), e["name"].rsplit(".", 1)[0])
         newest[key] = e
         stem_ids[key].add(str(e["file_id"]))
         by_id[str(e["file_id"])] = e
@@ -622,7 +623,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
     for station in STATIONS:
         for tc in (TC, TC_B):
             out = gw.outbox(station, tc)
-            present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+            receipts = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
             expected = {}
             for (st, t, stem), e in newest.items():
                 if (st, t) == (station, tc):
@@ -630,11 +631,11 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | Non
                         e,
                         stem_ids[(st, t, stem)],
                     )
-            for name in present:
+            for name in receipts:
                 if name not in expected and not _own_distinct_receipt(out / name, by_id):
                     fig.problem("receipt_errors", f"{station}/{tc}/out/{name} unexpected")
             for name, (e, ids) in expected.items():
-                if name not in present:
+                if name not in receipts:
                     fig.problem("receipt_errors", f"{station}/{tc}/out/{name} missing")
                     continue
                 head = (out / name).read_text(encoding="utf-8").splitlines()[0].split("|")
