@@ -1,6 +1,7 @@
 """Crash soak: real writers drop a mix of files on both stations while the daemon is SIGKILLed at random.
 
     python -m bench.soak --kills 200 --seed 42 [--processes 2]
+    python -m bench.soak --nodes 2 --kills 20 --pg-restarts 5 --partitions 5   # nodes: bench/soak_nodes.py
 
 A load generator (a thread) drops valid, invalid, duplicate, re-reported and TXT+ZIP files on k1237 and
 k6666 (production windows stay off) through three kinds of writers: rename-in (hidden temp name, then
