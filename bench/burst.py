@@ -289,6 +289,13 @@ def figures(total: int, run: Race, moved: int, last: float, moved_at: Iterable[f
 
 def gateway_config(root: Path, codes: int = CODES, hand_off: str = "copy", **extra: Any) -> Path:
     """The daemon's config for a run under ``root``: ``codes`` mailboxes, one directory core."""
+    path = root / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config_data(root, codes, hand_off, **extra)), encoding="utf-8")
+    return path
+
+
+def config_data(root: Path, codes: int = CODES, hand_off: str = "copy", **extra: Any) -> dict[str, Any]:
+    """What ``gateway_config`` writes: also each node's config, with its ``store``."""
     data: dict[str, Any] = {
         "spool_root": str(root / "spool"),
         "settle_seconds": 2,
@@ -302,9 +309,7 @@ def gateway_config(root: Path, codes: int = CODES, hand_off: str = "copy", **ext
         "history": {"dir": str(root / "history")},
     }
     data.update(extra)
-    path = root / "gateway.yaml"
-    path.write_text(yaml.safe_dump(data), encoding="utf-8")
-    return path
+    return data
 
 
 def daemon_log_tail(root: Path) -> str:
@@ -429,10 +434,13 @@ def core_files(root: Path) -> dict[str, int]:
     return found
 
 
-def verify_gateway(root: Path, files: list[tuple[str, str, str]]) -> dict[str, int]:
-    """Every file: one forwarded event, an _OK receipt, one core copy, and gone from in/."""
+def verify_gateway(
+    root: Path, files: list[tuple[str, str, str]], events: Iterable[dict[str, Any]] | None = None
+) -> dict[str, int]:
+    """Every file: one forwarded event, an _OK receipt, one core copy, and gone from in/. ``events``:
+    the history when it is not in files under ``root`` (nodes keep it in the database)."""
     outcomes: dict[str, list[str]] = {}
-    for event in history_events(root):
+    for event in history_events(root) if events is None else events:
         if event.get("event") in ("forwarded", "rejected", "duplicate"):
             outcomes.setdefault(event["name"], []).append(event["event"])
     core = core_files(root)

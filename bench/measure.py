@@ -55,10 +55,12 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds used so far by ``pid`` and its descendants, and by every process of
-    that tree that has already exited and was waited for by its parent in the tree (a shell loop's
-    ``mv`` processes, a pool's retired workers): the kernel adds those to the parent's own account."""
+def tree_cpu(pid: int, *, reaped: bool = True) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``pid`` and its descendants (the gateway's processes).
+
+    With ``reaped``, also what their children that have exited and been waited for used (a server's
+    short-lived backends): the kernel adds it to the parent's cutime and cstime.
+    """
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for each in [pid, *descendants(pid)]:
@@ -66,9 +68,11 @@ def tree_cpu(pid: int) -> tuple[float, float]:
             fields = (PROC / str(each) / "stat").read_text().rpartition(")")[2].split()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted here after the command name
-        user += int(fields[11]) + int(fields[13])
-        system += int(fields[12]) + int(fields[14])
+        user += int(fields[11])  # utime, then stime: fields 14 and 15 of proc(5), counted after the name
+        system += int(fields[12])
+        if reaped:
+            user += int(fields[13])  # cutime, cstime: fields 16 and 17
+            system += int(fields[14])
     return user / tick, system / tick
 
 

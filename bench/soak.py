@@ -1,6 +1,7 @@
 """Crash soak: real writers drop a mix of files on both stations while the daemon is SIGKILLed at random.
 
     python -m bench.soak --kills 200 --seed 42 [--processes 2]
+    python -m bench.soak --nodes 2 --kills 20 --pg-restarts 5 --partitions 5   # nodes: bench/soak_nodes.py
 
 A load generator (a thread) drops valid, invalid, duplicate, re-reported and TXT+ZIP files on k1237 and
 k6666 (production windows stay off) through three kinds of writers: rename-in (hidden temp name, then
@@ -32,10 +33,11 @@ import threading
 import time
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 from harness.config import base_config
 from harness.daemon import (
@@ -311,7 +313,8 @@ class Figures:
     by_station: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     lost: int = 0
-    duplicated: int = 0
+    duplicated: int = 0  # a file with two outcomes, or at the core twice
+    repeated_events: int = 0  # any other event of one file written twice to the history
     wrong_outcomes: int = 0
     receipt_errors: int = 0
     core_errors: int = 0
@@ -320,14 +323,17 @@ class Figures:
     history_errors: int = 0
     ledger_errors: int = 0
     tracebacks: int = 0
+    forwarded_unvalidated: int = 0  # forwarded without what validation finds (hash, size, records)
     receipt_order_races: int = 0  # not a failure: see check()
     seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
-    FAILURES = (
+    FAILURES: ClassVar[tuple[str, ...]] = (
         "lost",
         "duplicated",
+        "repeated_events",
         "wrong_outcomes",
+        "forwarded_unvalidated",
         "receipt_errors",
         "core_errors",
         "rejected_in_core",
@@ -340,6 +346,10 @@ class Figures:
     @property
     def ok(self) -> bool:
         return all(getattr(self, k) == 0 for k in self.FAILURES) and self.kills >= self.kills_requested
+
+    def extra_rows(self) -> list[tuple[str, Any]]:
+        """Rows of the printed table beyond the common ones (the node soak's faults)."""
+        return []
 
     def problem(self, counter: str, text: str) -> None:
         setattr(self, counter, getattr(self, counter) + 1)
@@ -363,7 +373,7 @@ def run_soak(
     root: Path,
     pause: float = 0.15,
     max_up: float = 1.2,
-    log=print,
+    log: Callable[[str], None] = print,
     processes: int = 1,
 ) -> Figures:
 
@@ -412,8 +422,16 @@ def run_soak(
             gw.kill(signal.SIGKILL)
     if gen.error:
         raise gen.error
-    # settle: drain, drop what waited for an earlier name to be taken, drain again
-    drain_log = root / "drain.log"
+    settle(gw, gen, fig)
+    fig.seconds = round(time.monotonic() - started, 1)
+    check(gw, gen.dropped, fig)
+    tally(fig, gen, gw)
+    return fig
+
+
+def settle(gw: Gateway, gen: Generator, fig: Figures) -> None:
+    """Drain, drop what waited for an earlier name to be taken, drain again (``gw.config_path``)."""
+    drain_log = gw.root / "drain.log"
 
     def drain() -> bool:
         result = gw.command("drain", "-c", str(gw.config_path), timeout=600)
@@ -429,18 +447,68 @@ def run_soak(
         gen.flush_waiting()
     drain()
     fig.tracebacks += drain_log.read_text(encoding="utf-8").count("Traceback")
-    fig.seconds = round(time.monotonic() - started, 1)
-    check(gw, gen.dropped, fig)
+
+
+def tally(fig: Figures, gen: Generator, gw: Gateway) -> None:
+    """What was dropped, by kind, writer and station."""
     fig.files = len(gen.dropped)
     fig.dropped = gen.dropped  # type: ignore[attr-defined]  # not a field: kept out of the JSON
     fig.gateway = gw  # type: ignore[attr-defined]
     fig.by_kind = dict(sorted(Counter(d.kind for d in gen.dropped).items()))
     fig.by_writer = dict(sorted(Counter(d.writer for d in gen.dropped).items()))
     fig.by_station = dict(sorted(Counter(d.station for d in gen.dropped).items()))
-    return fig
 
 
 # -- the outside-in checks ---------------------------------------------------------------------------
+
+
+class Records(Protocol):
+    """What the gateway wrote of its own work: the history, the ledger, its log. The checks read them
+    through this, wherever they are kept (files under the spool, or a database for nodes)."""
+
+    def history(self, fig: Figures) -> list[dict[str, Any]]: ...
+
+    def ledger(self, fig: Figures) -> dict[str, str]:
+        """file_id -> state of every ledger row; a damaged ledger is a problem told to ``fig``."""
+        ...
+
+    def log(self) -> str: ...
+
+
+@dataclass
+class LocalRecords:
+    """One gateway's: JSON Lines history files, the SQLite ledger, its log file."""
+
+    gw: Gateway
+
+    def history(self, fig: Figures) -> list[dict[str, Any]]:
+        return read_history(self.gw, fig)
+
+    def ledger(self, fig: Figures) -> dict[str, str]:
+        conn = sqlite3.connect(self.gw.spool / ".gateway-ledger.sqlite")
+        try:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+            if rows != ["ok"]:
+                fig.problem("ledger_errors", f"integrity_check: {rows[:5]}")
+            return {str(f): str(s) for f, s in conn.execute("SELECT file_id, state FROM files")}
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        return self.gw.log()
+
+
+def parse_event(where: str, line: str | bytes, fig: Figures) -> dict[str, Any] | None:
+    """One history line as the history writes it, or None (told to ``fig``) if it is not one."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        fig.problem("history_errors", f"{where} is not JSON: {line[:200]!r}")
+        return None
+    if not {"ts", "event", "file_id", "name"} <= event.keys():
+        fig.problem("history_errors", f"{where} lacks keys: {sorted(event)}")
+        return None
+    return dict(event)
 
 
 def read_history(gw: Gateway, fig: Figures) -> list[dict[str, Any]]:
@@ -451,35 +519,36 @@ def read_history(gw: Gateway, fig: Figures) -> list[dict[str, Any]]:
         if data and not data.endswith(b"\n"):
             fig.problem("history_errors", f"{path.name} ends in a torn line")
         for n, line in enumerate(data.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                fig.problem("history_errors", f"{path.name}:{n} is not JSON: {line[:200]!r}")
-                continue
-            if not {"ts", "event", "file_id", "name"} <= event.keys():
-                fig.problem("history_errors", f"{path.name}:{n} lacks keys: {sorted(event)}")
-                continue
-            events.append(event)
+            if line.strip() and (event := parse_event(f"{path.name}:{n}", line, fig)) is not None:
+                events.append(event)
     return events
 
 
-def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
-    events = read_history(gw, fig)
-    repeated = [k for k, n in Counter((e["file_id"], e["event"]) for e in events).items() if n > 1]
-    for fid, kind in repeated:
-        fig.problem("duplicated", f"event {kind} of {fid} written more than once")
+def check(gw: Gateway, dropped: list[Drop], fig: Figures, records: Records | None = None) -> None:
+    """Spec 14's invariants from outside: ``gw`` for the spool and the cores, ``records`` for the
+    history, the ledger and the log (one gateway's files when not given)."""
+    records = records or LocalRecords(gw)
+    events = records.history(fig)
+    writers: dict[tuple[str, str], list[str]] = defaultdict(list)  # (file_id, event) -> who wrote it
+    for e in events:
+        writers[(e["file_id"], e["event"])].append(str(e.get("node", "")))
+    for (fid, kind), who in writers.items():
+        if len(who) > 1 and kind not in OUTCOMES:  # two outcomes are "duplicated", below
+            by = f" (by {', '.join(who)})" if any(who) else ""
+            fig.problem("repeated_events", f"event {kind} of {fid} written {len(who)} times{by}")
     outcomes = [e for e in events if e["event"] in OUTCOMES]
     for fid, n in Counter(e["file_id"] for e in outcomes).items():
         if n > 1:
             fig.problem("duplicated", f"file_id {fid} has {n} outcomes")
     fig.outcomes = dict(sorted(Counter(e["event"] for e in outcomes).items()))
+    for e in outcomes:
+        if e["event"] == "forwarded" and not validated(e):
+            fig.problem("forwarded_unvalidated", f"{e['file_id']} {e['name']}: {e.get('sha256')}")
 
     # match outcomes to drops per (station, tc, name)
     got: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for e in outcomes:
-        got[(e.get("station"), e.get("transfer_code"), e["name"])].append(e)
+        got[(str(e.get("station")), str(e.get("transfer_code")), e["name"])].append(e)
     want: dict[tuple[str, str, str], list[Drop]] = defaultdict(list)
     for d in dropped:
         want[(d.station, d.tc, d.name)].append(d)
@@ -528,15 +597,15 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
                     fig.problem("rejected_in_core", f"{station}/{name} rejected but at the core")
                 else:
                     fig.problem("core_errors", f"{station}/{name} at the core without a forward")
-        for (st, name), shas in forwarded.items():
+        for (st, name), sent in forwarded.items():
             if st != station:
                 continue
-            if len(shas) > 1:
-                fig.problem("duplicated", f"{station}/{name} forwarded {len(shas)} times")
+            if len(sent) > 1:
+                fig.problem("duplicated", f"{station}/{name} forwarded {len(sent)} times")
             if name not in present:
                 fig.problem("core_errors", f"{station}/{name} forwarded but not at the core")
                 continue
-            body = bodies.get((station, name, shas[-1]))
+            body = bodies.get((station, name, sent[-1]))
             if body is None or (core / name).read_bytes() != body:
                 fig.problem("core_errors", f"{station}/{name} at the core differs from what was forwarded")
 
@@ -547,7 +616,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
     stem_ids: dict[tuple[str, str, str], set[str]] = defaultdict(set)  # a TXT+ZIP pair shares one receipt
     by_id: dict[str, dict[str, Any]] = {}
     for e in outcomes:  # history order
-        key = (e.get("station"), e.get("transfer_code"), e["name"].rsplit(".", 1)[0])
+        key = (str(e.get("station")), str(e.get("transfer_code")), e["name"].rsplit(".", 1)[0])
         newest[key] = e
         stem_ids[key].add(str(e["file_id"]))
         by_id[str(e["file_id"])] = e
@@ -555,7 +624,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
     for station in STATIONS:
         for tc in (TC, TC_B):
             out = gw.outbox(station, tc)
-            present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+            receipts = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
             expected = {}
             for (st, t, stem), e in newest.items():
                 if (st, t) == (station, tc):
@@ -563,11 +632,11 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
                         e,
                         stem_ids[(st, t, stem)],
                     )
-            for name in present:
+            for name in receipts:
                 if name not in expected and not _own_distinct_receipt(out / name, by_id):
                     fig.problem("receipt_errors", f"{station}/{tc}/out/{name} unexpected")
             for name, (e, ids) in expected.items():
-                if name not in present:
+                if name not in receipts:
                     fig.problem("receipt_errors", f"{station}/{tc}/out/{name} missing")
                     continue
                 head = (out / name).read_text(encoding="utf-8").splitlines()[0].split("|")
@@ -601,14 +670,7 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
                     fig.problem("left_in_flight", f"{station}/.gateway/{state}/{p.relative_to(root)}")
 
     # the ledger
-    conn = sqlite3.connect(gw.spool / ".gateway-ledger.sqlite")
-    try:
-        rows = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-        if rows != ["ok"]:
-            fig.problem("ledger_errors", f"integrity_check: {rows[:5]}")
-        states = {str(f): str(s) for f, s in conn.execute("SELECT file_id, state FROM files")}
-    finally:
-        conn.close()
+    states = records.ledger(fig)
     for fid, state in states.items():
         if state not in FINAL_STATES:
             fig.problem("ledger_errors", f"ledger row {fid} left {state}")
@@ -617,8 +679,14 @@ def check(gw: Gateway, dropped: list[Drop], fig: Figures) -> None:
         if fid in states and states[fid] != e["event"]:
             fig.problem("ledger_errors", f"ledger {fid} {states[fid]} vs history {e['event']}")
 
-    log = gw.log()
-    fig.tracebacks += log.count("Traceback")
+    fig.tracebacks += records.log().count("Traceback")
+
+
+def validated(event: dict[str, Any]) -> bool:
+    """Whether an outcome event carries what only validation finds: the hash and size of the bytes read,
+    and for a TXT its records."""
+    sound = bool(event.get("sha256")) and event.get("size") is not None
+    return sound and (event.get("records") is not None or not event["name"].endswith(".TXT"))
 
 
 def _own_distinct_receipt(path: Path, by_id: dict[str, dict[str, Any]]) -> bool:
@@ -672,11 +740,16 @@ def table(fig: Figures) -> str:
             ("  by station", fig.by_station),
             ("outcomes", fig.outcomes),
         ]
-        + [(k.replace("_", " "), getattr(fig, k)) for k in Figures.FAILURES]
+        + [(k.replace("_", " "), getattr(fig, k)) for k in fig.FAILURES]
         + [("receipt order races (OK/OK)", fig.receipt_order_races), ("seconds", fig.seconds)]
+        + fig.extra_rows()
     )
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -686,19 +759,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause", type=float, default=0.15, help="mean seconds between generated items")
     parser.add_argument("--keep", action="store_true", help="keep the soak's spool (printed)")
     parser.add_argument("--processes", type=int, default=1, help="the gateway's processes (config key)")
+    parser.add_argument("--nodes", type=int, default=0, help="run this many nodes on PostgreSQL instead")
+    parser.add_argument("--pg-restarts", type=int, default=2, help="with --nodes: server restarts")
+    parser.add_argument("--partitions", type=int, default=2, help="with --nodes: nodes cut off")
+    parser.add_argument("--gap", type=float, default=5.0, help="with --nodes: mean seconds between faults")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     print(f"soak: seed {seed}, {args.kills} kills", flush=True)
     root = Path(tempfile.mkdtemp(prefix="fdep-soak-"))
+    fig: Figures
     try:
-        fig = run_soak(
-            args.kills,
-            seed,
-            root,
-            pause=args.pause,
-            log=lambda s: print(s, flush=True),
-            processes=args.processes,
-        )
+        if args.nodes:
+            from bench.soak_nodes import run_node_soak  # it builds on this module
+
+            fig = run_node_soak(
+                args.kills,
+                seed,
+                root,
+                nodes=args.nodes,
+                pg_restarts=args.pg_restarts,
+                partitions=args.partitions,
+                gap=args.gap,
+                pause=args.pause,
+                log=say,
+            )
+        else:
+            fig = run_soak(args.kills, seed, root, pause=args.pause, log=say, processes=args.processes)
     finally:
         if args.keep:
             print(f"spool kept in {root}")
@@ -706,7 +792,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in fig.problems[:40]:
         print("  PROBLEM", p)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"soak-{seed}-{args.kills}.json"
+    out = RESULTS / f"soak-{f'nodes{args.nodes}-' if args.nodes else ''}{seed}-{args.kills}.json"
     out.write_text(
         json.dumps(
             {**asdict(fig), "ok": fig.ok, "when": datetime.now(ZONE).isoformat()},

@@ -408,13 +408,17 @@ class Service:
             if self.stopping.is_set() or not keeper.valid():
                 continue
             claimed_before = self.now() - timedelta(seconds=keeper.terms.lease_seconds)
-            resumed = await self._recover(
-                Mailboxes(
-                    functools.partial(_served, keeper, frozenset(keeper.ready)),
-                    cleans=False,
-                    before=claimed_before.strftime("%Y%m%d-%H%M%S"),
+            try:
+                resumed = await self._recover(
+                    Mailboxes(
+                        functools.partial(_served, keeper, frozenset(keeper.ready)),
+                        cleans=False,
+                        before=claimed_before.strftime("%Y%m%d-%H%M%S"),
+                    )
                 )
-            )
+            except Exception as exc:  # the store lost its connection (a server restart): the next sweep
+                log.error("orphans.failed", error=str(exc), note="tried again at the next sweep")
+                continue
             if resumed:
                 log.warning("recovery.orphans", resumed=resumed, note="left by a node that lost its lease")
 
