@@ -274,6 +274,7 @@ class Service:
             on_claimed=self.on_claimed,
             metrics=self.metrics,
             owns=self.keeper.claims if self.keeper else self.shard.owns,
+            awaited=self.pipeline.awaited_partners,
         )
         self._on_stop.append(self.detector.wake)
         self.obligation_gauges = obligations.register_gauges(self.metrics, config)
