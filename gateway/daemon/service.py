@@ -27,6 +27,7 @@ import structlog
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction, is_flusher
 from gateway.cluster.leases import ClusterConfigError, LeaseKeeper, LeaseLostError, LeaseTerms
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresStore, load_config
+from gateway.daemon import heap
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
 from gateway.daemon.recovery import Mailboxes, Recovered, recover
@@ -159,6 +160,7 @@ def run_node(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:
 
 
 def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
+    heap.limit_arenas()
     run = run_node if isinstance(config.store, PostgresStore) else run_locked
     return run(config, lambda layout: asyncio.run(Service(config, config_path, layout).serve(drain=drain)))
 
