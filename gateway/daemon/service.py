@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import functools
 import gc
-import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresS
 from gateway.daemon import heap
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
+from gateway.daemon.pool import LazyPool
 from gateway.daemon.recovery import Mailboxes, Recovered, recover
 from gateway.daemon.retention import next_sweep, sweep
 from gateway.daemon.shard import WHOLE, Shard
@@ -226,8 +226,7 @@ class Service:
         self.settings = Settings.of(config, self.calendar_of(config), self._forwarders(config))
         if self.shard.whole and self.keeper is None:  # else the supervisor did, or other nodes are busy
             await clean_up_cores(self.settings.forwarders.values())
-        workers = config.workers or None
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = LazyPool(config.workers or None)
         stations = list(config.stations)
         if self.keeper is None:
             recovered = await asyncio.to_thread(

@@ -214,6 +214,14 @@ class Detector:
         listing = await asyncio.to_thread(self._lister.list, inboxes, tracked, wanted, room)
         now = time.monotonic()
         self._apply(listing, tracked, wanted, scan_started, now)
+        if self._untracked:
+            log.info(
+                "scan.backlog",
+                found=listing.found,
+                tracked=len(self.first_seen),
+                mailboxes_behind=len(self._untracked),
+                seconds=round(now - scan_started, 3),
+            )
         self._scanned_at = now
         self.scans += 1
         self.metrics.rescan()
