@@ -291,6 +291,7 @@ def gateway_config(root: Path, codes: int = CODES, hand_off: str = "copy", **ext
     """The daemon's config for a run under ``root``: ``codes`` mailboxes, one directory core."""
     data: dict[str, Any] = {
         "spool_root": str(root / "spool"),
+        "processes": 1,  # each run names its processes: the default, one a CPU, differs between machines
         "settle_seconds": 2,
         "rescan_seconds": 30,
         "stations": {STATION: {"environment": "production", "route": "core-prod"}},  # windows off
