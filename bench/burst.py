@@ -298,6 +298,7 @@ def config_data(root: Path, codes: int = CODES, hand_off: str = "copy", **extra:
     """What ``gateway_config`` writes: also each node's config, with its ``store``."""
     data: dict[str, Any] = {
         "spool_root": str(root / "spool"),
+        "processes": 1,  # each run names its processes: the default, one a CPU, differs between machines
         "settle_seconds": 2,
         "rescan_seconds": 30,
         "stations": {STATION: {"environment": "production", "route": "core-prod"}},  # windows off

@@ -167,6 +167,24 @@ class PostgresStore(_Strict):
 
 StoreConfig = Annotated[SqliteStore | PostgresStore, Field(discriminator="kind")]
 
+MAX_PROCESSES = 16
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: taskset, a cpuset), not all the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_processes(store: object) -> int:
+    """``processes`` when the config leaves it out: one a CPU on SQLite (up to 16); one with PostgreSQL,
+    where more throughput is more nodes (each node one process: its leases share out the mailboxes)."""
+    if isinstance(store, PostgresStore):
+        return 1
+    return max(1, min(usable_cpus(), MAX_PROCESSES))
+
 
 class ObligationsConfig(_Strict):
     """What is due, by when (``fdep-gateway due``, the reconciliation report, the obligation gauges)."""
@@ -186,7 +204,6 @@ class GatewayConfig(_Strict):
     pair_timeout_seconds: float = Field(default=600, gt=0)
     shutdown_timeout_seconds: float = Field(default=30, gt=0)
     workers: int = Field(default=0, ge=0)  # validation processes; 0 = one per core
-    processes: int = Field(default=1, ge=1, le=16)  # gateway processes sharing out the mailboxes
     systems: tuple[str, ...] = ("CISP",)
     stations: dict[Annotated[str, Field(pattern=STATION_PATTERN)], StationConfig]
     routes: dict[str, Route]
@@ -201,6 +218,10 @@ class GatewayConfig(_Strict):
     workdays: tuple[date, ...] = ()  # extra working days (make-up weekends)
     obligations: ObligationsConfig = ObligationsConfig()  # what is due, by when
     store: StoreConfig = SqliteStore()  # where the ledger, the history and (with PostgreSQL) leases live
+    # gateway processes sharing out the mailboxes; after ``store``, whose kind decides the default
+    processes: int = Field(
+        default_factory=lambda data: default_processes(data.get("store")), ge=1, le=MAX_PROCESSES
+    )
     detection: Literal["auto", "inotify", "scan"] = "auto"  # auto: scan alone on NFS, CephFS, ...
 
     @field_validator("timezone")

@@ -15,6 +15,7 @@ def base_config(tmp: Path) -> dict[str, Any]:
         "settle_seconds": 0.5,
         "rescan_seconds": 2,
         "pair_timeout_seconds": 5,
+        "processes": 1,  # the default, one a CPU, would differ between machines: tests ask for more
         "stations": {
             "k1237": {"environment": "test", "route": "core-test"},
             "k6666": {"environment": "production", "route": "core-prod"},

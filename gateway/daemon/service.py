@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 import functools
 import gc
-import multiprocessing
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,8 +28,10 @@ from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.batch.tasks import Role, Tasks
 from gateway.cluster.leases import ClusterConfigError, LeaseKeeper, LeaseLostError, LeaseTerms
 from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresStore, load_config
+from gateway.daemon import heap
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
+from gateway.daemon.pool import LazyPool
 from gateway.daemon.recovery import Mailboxes, Recovered, recover
 from gateway.daemon.retention import next_sweep, sweep
 from gateway.daemon.shard import WHOLE, Shard
@@ -160,6 +161,7 @@ def run_node(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:
 
 
 def run_service(config: GatewayConfig, *, config_path: Path, drain: bool) -> int:
+    heap.limit_arenas()
     run = run_node if isinstance(config.store, PostgresStore) else run_locked
     return run(config, lambda layout: asyncio.run(Service(config, config_path, layout).serve(drain=drain)))
 
@@ -226,8 +228,7 @@ class Service:
         self.settings = Settings.of(config, self.calendar_of(config), self._forwarders(config))
         if self.shard.whole and self.keeper is None:  # else the supervisor did, or other nodes are busy
             await clean_up_cores(self.settings.forwarders.values())
-        workers = config.workers or None
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = LazyPool(config.workers or None)
         stations = list(config.stations)
         if self.keeper is None:
             recovered = await asyncio.to_thread(
@@ -278,6 +279,7 @@ class Service:
             metrics=self.metrics,
             owns=self.keeper.claims if self.keeper else self.shard.owns,
             spawn=lambda work, name: self.tasks.spawn(work, name=name, role="claimed"),
+            awaited=self.pipeline.awaited_partners,
         )
         self._on_stop.append(self.detector.wake)
         self.obligation_gauges = (  # the obligations read the embedded store's files: not in a cluster yet

@@ -34,6 +34,7 @@ from types import FrameType
 import structlog
 
 from gateway.config import DirectoryRoute, GatewayConfig
+from gateway.daemon import heap
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
 from gateway.daemon.recovery import clean_up
@@ -239,6 +240,7 @@ class Supervisor:
 def run_worker(config: GatewayConfig, config_path: Path, shard: Shard) -> int:
     """One of a supervisor's processes: its share of the mailboxes, until SIGTERM or its supervisor dies."""
     configure_logging()
+    heap.limit_arenas()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the service listens: it just read it
     if not _die_with_supervisor():
         log.error(

@@ -3,6 +3,12 @@
 Events are hints, the scan is the truth: a full scan runs at start, every ``rescan_seconds``, and at once
 after the watcher reports lost events. Ready files are claimed in batches per mailbox (one fsync pair
 per batch), never more than ``max_in_flight`` at a time: the inbox itself is the back-pressure queue.
+
+The inbox is the queue for what is not tracked either: at most ``max_tracked`` inbox files are tracked
+(settling, ready, their first-seen times), whatever waits in in/. A scan takes new names up to that bound,
+shared fairly among the mailboxes (gateway/detect/listing.py), and only counts the rest; an event of a
+name beyond the bound is dropped (the scan is the truth). When the tracked files fall to half the bound
+while files wait untracked, the next scan comes at once rather than at ``rescan_seconds``.
 """
 
 from __future__ import annotations
@@ -18,17 +24,23 @@ from typing import Any
 
 import structlog
 
+from gateway.detect.listing import Box, InboxLister, Key, Listing
 from gateway.detect.settle import SettleTracker, Snapshot, is_candidate
 from gateway.detect.watch import InboxWatcher, WatchEvent, WatchKind
 from gateway.metrics.sink import NULL_METRICS, MetricsSink
 from spool.claim import Claimed, claim_many
-from spool.entries import EntryKind, list_inbox
 from spool.errors import BatchError
 from spool.layout import SpoolLayout
 
 log = structlog.get_logger("gateway.detect")
 
-Key = tuple[str, str, str]  # station, transfer code, name
+MAX_TRACKED = 20_000
+"""Inbox files one process tracks at most. About 0.8 KB each (settle entry, first-seen time, ready-queue
+slot): 16 MB whatever waits in in/. Ten claim batches of ``max_in_flight`` (2,048): the 10,000 left when
+an early scan starts keep the process busy longer than that scan takes (500,000 waiting names: 0.6 s
+idle, ~3 s and at most 7 s beside a busy pipeline). A 20,000-file burst is tracked from its events alone."""
+_REFILL_GAP = 1.0
+"""Seconds at least between the end of one scan and a scan triggered early to refill the tracked set."""
 _CLAIM_BATCH = 1024
 _BOXES_A_THREAD = 8
 _CLAIM_THREADS = 8  # a batch over many mailboxes leaves the other I/O threads to the files in flight
@@ -67,6 +79,8 @@ class Detector:
         metrics: MetricsSink = NULL_METRICS,
         owns: Callable[[str], bool] = lambda transfer_code: True,
         spawn: Spawn = _spawn,
+        awaited: Callable[[], Iterable[Key]] = tuple,
+        max_tracked: int = MAX_TRACKED,
     ) -> None:
         self.layout = layout
         self._owns = owns  # this process's share of the mailboxes
@@ -88,7 +102,14 @@ class Detector:
         self.overflows = 0
         self.last_scan_found = 0
         self.metrics = metrics
-        self.first_seen: dict[Key, float] = {}  # in an in/, not claimed yet: monotonic time first seen
+        self.max_tracked = max_tracked
+        self._awaited = awaited  # the partners that claimed TXTs and ZIPs wait for: tracked beyond the bound
+        self.first_seen: dict[Key, float] = {}  # the tracked files (settling or ready): monotonic first seen
+        self._lister = InboxLister()
+        self._untracked: dict[Box, tuple[int, float]] = {}  # left in in/ at the last scan: count, since when
+        self._dropped = False  # an event of a name beyond the bound came after the last scan
+        self._scanned_at = 0.0
+        self._scanning = asyncio.Lock()
 
     # -- watcher --------------------------------------------------------------------------------------
 
@@ -112,7 +133,10 @@ class Detector:
             key: Key = (event.key[0], event.key[1], event.key[2])
             first = key not in self.first_seen
             if event.kind is WatchKind.GONE:
-                self.first_seen.pop(key, None)
+                self._forget(key)
+            elif first and len(self.first_seen) >= self.max_tracked:
+                self._dropped = True  # it waits in in/ for a scan, as the files the scans left there
+                return
             else:
                 self.first_seen.setdefault(key, now)
             if event.kind is WatchKind.RENAMED_IN or (
@@ -123,9 +147,12 @@ class Detector:
                 self.tracker.written(key, now)
             elif event.kind is WatchKind.CLOSED:
                 self.tracker.closed(key, now)
-            elif event.kind is WatchKind.GONE:
-                self.tracker.gone(key)
         self._wake.set()
+
+    def _forget(self, key: Key) -> None:
+        self.first_seen.pop(key, None)
+        self._ready.pop(key, None)
+        self.tracker.gone(key)
 
     def _hard_linked(self, key: Key) -> bool:
         """A file linked into the inbox (ln, cp -l) appears complete, without a write or a close: like
@@ -182,48 +209,74 @@ class Detector:
         return boxes
 
     async def scan(self) -> int:
-        """Stat every inbox entry once; regular files go to settle, anything else is claimed as is."""
+        """Stat every tracked inbox entry and up to the bound new ones; regular files go to settle,
+        anything else is claimed as is. Returns the inbox files found, tracked or not."""
+        async with self._scanning:  # drain scans beside the run loop: one listing at a time
+            return await self._scan()
+
+    async def _scan(self) -> int:
         boxes = await asyncio.to_thread(self.mailboxes)
         self._watch(boxes)
         scan_started = time.monotonic()
-        listing = await asyncio.to_thread(self._list, boxes)
+        tracked = set(self.first_seen)
+        wanted = set(self._awaited()) - tracked
+        self._dropped = False
+        inboxes = [
+            ((box.station, box.transfer_code), self.layout.station(box.station).inbox(box.transfer_code))
+            for box in boxes
+        ]
+        room = max(0, self.max_tracked - len(tracked))
+        listing = await asyncio.to_thread(self._lister.list, inboxes, tracked, wanted, room)
         now = time.monotonic()
-        seen: set[Key] = set()
-        for key, entry in listing:
-            seen.add(key)
-            self.first_seen.setdefault(key, now)
-            if key in self._ready:
-                continue
-            if entry is None:
-                self._ready[key] = None  # not a regular file: never settles, claimed and quarantined
-            else:
-                self.tracker.observed(key, entry, now)
-        tracked = self.tracker.keys()  # a list: entries may be dropped below
-        for key in tracked:
-            if key not in seen:
-                self.tracker.not_listed(key, scan_started)
-        for key in [k for k in self.first_seen if k not in seen]:
-            del self.first_seen[key]
+        self._apply(listing, tracked, wanted, scan_started, now)
+        if self._untracked:
+            log.info(
+                "scan.backlog",
+                found=listing.found,
+                tracked=len(self.first_seen),
+                mailboxes_behind=len(self._untracked),
+                seconds=round(now - scan_started, 3),
+            )
+        self._scanned_at = now
         self.scans += 1
         self.metrics.rescan()
-        self.last_scan_found = len(seen)
+        self.last_scan_found = listing.found
         self._wake.set()
-        return len(seen)
+        return listing.found
 
-    def _list(self, boxes: list[Mailbox]) -> list[tuple[Key, Snapshot | None]]:
-        found: list[tuple[Key, Snapshot | None]] = []
-        for box in boxes:
-            try:
-                entries = list_inbox(self.layout.station(box.station).inbox(box.transfer_code))
-            except OSError:
+    def _apply(
+        self, listing: Listing, tracked: set[Key], wanted: set[Key], started: float, now: float
+    ) -> None:
+        """The listing onto the tracked files, which may have changed while it ran: a name claimed or gone
+        meanwhile stays forgotten, one an event added is kept, and the bound holds."""
+        left = dict(listing.left)
+        for key, snapshot in listing.seen:
+            if key in self.first_seen and key not in self._ready:
+                self._observe(key, snapshot, now)
+        room = self.max_tracked - len(self.first_seen)  # events may have taken some while it listed
+        for key, snapshot in listing.taken:
+            if key in self.first_seen:
                 continue
-            for entry in entries:
-                key = (box.station, box.transfer_code, entry.name)
-                if entry.kind is EntryKind.REGULAR:
-                    found.append((key, Snapshot(entry.size, entry.mtime_ns, entry.ctime_ns, entry.ino)))
-                elif entry.kind is not EntryKind.VANISHED:
-                    found.append((key, None))
-        return found
+            if key not in wanted:
+                if room <= 0:
+                    left[key[:2]] = left.get(key[:2], 0) + 1
+                    continue
+                room -= 1
+            self.first_seen[key] = now
+            self._observe(key, snapshot, now)
+        for key in tracked.difference(key for key, _ in listing.seen):
+            self.tracker.not_listed(key, started)
+            if key not in self.tracker:
+                self.first_seen.pop(key, None)
+                self._ready.pop(key, None)
+        before = self._untracked
+        self._untracked = {box: (count, before.get(box, (0, started))[1]) for box, count in left.items()}
+
+    def _observe(self, key: Key, snapshot: Snapshot | None, now: float) -> None:
+        if snapshot is None:
+            self._ready[key] = None  # not a regular file: never settles, claimed and quarantined
+        else:
+            self.tracker.observed(key, snapshot, now)
 
     async def _stat_due(self) -> None:
         due = self.tracker.due(time.monotonic())
@@ -233,8 +286,8 @@ class Detector:
         now = time.monotonic()
         for key, snap in stats:
             if snap is None:
-                self.tracker.gone(key)
-            else:
+                self._forget(key)
+            elif key in self.tracker:  # not claimed or gone meanwhile
                 self.tracker.observed(key, snap, now)
 
     def _stat_keys(self, keys: list[Key]) -> list[tuple[Key, Snapshot | None]]:
@@ -260,12 +313,10 @@ class Detector:
                 if taken >= _CLAIM_BATCH or self._slots.locked():
                     break
                 if not self._owns(key[1]):  # its lease moved on since it was seen: another node's now
-                    del self._ready[key]
-                    self.first_seen.pop(key, None)
+                    self._forget(key)
                     continue
                 await self._slots.acquire()
-                del self._ready[key]
-                self.first_seen.pop(key, None)
+                self._forget(key)
                 batch.setdefault((key[0], key[1]), []).append(key[2])
                 taken += 1
             claimed = await self._claim(batch)
@@ -326,14 +377,14 @@ class Detector:
         next_scan = time.monotonic() + self.rescan_seconds
         while not stopping.is_set():
             now = time.monotonic()
-            if self._rescan.is_set() or now >= next_scan:
+            if self._rescan.is_set() or now >= next_scan or self._refill_at() <= now:
                 self._rescan.clear()
                 await self.scan()
                 next_scan = time.monotonic() + self.rescan_seconds
             await self._stat_due()
             await self.claim_ready()
             deadline = self.tracker.next_deadline()
-            timeout = next_scan - time.monotonic()
+            timeout = min(next_scan, self._refill_at()) - time.monotonic()
             if deadline is not None:
                 timeout = min(timeout, deadline - time.monotonic())
             self._wake.clear()
@@ -342,14 +393,31 @@ class Detector:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.01, timeout))
 
+    def _refill_at(self) -> float:
+        """When to scan early: files wait untracked and the tracked ones fell to half the bound."""
+        if not self.backlogged or len(self.first_seen) > self.max_tracked // 2:
+            return float("inf")
+        return self._scanned_at + _REFILL_GAP
+
+    @property
+    def backlogged(self) -> bool:
+        """Files wait in in/ beyond the bound (as of the last scan, or an event dropped since)."""
+        return self._dropped or bool(self._untracked)
+
     @property
     def settled(self) -> bool:
-        """Nothing ready to claim and nothing settling: every file seen has been handed on."""
-        return not self._ready and len(self.tracker) == 0
+        """Nothing ready to claim, settling or waiting untracked: every file seen has been handed on."""
+        return not self._ready and len(self.tracker) == 0 and not self.backlogged
 
-    def unclaimed(self, now: float) -> Iterator[tuple[str, float]]:
-        """(station, seconds since first seen) of every inbox file not claimed yet (the queue gauges)."""
-        return ((key[0], now - since) for key, since in self.first_seen.items())
+    def unclaimed(self, now: float) -> Iterator[tuple[str, int, float]]:
+        """(station, files, seconds the oldest of them has waited) of the inbox files not claimed yet, for
+        the queue gauges: each tracked file, since it was first seen; and per mailbox the files the last
+        scan left untracked, since the first scan of an unbroken run that left some there (so never less
+        than the oldest of them has waited when nothing new arrives, more when new files keep it full)."""
+        for key, since in self.first_seen.items():
+            yield key[0], 1, now - since
+        for (station, _tc), (count, since) in self._untracked.items():
+            yield station, count, now - since
 
     def wake(self) -> None:
         self._wake.set()

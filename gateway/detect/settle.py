@@ -88,6 +88,9 @@ class SettleTracker(Generic[K]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
     def keys(self) -> list[K]:
         """The tracked keys, so a reconcile scan can report the ones it did not find as gone."""
         return list(self._entries)

@@ -24,11 +24,13 @@ STATES = ("waiting", "work", "deferred", "held")
 class QueueDepth:
     """One station's files right now. Counts are files (a TXT and its ZIP are two)."""
 
-    waiting: int = 0  # seen in an in/ and not claimed yet (settling, ready, or held back by max_in_flight)
+    waiting: int = 0  # in an in/, not claimed yet: tracked (settling, ready, held back by max_in_flight),
+    # and beyond the detector's bound, as counted by its last scan
     work: int = 0  # claimed, in .gateway/work/ (validating, waiting for the partner, forwarding)
     deferred: int = 0  # in .gateway/deferred/: the core could not take it yet, retried
     held: int = 0  # in .gateway/held/: accepted, waiting for the reporting window
     oldest_waiting_seconds: float | None = None  # the oldest of ``waiting``, since the gateway first saw it
+    # (beyond the bound: since its mailbox has had files beyond it, see Detector.unclaimed)
 
 
 DepthSource = Callable[[], Mapping[str, QueueDepth]]
@@ -46,20 +48,21 @@ scrapes succeed without the queue gauges until it works again, and the error is 
 
 def queue_depths(
     stations: Iterable[str],
-    waiting: Iterable[tuple[str, float]],
+    waiting: Iterable[tuple[str, int, float]],
     files: Iterable[tuple[str, str]],
 ) -> dict[str, QueueDepth]:
     """A :data:`DepthSource` answer from what the daemon keeps in memory, one pass over each.
 
-    ``stations``: the configured ones, reported even when empty. ``waiting``: ``(station, seconds since
-    first seen)`` for every file in an in/ that is not claimed yet. ``files``: ``(station, state)`` for
-    every claimed file without an outcome, ``state`` being the name of the state dir it is in now
-    (``work``, ``deferred``, ``held``); any other name (a file already archived or quarantined) is skipped.
+    ``stations``: the configured ones, reported even when empty. ``waiting``: ``(station, files, seconds
+    the oldest of them has waited)`` covering every file in an in/ that is not claimed yet. ``files``:
+    ``(station, state)`` for every claimed file without an outcome, ``state`` being the name of the state
+    dir it is in now (``work``, ``deferred``, ``held``); any other name (a file already archived or
+    quarantined) is skipped.
     """
     counts: dict[str, dict[str, int]] = {s: dict.fromkeys(STATES, 0) for s in stations}
     oldest: dict[str, float] = {}
-    for station, seconds in waiting:
-        counts.setdefault(station, dict.fromkeys(STATES, 0))["waiting"] += 1
+    for station, count, seconds in waiting:
+        counts.setdefault(station, dict.fromkeys(STATES, 0))["waiting"] += count
         oldest[station] = max(oldest.get(station, 0.0), seconds)
     for station, state in files:
         if state in STATES and state != "waiting":

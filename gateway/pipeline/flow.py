@@ -254,6 +254,14 @@ class Pipeline:
             zipped = zipped.adding(partner_rejected(txt.item.name))
         return [txt, zipped]
 
+    def awaited_partners(self) -> list[tuple[str, str, str]]:
+        """(station, transfer code, name) of the partner each waiting TXT or ZIP waits for: the detector
+        tracks these beyond its bound, so a long queue in in/ never parts a pair."""
+        return [
+            (key.station, key.transfer_code, f"{key.name_stem}.{'TXT' if key.zipped else 'ZIP'}")
+            for key in self.waiting
+        ]
+
     def _pair_deadline(self, item: Item) -> float:
         claimed = file_id_time(item.file_id, self.settings().config.zone)
         waited = (self.now() - claimed).total_seconds()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 from gateway.config import ConfigError, load_config
-from tests.conftest import REPO
+from tests.conftest import REPO, base_config
 
 
 def problems_of(path: Path) -> list[str]:
@@ -125,3 +126,35 @@ def test_missing_file(tmp_path: Path) -> None:
     (problem,) = problems_of(tmp_path / "absent.yaml")
     assert problem.startswith("cannot read")
 
+
+
+def without_processes(tmp_path: Path, **overrides: object) -> Path:
+    """A config that leaves ``processes`` out (the tests' base config sets 1)."""
+    data = base_config(tmp_path)
+    del data["processes"]
+    data.update(overrides)
+    path = tmp_path / "auto.yaml"
+    path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def test_processes_default_to_the_cpus_this_process_may_run_on(tmp_path: Path) -> None:
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        pytest.skip("one CPU: the default is 1 either way")
+    path = without_processes(tmp_path)
+    assert load_config(path).processes == min(len(cpus), 16)
+    try:
+        os.sched_setaffinity(0, {min(cpus)})  # as under taskset or a cpuset
+        assert load_config(path).processes == 1
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def test_on_postgresql_processes_default_to_one_and_more_are_refused(tmp_path: Path) -> None:
+    store = {"kind": "postgresql", "dsn": "host=db.example dbname=fdep", "password_env": "FDEP_PG_PASSWORD"}
+    assert load_config(without_processes(tmp_path, store=store)).processes == 1
+    assert problems_of(without_processes(tmp_path, store=store, processes=2)) == [
+        "processes: must be 1 with store kind postgresql (run one node per CPU: leases share the mailboxes "
+        "among nodes)"
+    ]

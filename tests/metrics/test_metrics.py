@@ -258,7 +258,7 @@ async def test_depth_source_can_be_set_after_start(make_metrics: Callable[..., A
 def test_queue_depths_from_what_the_daemon_keeps_in_memory() -> None:
     depths = queue_depths(
         STATIONS,
-        waiting=[("k1237", 3.0), ("k1237", 12.5), ("k1238", 1.0)],
+        waiting=[("k1237", 1, 3.0), ("k1237", 1, 12.5), ("k1238", 1, 1.0), ("k1238", 500, 40.0)],
         files=[
             ("k1237", "work"),
             ("k1237", "work"),
@@ -271,7 +271,7 @@ def test_queue_depths_from_what_the_daemon_keeps_in_memory() -> None:
     assert depths == {
         "k1237": QueueDepth(waiting=2, work=2, deferred=1, held=0, oldest_waiting_seconds=12.5),
         "k6666": QueueDepth(held=1),
-        "k1238": QueueDepth(waiting=1, oldest_waiting_seconds=1.0),
+        "k1238": QueueDepth(waiting=501, oldest_waiting_seconds=40.0),  # 500 beyond the detector's bound
     }
 
 
