@@ -7,17 +7,21 @@ stopped server or a firewall's reject looks like), ``blackhole`` accepts them an
 the client hangs until its own timeout (what a dropped route looks like: the nastier partition). With
 ``close_open=False`` a blackhole leaves the open connections open but silent as well: neither end hears
 of the cut, as with a real lost route, where the server keeps a session (and its locks) until TCP gives
-up on it. ``cut_on(marker)`` makes that silent cut the moment a client's bytes that hold ``marker`` have
+up on it. ``cut_on(marker)`` makes that silent cut the moment a client's statement that holds ``marker`` has
 been passed on: the server runs that statement and nobody hears of it again (a partition in the middle of
-a transaction, deterministically). ``heal`` lets everything through again, held and silenced connections
-too, as TCP does when a lost route comes back. An asyncio loop on a thread of its own does the work; the
-methods are called from the test's thread and return once the proxy is in its new state.
+a transaction, deterministically). A statement is found by its text also once the client has prepared it
+and sends only the prepared name (psycopg does from a statement's fifth run): the proxy reads the
+client's side of the PostgreSQL protocol for that. ``heal`` lets everything through again, held and
+silenced connections too, as TCP does when a lost route comes back. An asyncio loop on a thread of its
+own does the work; the methods are called from the test's thread and return once the proxy is in its
+new state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal, TypeVar
@@ -135,9 +139,10 @@ class TcpProxy:
             client.transport.abort()
             return
         self._open.add(server)
+        statements = ClientStatements()
         try:
             await asyncio.gather(
-                _pump(client_reader, server, self._flowing, self._passed),
+                _pump(client_reader, server, self._flowing, lambda data: self._passed(statements, data)),
                 _pump(server_reader, client, self._flowing, lambda data: None),
             )
         finally:
@@ -145,15 +150,60 @@ class TcpProxy:
                 self._open.discard(writer)
                 writer.transport.abort()
 
-    def _passed(self, data: bytes) -> None:
-        """Client bytes went on to the server: the armed ``cut_on`` cuts now (on the loop, nothing else
-        moves meanwhile)."""
-        if self._marker is not None and self._marker in data:
+    def _passed(self, statements: ClientStatements, data: bytes) -> None:
+        """Client bytes went on to the server: if they held the armed ``cut_on`` statement, cut now (on the
+        loop, nothing else moves meanwhile)."""
+        ran = statements.read(data)
+        if self._marker is not None and any(self._marker in text for text in ran):
             self._marker = None
             self._mode = "blackhole"
             assert self._flowing is not None
             self._flowing.clear()
             self.was_cut.set()
+
+
+class ClientStatements:
+    """The statements one client connection has sent, read from its side of the protocol (v3): the
+    start-up messages carry no type byte; then a simple Query runs its text, a Parse prepares a text under
+    a name (empty: the unnamed statement) and a Bind runs a prepared statement by that name only."""
+
+    _REQUESTS = frozenset({80877102, 80877103, 80877104})  # cancel, SSL, GSS encryption: start-up goes on
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._started = False
+        self._prepared: dict[bytes, bytes] = {}
+
+    def read(self, data: bytes) -> list[bytes]:
+        """The texts of the statements that ``data`` (with what came before it) completed."""
+        self._buffer += data
+        ran: list[bytes] = []
+        while message := self._next():
+            kind, body = message
+            if kind == b"Q":
+                ran.append(body)
+            elif kind == b"P":  # prepared only: it runs at its Bind
+                name, text = body.split(b"\0", 2)[:2]
+                self._prepared[name] = text
+            elif kind == b"B":
+                name = body.split(b"\0", 2)[1]
+                ran.append(self._prepared.get(name, b""))
+        return ran
+
+    def _next(self) -> tuple[bytes, bytes] | None:
+        start = 1 if self._started else 0
+        if len(self._buffer) < start + 4:
+            return None
+        (length,) = struct.unpack_from("!i", self._buffer, start)
+        end = start + length
+        if len(self._buffer) < end:
+            return None
+        kind, body = self._buffer[:start], self._buffer[start + 4 : end]
+        self._buffer = self._buffer[end:]
+        if not self._started:
+            (code,) = struct.unpack_from("!i", body)
+            self._started = code not in self._REQUESTS
+        return kind, body
 
 
 async def _pump(

@@ -89,14 +89,20 @@ def test_a_close_does_not_cross_a_silent_cut(postgres_server: PostgresServer) ->
         assert not alive(row[0])
 
 
+@pytest.mark.parametrize("prepared", [False, True])
 def test_cut_on_silences_right_after_the_marked_statement_reached_the_server(
-    postgres_server: PostgresServer,
+    postgres_server: PostgresServer, prepared: bool
 ) -> None:
+    """``prepared``: the statement ran prepared before, so this time only its name goes to the server."""
+    lock = "SELECT pg_advisory_xact_lock(%s)"
     with TcpProxy(postgres_server.port) as proxy:
         conn = psycopg.connect(make_conninfo(postgres_server.dsn, port=proxy.port))  # in a transaction
+        if prepared:
+            conn.execute(lock, (4241,), prepare=True)
+            conn.commit()
         conn.execute("SELECT 1")
         proxy.cut_on(b"pg_advisory_xact_lock")
-        asking = threading.Thread(target=lambda: conn.execute("SELECT pg_advisory_xact_lock(4242)"))
+        asking = threading.Thread(target=lambda: conn.execute(lock, (4242,), prepare=prepared))
         asking.start()
         assert proxy.was_cut.wait(timeout=5)
         held = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND granted"
