@@ -729,6 +729,8 @@ def count_calls(base: Path, count: int, timeout: float) -> dict[str, Any]:
     other_calls = (burst["other_threads_calls"] - idle["other_threads_calls"]) / count
     functions = Counter(burst["functions"])
     functions.subtract(idle["functions"])
+    spent = Counter(burst["own_seconds"])
+    spent.subtract(idle["own_seconds"])
     return {
         "files": count,
         "processes": 1,
@@ -740,6 +742,7 @@ def count_calls(base: Path, count: int, timeout: float) -> dict[str, Any]:
         "threads": burst["threads"],
         "seconds_held": burst["held"],
         "top_per_file": [(short(name), calls / count) for name, calls in functions.most_common(25)],
+        "top_own_us_per_file": [(short(name), 1e6 * spent / count) for name, spent in spent.most_common(40)],
     }
 
 
@@ -751,6 +754,9 @@ def print_calls(calls: dict[str, Any]) -> None:
         f"all, {calls['idle_calls']:,} the same process with no files"
     )
     for name, per_file in calls["top_per_file"][:15]:
+        print(f"{per_file:10.1f}  {name}")
+    print("CPU in a function's own code a file, us (all threads, under the profiler):")
+    for name, per_file in calls["top_own_us_per_file"][:25]:
         print(f"{per_file:10.1f}  {name}")
 
 

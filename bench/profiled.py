@@ -6,7 +6,9 @@
 threads. Here each thread the module starts gets a cProfile profiler of its own
 (``threading.setprofile``; the thread's first call, before its profiler is on, is not counted), and at
 exit OUT holds the calls of the main thread, of all the other threads, and of every function (all
-threads). Processes the module starts are not counted.
+threads) with the CPU seconds spent in its own code (cProfile's tottime on each thread's CPU clock,
+``time.thread_time``: a thread waiting for the GIL, a lock or the disk is not charged for the wait).
+Processes the module starts are not counted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import runpy
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
@@ -27,7 +30,7 @@ _lock = threading.Lock()
 
 def _profile_this_thread(_frame: FrameType, _event: str, _arg: Any) -> None:
     """The hook a new thread runs first: from here on its own profiler counts its calls."""
-    profile = cProfile.Profile()
+    profile = cProfile.Profile(time.thread_time)
     with _lock:
         _threads.append(profile)
     profile.enable()  # replaces this hook for the thread
@@ -48,12 +51,22 @@ def calls(profile: cProfile.Profile) -> Counter[str]:
     return counted
 
 
+def own_seconds(profiles: list[cProfile.Profile]) -> dict[str, float]:
+    """CPU seconds in each function's own code so far (cProfile's inline time), summed over ``profiles``."""
+    spent: dict[str, float] = {}
+    for profile in profiles:
+        for entry in profile.getstats():
+            name = label(entry.code)
+            spent[name] = spent.get(name, 0.0) + entry.inlinetime
+    return spent
+
+
 def main() -> None:
     out, flag, module, *args = sys.argv[1:]
     if flag != "-m":
         raise SystemExit(__doc__)
     sys.argv = [module, *args]
-    main_thread = cProfile.Profile()
+    main_thread = cProfile.Profile(time.thread_time)
     threading.setprofile(_profile_this_thread)
     code: Any = 0
     main_thread.enable()
@@ -67,6 +80,7 @@ def main() -> None:
         main_calls = calls(main_thread)
         with _lock:
             other = sum((calls(profile) for profile in _threads), Counter[str]())
+            spent = own_seconds([main_thread, *_threads])
             threads = len(_threads)
         both = main_calls + other
         report = {
@@ -74,6 +88,7 @@ def main() -> None:
             "other_threads_calls": sum(other.values()),
             "threads": threads,
             "functions": dict(both),
+            "own_seconds": spent,
         }
         Path(out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     sys.exit(code)

@@ -6,7 +6,7 @@ import contextlib
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -23,6 +23,9 @@ REASON_SUFFIX = "reason.json"
 NAME_MAX = 255
 # A file literally named reason.json would collide with its own <file_id>.reason.json in quarantine.
 _ESCAPED_REASON = "_reason.json"
+_DIRS_KEPT = 16_384
+"""A station's directory paths kept built and checked (mailboxes, state dirs by day): every file asks for
+several, and building a Path and checking its parts cost more than the rest of a step."""
 
 
 class State(StrEnum):
@@ -86,11 +89,15 @@ class SpoolLayout:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._stations: dict[str, StationLayout] = {}
 
     def station(self, name: str) -> StationLayout:
-        if STATION.fullmatch(name) is None:
-            raise ValueError(f"not a station (expected k and 4 digits): {name!r}")
-        return StationLayout(name, self.root / name)
+        layout = self._stations.get(name)
+        if layout is None:
+            if STATION.fullmatch(name) is None:
+                raise ValueError(f"not a station (expected k and 4 digits): {name!r}")
+            layout = self._stations[name] = StationLayout(name, self.root / name)
+        return layout
 
     def stations(self) -> list[str]:
         """Station directories present on disk."""
@@ -101,30 +108,49 @@ class SpoolLayout:
 class StationLayout:
     name: str
     root: Path
+    _dirs: dict[tuple[str, ...], Path] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _dir(self, *parts: str) -> Path:
+        """``root/<parts>``, built once (the parts are checked by the caller before they first get here)."""
+        path = self._dirs.get(parts)
+        if path is None:
+            if len(self._dirs) >= _DIRS_KEPT:
+                self._dirs.clear()
+            path = self._dirs[parts] = self.root.joinpath(*parts)
+        return path
 
     @property
     def gateway(self) -> Path:
-        return self.root / GATEWAY_DIR
+        return self._dir(GATEWAY_DIR)
 
     def inbox(self, tc: str) -> Path:
-        return self.root / check_transfer_code(tc) / "in"
+        return self._mailbox(tc, "in")
 
     def outbox(self, tc: str) -> Path:
-        return self.root / check_transfer_code(tc) / "out"
+        return self._mailbox(tc, "out")
+
+    def _mailbox(self, tc: str, side: str) -> Path:
+        path = self._dirs.get((tc, side))
+        return path if path is not None else self._dir(check_transfer_code(tc), side)
 
     def state_root(self, state: State) -> Path:
-        return self.gateway / state.value
+        return self._dir(GATEWAY_DIR, state.value)
 
     def state_dir(self, state: State, tc: str, day: str | None = None) -> Path:
         """``.gateway/<state>/<tc>``, or ``.gateway/<state>/<day>/<tc>`` for quarantine and archive."""
+        parts = (GATEWAY_DIR, state.value, tc) if day is None else (GATEWAY_DIR, state.value, day, tc)
+        path = self._dirs.get(parts)
+        if path is not None:
+            return path
         check_transfer_code(tc)
         if not state.dated:
             if day is not None:
                 raise ValueError(f"{state} is not split by day, got day {day!r}")
-            return self.state_root(state) / tc
-        if day is None:
+        elif day is None:
             raise ValueError(f"{state} needs a day (yyyymmdd)")
-        return self.state_root(state) / check_day(day) / tc
+        else:
+            check_day(day)
+        return self._dir(*parts)
 
     def state_path(self, state: State, tc: str, file_id: str, name: str, day: str | None = None) -> Path:
         return self.state_dir(state, tc, day) / state_name(file_id, name).name

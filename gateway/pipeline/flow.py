@@ -14,8 +14,9 @@ import functools
 import os
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -75,6 +76,16 @@ class ReportKey:
     table: str
     date: str
     part: int
+
+    def kwargs(self) -> dict[str, Any]:
+        """The ledger's keyword arguments (``dataclasses.asdict`` copies deeply; every decision makes two)."""
+        return {
+            "station": self.station,
+            "institution": self.institution,
+            "table": self.table,
+            "date": self.date,
+            "part": self.part,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,7 +392,7 @@ class Pipeline:
                     mode=sound.name.mode,
                 )
             decision = self.ledger.decide(
-                **asdict(key),
+                **key.kwargs(),
                 batch=lead.name.batch,
                 mode=lead.name.mode,
                 sha256=lead.verdict.sha256,
@@ -443,7 +454,7 @@ class Pipeline:
         lead = unit[0].sound
         self.ledger.accept(
             unit[0].item.file_id,
-            **asdict(key),
+            **key.kwargs(),
             batch=lead.name.batch,
             sha256=lead.verdict.sha256,
         )

@@ -165,10 +165,6 @@ def _own_file_id(path: Path) -> str | None:
     return _inspect(path).file_id
 
 
-def is_own_receipt(path: Path) -> bool:
-    return _own_file_id(path) is not None
-
-
 def distinct_receipt_name(name: str, ok: bool, file_id: str) -> str:
     """``<stem>_<file_id>_OK.TXT`` / ``_BAD.TXT``: the receipt of a file whose spec name is taken by (or
     could be confused with) another file's receipt. Never a valid name's receipt: a valid stem ends in
@@ -222,8 +218,9 @@ def find_receipt(outbox: Path, name: str, file_id: str) -> tuple[Path, bytes] | 
     return None
 
 
-def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
-    """Where ``receipt`` goes, and why not at its spec name (None: at its spec name).
+def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None, dict[str, _Found]]:
+    """Where ``receipt`` goes, why not at its spec name (None: at its spec name), and what it found at
+    the names it looked at (valid while the receipt's lock is held).
 
     The spec name ``<stem>_OK.TXT`` / ``<stem>_BAD.TXT`` is taken when its place, its OK/BAD sibling or
     the same names in upper or lower case hold a receipt of ours for a dropped name that is not one of
@@ -231,20 +228,22 @@ def receipt_path(outbox: Path, receipt: Receipt) -> tuple[Path, str | None]:
     or when the name only pretends to be a valid one. Then the receipt goes under
     ``distinct_receipt_name``: a receipt can never replace, or sit beside, another file's receipt."""
     path = outbox / receipt_name(receipt.name, receipt.ok)
+    distinct = outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id)
+    seen: dict[str, _Found] = {}
     if _pretends(receipt.name):
-        return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "pretends"
+        return distinct, "pretends", seen
     own = {_cell(n).encode("utf-8", "surrogateescape") for n in (receipt.name, *receipt.names)}
     stem = _stem(receipt.name)
     for variant in dict.fromkeys((stem, stem.upper(), stem.lower())):
         for ok in (True, False):
-            candidate = outbox / receipt_name(f"{variant}.TXT", ok)
-            found = _inspect(candidate)
+            candidate = receipt_name(f"{variant}.TXT", ok)
+            found = seen[candidate] = _inspect(outbox / candidate)
             exact = variant == stem
             if exact and found.kind == "special":
-                return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "special"
+                return distinct, "special", seen
             if found.kind == "ours" and found.name not in own:
-                return outbox / distinct_receipt_name(receipt.name, receipt.ok, receipt.file_id), "collides"
-    return path, None
+                return distinct, "collides", seen
+    return path, None, seen
 
 
 def write_receipt(outbox: Path, receipt: Receipt, *, sync_dir: bool = True) -> Path | None:
@@ -268,22 +267,23 @@ def publish_receipt(outbox: Path, receipt: Receipt, staged: Path, *, sync_dir: b
     before it acknowledges the receipt."""
     plain = outbox / receipt_name(receipt.name, receipt.ok)
     with receipt_lock(outbox, plain.name):
-        path, why = receipt_path(outbox, receipt)
+        path, why, seen = receipt_path(outbox, receipt)
         if why is not None:
             return _publish_distinct(outbox, receipt, staged, path, why, sync_dir=sync_dir)
         other = outbox / receipt_name(receipt.name, not receipt.ok)
-        here = _inspect(path)
+        here = seen.get(path.name) or _inspect(path)
+        there = seen.get(other.name) or _inspect(other)
         if here.kind == "foreign":
             staged.unlink(missing_ok=True)
             return None
-        newer = [i for i in (here.file_id, _own_file_id(other)) if i is not None and i > receipt.file_id]
+        newer = [i for i in (here.file_id, there.file_id) if i is not None and i > receipt.file_id]
         if newer:  # a later file of this name already answered: its receipt stands
             staged.unlink(missing_ok=True)
             return None
         publish(staged, path, replace=True)
         if sync_dir:
             fsync_dir(outbox)
-        if is_own_receipt(other):  # a BAD answered by a later OK (or the other way round)
+        if there.file_id is not None:  # a BAD answered by a later OK (or the other way round)
             other.unlink(missing_ok=True)
             if sync_dir:
                 fsync_dir(outbox)

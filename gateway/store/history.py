@@ -14,7 +14,7 @@ import os
 import re
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -104,12 +104,13 @@ class HistoryEvent:
         if self.ts is not None and self.ts.tzinfo is None:
             raise ValueError("history timestamps carry their zone offset")
 
-    def to_json_line(self) -> str:
-        """The event as one JSON line, without the newline."""
-        if self.ts is None:
+    def to_json_line(self, ts: datetime | None = None) -> str:
+        """The event as one JSON line, without the newline; ``ts`` stamps it as it is written."""
+        ts = ts or self.ts
+        if ts is None:
             raise ValueError("an event is stamped (ts) before it is written")
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["ts"] = self.ts.isoformat(timespec="milliseconds")
+        data = {name: getattr(self, name) for name in _EVENT_FIELDS}
+        data["ts"] = ts.isoformat(timespec="milliseconds")
         if self.detail is None:
             del data["detail"]
         return json_text(data)
@@ -122,6 +123,9 @@ class HistoryEvent:
         if isinstance(values.get("ts"), str):
             values["ts"] = datetime.fromisoformat(values["ts"])
         return cls(**values)
+
+
+_EVENT_FIELDS = tuple(f.name for f in fields(HistoryEvent))
 
 
 def daily_path(dir: Path, day: date) -> Path:
@@ -207,7 +211,7 @@ class HistoryWriter:
             if stamp.tzinfo is None:
                 raise ValueError("the history clock must return aware datetimes")
             stamp = stamp.astimezone(self._zone)
-            data = "".join(replace(e, ts=stamp).to_json_line() + "\n" for e in events).encode()
+            data = "".join(e.to_json_line(stamp) + "\n" for e in events).encode()
             fd = self._open(stamp.date())
             fcntl.flock(fd, fcntl.LOCK_EX)
             try:

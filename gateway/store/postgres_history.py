@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -100,7 +99,7 @@ class PostgresHistory:
 
 
 def _line(event: HistoryEvent, stamp: datetime) -> str:
-    return replace(event, ts=stamp).to_json_line()
+    return event.to_json_line(stamp)
 
 
 def read_lines(
