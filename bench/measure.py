@@ -123,7 +123,7 @@ class TreeMemory(threading.Thread):
             "child_hwm_mb": max(children, default=0) / 1024,
             "hwm_sum_mb": sum(self.hwm_kib.values()) / 1024,
             "tree_rss_peak_mb": self.tree_peak_kib / 1024,
-            "processes": len(self.hwm_kib),
+            "tree_processes": len(self.hwm_kib),  # not "processes": a run names the gateway's own
         }
 
 
@@ -131,7 +131,7 @@ def memory_text(figures: dict[str, float]) -> str:
     """The memory figures of a daemon run as one table cell."""
     return (
         f"{figures['daemon_hwm_mb']:.0f} daemon, {figures['child_hwm_mb']:.0f} largest child, "
-        f"{figures['tree_rss_peak_mb']:.0f} whole tree ({figures['processes']:.0f} processes)"
+        f"{figures['tree_rss_peak_mb']:.0f} whole tree ({figures['tree_processes']:.0f} processes)"
     )
 
 

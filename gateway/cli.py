@@ -95,7 +95,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     path = config_path(args)
     config = load_config(path)
     if config.processes > 1:
-        from gateway.daemon.workers import run_supervised
+        from gateway.daemon.supervisor import run_supervised
 
         return run_supervised(config, path)
     from gateway.daemon.service import run_service

@@ -10,15 +10,20 @@ Every step is idempotent, so being killed during recovery is harmless: the next 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import asyncio
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
+from gateway.config import DirectoryRoute, GatewayConfig
 from gateway.daemon.shard import WHOLE
+from gateway.daemon.start import ledger_path
+from gateway.forward import DirectoryForwarder, Forwarder
 from gateway.pipeline.item import Item
 from gateway.store.history import Logged
+from gateway.store.ledger import Ledger
 from gateway.store.protocol import HistorySink, Store
 from gateway.store.rules import FileRow
 from gateway.store.rules import State as FileState
@@ -69,6 +74,24 @@ def clean_up(
         duplicates = inbox_duplicates_after_link(station, owns)
         if removed or duplicates:
             log.info("recovery.cleaned", station=name, temp_files=removed, inbox_links=len(duplicates))
+
+
+def clean_up_spool(config: GatewayConfig, layout: SpoolLayout) -> None:
+    """With several processes, what their supervisor has done before any of them starts: the spool-wide
+    clean-up, the core directories' temp copies (a process's clean-up could remove another's copy in
+    progress), and the ledger made (or checked) once: two processes creating it at once would find it
+    locked."""
+    Ledger.open(ledger_path(config)).close()
+    clean_up(layout, list(config.stations))
+    cores = [DirectoryForwarder(r) for r in config.routes.values() if isinstance(r, DirectoryRoute)]
+    asyncio.run(clean_up_cores(cores))
+
+
+async def clean_up_cores(forwarders: Iterable[Forwarder]) -> None:
+    """Temp copies a crash left in the core directories."""
+    for forwarder in forwarders:
+        if isinstance(forwarder, DirectoryForwarder):
+            await forwarder.cleanup()
 
 
 def recover(

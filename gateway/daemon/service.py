@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import functools
 import gc
-import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -27,18 +26,19 @@ import structlog
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.batch.tasks import Role, Tasks
 from gateway.cluster.leases import ClusterConfigError, LeaseKeeper, LeaseLostError, LeaseTerms
-from gateway.config import ConfigError, DirectoryRoute, GatewayConfig, PostgresStore, load_config
+from gateway.config import ConfigError, GatewayConfig, PostgresStore, load_config
 from gateway.daemon import heap
 from gateway.daemon.logs import configure_logging
 from gateway.daemon.notify import Heartbeat, Notifier
 from gateway.daemon.pool import LazyPool
-from gateway.daemon.recovery import Mailboxes, Recovered, recover
+from gateway.daemon.recovery import Mailboxes, Recovered, clean_up_cores, recover
 from gateway.daemon.retention import next_sweep, sweep
 from gateway.daemon.shard import WHOLE, Shard
 from gateway.daemon.signals import on_signals
+from gateway.daemon.start import EXIT_FAILED, EXIT_OK, clock_offset, ledger_path, prepare_spool, run_locked
 from gateway.detect.detector import Detector
 from gateway.detect.fstype import uses_inotify
-from gateway.forward import DirectoryForwarder, Forwarder, make_forwarder
+from gateway.forward import Forwarder, make_forwarder
 from gateway.metrics.exporter import metrics_for
 from gateway.metrics.sink import QueueDepth, queue_depths
 from gateway.obligations import daily as obligations
@@ -50,21 +50,17 @@ from gateway.pipeline.settings import Settings
 from gateway.store.fencing import FencedError
 from gateway.store.history import HistoryEvent, HistoryWriter, Logged
 from gateway.store.ledger import Ledger
-from gateway.store.ledgercheck import EXIT_LEDGER, LedgerUnusableError, check_ledger
 from gateway.store.postgres import PostgresStore as PostgresLedger
 from gateway.store.postgres_history import PostgresHistory
 from gateway.store.protocol import HistorySink, Store
 from gateway.store.rules import LedgerError
 from gateway.windows import Calendar
-from spool.errors import SpoolError, SpoolLocked
+from spool.errors import SpoolError
 from spool.ids import next_file_id
 from spool.layout import SpoolLayout, State
-from spool.lock import SpoolLock
 
 log = structlog.get_logger("gateway.service")
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_LEASE_LOST = 75
 """EX_TEMPFAIL: a lease was taken over while this node could not renew it; systemd starts it afresh."""
 _MAX_IN_FLIGHT = 2048
@@ -77,73 +73,12 @@ _DRAIN_POLL = 0.2
 _RESUMABLE = {State.WORK.value, State.DEFERRED.value, State.HELD.value}
 
 
-CLOCK_VARIABLE = "FDEP_GATEWAY_NOW"
-
-
-def clock_offset(config: GatewayConfig) -> timedelta:
-    """Drills and tests run the daemon at another wall-clock time: ``FDEP_GATEWAY_NOW=<ISO time>`` makes
-    the gateway's clock start there and run on (windows, deadlines, file ids, history times)."""
-    value = os.environ.get(CLOCK_VARIABLE)
-    if not value:
-        return timedelta(0)
-    start = datetime.fromisoformat(value)
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=config.zone)
-    log.warning("clock.shifted", now=start.isoformat(), note=f"{CLOCK_VARIABLE} is set: not for production")
-    return start - datetime.now(config.zone)
-
-
 def _freeze_startup_objects() -> None:
     """Leave what start-up built (config, registry, tables, compiled rules: most of the heap) out of
     the garbage collector's full passes. At 200 files/s a full pass ran every ~6 s and held everything
     up for 20-30 ms; with the start-up objects frozen it takes 2-5 ms (bench/latency.py)."""
     gc.collect()
     gc.freeze()
-
-
-async def clean_up_cores(forwarders: Iterable[Forwarder]) -> None:
-    """Temp copies a crash left in the core directories."""
-    for forwarder in forwarders:
-        if isinstance(forwarder, DirectoryForwarder):
-            await forwarder.cleanup()
-
-
-def ledger_path(config: GatewayConfig) -> Path:
-    return config.spool_root / ".gateway-ledger.sqlite"
-
-
-def prepare_spool(config: GatewayConfig) -> SpoolLayout:
-    """Create the mailboxes of every registered code and refuse a spool split over filesystems."""
-    layout = SpoolLayout(config.spool_root)
-    config.spool_root.mkdir(parents=True, exist_ok=True)
-    for station in config.stations:
-        codes = [code for code, entry in config.transfer_codes.items() if station in entry.stations]
-        station_layout = layout.station(station)
-        station_layout.ensure(codes)
-        station_layout.check_same_filesystem()
-    for route in config.routes.values():
-        if isinstance(route, DirectoryRoute):
-            route.path.mkdir(parents=True, exist_ok=True)
-    return layout
-
-
-def run_locked(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:
-    """Prepare the spool and run ``main`` holding its lock: one gateway (or supervisor) per spool."""
-    configure_logging()
-    try:
-        layout = prepare_spool(config)
-        with SpoolLock(config.spool_root):
-            check_ledger(ledger_path(config), layout, config.stations, config.history.dir)
-            return main(layout)
-    except LedgerUnusableError as exc:
-        log.error("ledger.unusable", error=str(exc), exit_code=EXIT_LEDGER)
-        return EXIT_LEDGER
-    except SpoolLocked as exc:
-        log.error("spool.locked", error=str(exc), hint="another fdep-gateway serves this spool")
-        return EXIT_FAILED
-    except SpoolError as exc:
-        log.error("spool.unusable", error=str(exc))
-        return EXIT_FAILED
 
 
 def run_node(config: GatewayConfig, main: Callable[[SpoolLayout], int]) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from gateway.daemon.shard import Shard
@@ -179,3 +181,33 @@ def test_a_process_started_by_hand_refuses_to_serve(gateway: Gateway) -> None:
     assert result.returncode == 1
     assert "worker.unsupervised" in result.stdout + result.stderr
     assert not (gateway.spool / ".gateway-workers.lock").exists()  # it took nothing
+
+
+def test_the_supervisor_cleans_up_what_a_crash_left_before_its_processes_start(gateway: Gateway) -> None:
+    """A receipt half written in out/ and a copy half made in the core: removed by the supervisor's
+    clean-up (done in a child process it waits for), the core's finished files left alone."""
+    outbox, core = gateway.outbox("k1237", "TC41210000"), gateway.core("k1237")
+    for directory in (outbox, core):
+        directory.mkdir(parents=True)
+    half_receipt = outbox / ".D1001_OK.txt.0123abcd.tmp"
+    half_copy = core / ".D1001.txt.89abcdef.tmp"
+    finished = core / "D1001.txt"
+    for path in (half_receipt, half_copy, finished):
+        path.write_bytes(b"left by a crash")
+    start_processes(gateway)
+    assert not half_receipt.exists() and not half_copy.exists()
+    assert finished.read_bytes() == b"left by a crash"
+    assert gateway.stop() == 0
+    assert '"workers.clean_up.failed"' not in gateway.log()
+
+
+def test_the_supervisor_imports_none_of_the_file_work() -> None:
+    """It serves no file: the daemon's modules would cost it ~20 MB for as long as it runs."""
+    code = "import sys, gateway.cli, gateway.daemon.supervisor; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    heavy = (
+        "gateway.daemon.service", "gateway.daemon.recovery", "gateway.daemon.workers", "gateway.pipeline",
+        "gateway.forward", "gateway.detect", "gateway.metrics", "gateway.obligations", "httpx", "psycopg",
+        "prometheus_client",
+    )
+    assert [module for module in loaded.split() if module.startswith(heavy)] == []

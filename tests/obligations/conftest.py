@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import GatewayConfig, load_config
-from gateway.daemon.service import ledger_path
+from gateway.daemon.start import ledger_path
 from gateway.obligations.assess import LEDGER_NAME
 from gateway.store.history import HistoryEvent, HistoryWriter
 from gateway.store.ledger import Ledger, State

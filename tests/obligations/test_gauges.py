@@ -9,7 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig
-from gateway.daemon.service import ledger_path
+from gateway.daemon.start import ledger_path
 from gateway.metrics.exporter import Metrics
 from gateway.metrics.sink import NullMetrics
 from gateway.obligations.gauges import register

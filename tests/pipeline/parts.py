@@ -14,7 +14,7 @@ import yaml
 
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.config import GatewayConfig, load_config
-from gateway.daemon.service import prepare_spool
+from gateway.daemon.start import prepare_spool
 from gateway.forward import make_forwarder
 from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
