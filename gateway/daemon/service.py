@@ -36,7 +36,7 @@ from gateway.daemon.retention import next_sweep, sweep
 from gateway.daemon.shard import WHOLE, Shard
 from gateway.daemon.signals import on_signals
 from gateway.daemon.start import EXIT_FAILED, EXIT_OK, clock_offset, ledger_path, prepare_spool, run_locked
-from gateway.detect.detector import Detector
+from gateway.detect.detector import Detector, tracked_share
 from gateway.detect.fstype import uses_inotify
 from gateway.forward import Forwarder, make_forwarder
 from gateway.metrics.exporter import metrics_for
@@ -209,6 +209,7 @@ class Service:
             settle_seconds=config.settle_seconds,
             rescan_seconds=config.rescan_seconds,
             max_in_flight=_MAX_IN_FLIGHT,
+            max_tracked=tracked_share(self.shard.count, _MAX_IN_FLIGHT),
             now_id=self.new_id,
             on_claimed=self.pipeline.take,
             metrics=self.metrics,

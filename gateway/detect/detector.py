@@ -35,10 +35,20 @@ from spool.layout import SpoolLayout
 log = structlog.get_logger("gateway.detect")
 
 MAX_TRACKED = 20_000
-"""Inbox files one process tracks at most. About 0.8 KB each (settle entry, first-seen time, ready-queue
-slot): 16 MB whatever waits in in/. Ten claim batches of ``max_in_flight`` (2,048): the 10,000 left when
-an early scan starts keep the process busy longer than that scan takes (500,000 waiting names: 0.6 s
-idle, ~3 s and at most 7 s beside a busy pipeline). A 20,000-file burst is tracked from its events alone."""
+"""Inbox files a gateway tracks at most, its processes each a share (``tracked_share``). About 0.8 KB
+each (settle entry, first-seen time, ready-queue slot): 16 MB whatever waits in in/. Ten claim batches
+of ``max_in_flight`` (2,048): the 10,000 left when an early scan starts keep a process busy longer than
+that scan takes (500,000 waiting names: 0.6 s idle, ~3 s and at most 7 s beside a busy pipeline). A
+20,000-file burst is tracked from its events alone."""
+
+
+def tracked_share(processes: int, max_in_flight: int) -> int:
+    """One process's bound: its share of ``MAX_TRACKED``, so that the whole tree's memory does not grow
+    with ``processes`` (two processes at 20,000 each: 32 MB of tracked files), but at least
+    two claim batches, so that a process never runs dry while it scans."""
+    return max(MAX_TRACKED // processes, 2 * max_in_flight)
+
+
 _REFILL_GAP = 1.0
 """Seconds at least between the end of one scan and a scan triggered early to refill the tracked set."""
 _CLAIM_BATCH = 1024

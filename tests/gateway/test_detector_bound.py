@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.detect.detector import Detector
+from gateway.detect.detector import MAX_TRACKED, Detector, tracked_share
 from gateway.detect.listing import Key
 from spool.claim import Claimed
 from spool.ids import new_file_id
@@ -170,3 +170,9 @@ async def until(condition: Callable[[], bool], seconds: float = 20) -> None:
             return
         await asyncio.sleep(0.02)
     raise AssertionError("not within the time")
+
+
+def test_the_bound_is_the_gateways_shared_among_its_processes_but_never_below_two_claim_batches() -> None:
+    assert tracked_share(1, 2048) == MAX_TRACKED
+    assert tracked_share(2, 2048) == MAX_TRACKED // 2
+    assert tracked_share(16, 2048) == 2 * 2048
