@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 Mode = Literal["refuse", "blackhole"]
 _T = TypeVar("_T")
 _CHUNK = 64 * 1024
+_MAX_MESSAGE = 1 << 30  # PostgreSQL's own limit for a message
 
 
 class TcpProxy:
@@ -173,9 +174,12 @@ class ClientStatements:
         self._buffer = b""
         self._started = False
         self._prepared: dict[bytes, bytes] = {}
+        self._lost = False  # what it read was not the plain protocol: it stops reading
 
     def read(self, data: bytes) -> list[bytes]:
         """The texts of the statements that ``data`` (with what came before it) completed."""
+        if self._lost:
+            return []
         self._buffer += data
         ran: list[bytes] = []
         while message := self._next():
@@ -195,6 +199,10 @@ class ClientStatements:
         if len(self._buffer) < start + 4:
             return None
         (length,) = struct.unpack_from("!i", self._buffer, start)
+        least = 4 if self._started else 8  # a length counts itself; a start-up message has its code too
+        if not least <= length <= _MAX_MESSAGE:  # not the plain protocol (TLS after an SSL request?)
+            self._buffer, self._lost = b"", True
+            return None
         end = start + length
         if len(self._buffer) < end:
             return None

@@ -9,6 +9,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 import structlog
@@ -22,9 +23,13 @@ _FAILED = 1
 def run_apart(job: Callable[[], None], name: str) -> bool:
     """Do ``job`` in a child process and wait for it; False (logged) when it failed or was killed.
 
-    Call it while no other thread runs: a fork copies only the calling thread, and a lock another
-    thread held would stay held in the child.
+    Called while no other thread runs (refused otherwise): a fork copies only the calling thread, and a
+    lock another thread held would stay held in the child.
     """
+    if threading.active_count() > 1:
+        raise RuntimeError(f"{name}: not forked beside {threading.active_count() - 1} other thread(s)")
+    sys.stdout.flush()  # what the parent buffered is written once, not again by the child
+    sys.stderr.flush()
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:

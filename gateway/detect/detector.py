@@ -39,7 +39,7 @@ MAX_TRACKED = 20_000
 each (settle entry, first-seen time, ready-queue slot): 16 MB whatever waits in in/. Ten claim batches
 of ``max_in_flight`` (2,048): the 10,000 left when an early scan starts keep a process busy longer than
 that scan takes (500,000 waiting names: 0.6 s idle, ~3 s and at most 7 s beside a busy pipeline). A
-20,000-file burst is tracked from its events alone."""
+20,000-file burst is tracked from its events alone. With two processes each has half of all of it."""
 
 
 def tracked_share(processes: int, max_in_flight: int) -> int:

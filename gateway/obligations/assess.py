@@ -17,7 +17,7 @@ from gateway.obligations.status import Standing, standings
 from gateway.windows import Calendar
 
 LEDGER_NAME = ".gateway-ledger.sqlite"
-"""The daemon's ledger file below ``spool_root`` (``gateway.daemon.service.ledger_path``)."""
+"""The daemon's ledger file below ``spool_root`` (``gateway.daemon.start.ledger_path``)."""
 
 
 @dataclass(frozen=True, slots=True)
