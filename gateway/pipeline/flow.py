@@ -226,7 +226,7 @@ class Pipeline:
         except BaseException:
             await asyncio.to_thread(staged.unlink, missing_ok=True)
             raise
-        await asyncio.to_thread(publish, staged, item.path)
+        await offload.to_thread(publish, staged, item.path)  # a rename in the spool: a short shared step
 
     def route(self, item: Item, verdict: Verdict) -> Checked:
         """The route step's answer beside the verdict: the one value the later steps hand on."""
