@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from harness.daemon import d1001_body, d1001_name, drop, wait_for
 from tests.conftest import REPO
@@ -71,6 +73,20 @@ def browser() -> Iterator[Any]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def shown(driver: Any, by: str, value: str, holding: str, *, timeout: float = 15) -> Any:
+    """The element at ``value`` once its text holds ``holding``: after a click the browser may still show
+    the page it is leaving (a form's POST and redirect take their time on a busy machine)."""
+
+    def found(driver: Any) -> Any:
+        element = driver.find_element(by, value)
+        return element if holding in element.text else None
+
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, timeout, ignored_exceptions=ignored).until(
+        found, f"{value!r} holding {holding!r}"
+    )
+
+
 def log_in(driver: Any, site: Site, username: str) -> None:
     driver.delete_all_cookies()
     driver.get(f"{site.url}/login")
@@ -110,14 +126,12 @@ def test_institution_sees_its_file_with_the_bom_finding_in_chinese_then_english(
     browser.save_screenshot(str(SHOTS / "institution-files.png"))
 
     row.find_element(By.TAG_NAME, "a").click()
-    finding = browser.find_element(By.CSS_SELECTOR, 'tr.finding[data-code="BOM_PRESENT"]')
-    assert BOM_HINT_ZH in finding.find_element(By.CLASS_NAME, "finding-hint").text
+    shown(browser, By.CSS_SELECTOR, 'tr.finding[data-code="BOM_PRESENT"] .finding-hint', BOM_HINT_ZH)
     assert "|BAD|" in browser.find_element(By.ID, "receipt").text
     browser.save_screenshot(str(SHOTS / "institution-file.png"))
 
     browser.find_element(By.ID, "lang-switch").click()
-    finding = browser.find_element(By.CSS_SELECTOR, 'tr.finding[data-code="BOM_PRESENT"]')
-    assert BOM_HINT_EN in finding.find_element(By.CLASS_NAME, "finding-hint").text
+    shown(browser, By.CSS_SELECTOR, 'tr.finding[data-code="BOM_PRESENT"] .finding-hint', BOM_HINT_EN)
     assert "rejected" in browser.find_element(By.ID, "file-state").text
     browser.save_screenshot(str(SHOTS / "institution-file-en.png"))
 
@@ -155,7 +169,7 @@ def test_operator_replays_the_fixed_file_and_it_is_forwarded(
     assert "BOM_PRESENT" in row.text
     browser.save_screenshot(str(SHOTS / "operator.png"))
     row.find_element(By.CLASS_NAME, "replay").click()
-    assert "已重新送入处理" in browser.find_element(By.ID, "notice").text
+    shown(browser, By.ID, "notice", "已重新送入处理")
 
     wait_for(
         lambda: site.gateway.outcome_events(bad_file["name"])[-1]["event"] == "forwarded",
