@@ -85,6 +85,11 @@ class TableSpec(BaseModel):
                 raise ValueError(f"an attachment table needs the fields {sorted(needed)}")
         return self
 
+    def __hash__(self) -> int:
+        """By the code alone (equal tables have equal codes): the validators' grammar cache hashes a table
+        for every file, and pydantic's own hash of a frozen model hashes every field spec in it."""
+        return hash(self.code)
+
     @property
     def modes(self) -> tuple[str, ...]:
         return ("Q", "Z") if self.incremental else ("Q",)

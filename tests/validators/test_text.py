@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from codes.tables import TableSpec, bundled_tables
+from codes.tables import FieldSpec, TableSpec, bundled_tables
 from validators import text
 from validators.findings import MAX_REPORTED, Finding
 from validators.text import TextReport, TextValidator, merge_reports, validate_text
@@ -505,3 +505,14 @@ def test_counting_past_the_cap_gives_the_same_report_in_any_chunking(name: str) 
     first = reports[0]
     for report in reports[1:]:
         assert (codes(report), report.total, report.records) == (codes(first), first.total, first.records)
+
+
+def test_a_table_changed_under_its_code_is_validated_by_its_own_rules_not_a_cached_grammar() -> None:
+    """Tables hash by their code (the grammar cache hashes one a file); equality still takes every field,
+    so a catalogue reloaded with a longer field gets a grammar of its own."""
+    fields = tuple(FieldSpec(name=f.name, type="V(40)") if f.name == "XSQDDM" else f for f in D2001.fields)
+    longer = D2001.model_copy(update={"fields": fields})
+    assert hash(longer) == hash(D2001) and longer != D2001
+    value = "x" * 30
+    assert [c for c, _, _ in codes(run(d2001(**{"11": value})))] == ["FIELD_TOO_LONG"]
+    assert codes(run(d2001(**{"11": value}), longer)) == []
