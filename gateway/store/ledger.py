@@ -10,6 +10,7 @@ every write transaction starts ``BEGIN IMMEDIATE`` so it takes the write lock be
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -191,15 +192,8 @@ class Ledger:
         if new_state is not None:
             values["state"] = new_state.value
         values["updated_at"] = self._now().timestamp()
-        columns = ", ".join(values)  # names checked against Facts above: safe to splice into SQL
-        updates = ", ".join(f"{c} = excluded.{c}" for c in values)
-        marks = ", ".join("?" * len(values))
         with self.atomic():
-            self._conn.execute(
-                f"INSERT INTO files (file_id, {columns}) VALUES (?, {marks}) "  # noqa: S608 - checked names
-                f"ON CONFLICT (file_id) DO UPDATE SET {updates}",
-                (file_id, *values.values()),
-            )
+            self._conn.execute(_upsert(tuple(values)), (file_id, *values.values()))
             if new_state is not None and new_state not in TAKEN:
                 self._release(file_id)
 
@@ -337,6 +331,19 @@ class Ledger:
             "ORDER BY batch DESC, file_id DESC LIMIT 1",
             key,
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert(columns: tuple[str, ...]) -> str:
+    """The upsert of a file's row for these columns: a few shapes, each written once (every state change
+    of every file makes one)."""
+    names = ", ".join(columns)  # checked against Facts by the caller: safe to splice into SQL
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+    marks = ", ".join("?" * len(columns))
+    return (
+        f"INSERT INTO files (file_id, {names}) VALUES (?, {marks}) "  # noqa: S608 - checked names
+        f"ON CONFLICT (file_id) DO UPDATE SET {updates}"
+    )
 
 
 def _to_sql(column: str, value: object) -> object:
