@@ -162,6 +162,20 @@ def drop(inbox: Path, name: str, data: bytes) -> Path:
     return final
 
 
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` now (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
 def wait_for(condition: Callable[[], object], *, timeout: float = 30, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -30,10 +30,9 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """One private PostgreSQL cluster for the session (initdb in a temp dir, as the postgres user when
-    run as root). Skips only where no server can be had here, and says why."""
+def private_server() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster (initdb in a temp dir, as the postgres user when run as root), removed
+    after. Skips only where no server can be had here, and says why."""
     try:
         server = start_server()
     except PostgresUnavailableError as exc:
@@ -42,6 +41,12 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One private PostgreSQL cluster for the session."""
+    yield from private_server()
 
 
 @pytest.fixture

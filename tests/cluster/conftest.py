@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from harness.cluster import Cluster
-from harness.postgres import PostgresServer, PostgresUnavailableError, start_server
+from harness.postgres import PostgresServer
+from tests.conftest import private_server
 
 
 @pytest.fixture
@@ -21,14 +22,7 @@ def cluster(tmp_path: Path, postgres_dsn: str) -> Iterator[Cluster]:
 @pytest.fixture
 def own_server() -> Iterator[PostgresServer]:
     """A server of this test's own, for a test that stops and restarts it (the suite's is shared)."""
-    try:
-        server = start_server()
-    except PostgresUnavailableError as exc:
-        pytest.skip(f"PostgreSQL server not available: {exc}")
-    try:
-        yield server
-    finally:
-        server.remove()
+    yield from private_server()
 
 
 @pytest.fixture

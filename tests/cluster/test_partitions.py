@@ -16,6 +16,7 @@ from gateway.config import PostgresStore
 from harness.cluster import (
     OUTCOMES,
     Cluster,
+    Node,
     Stream,
     drop,
     ended_once,
@@ -37,6 +38,17 @@ def both_hold(cluster: Cluster) -> None:
     wait_for(lambda: len(cluster.holders()) == 2, timeout=30, what="both nodes to hold leases")
 
 
+def two_nodes_under_load(cluster: Cluster) -> tuple[Node, Node, Stream]:
+    """node-a and node-b started and holding leases, files streaming into every mailbox, the first in."""
+    a, b = cluster.node("node-a"), cluster.node("node-b")
+    a.start()
+    b.start()
+    both_hold(cluster)
+    stream = Stream(cluster.spool, range(cluster.codes), per_second=20).start()
+    wait_for(lambda: cluster.outcome_count() >= 20, timeout=30, what="the first outcomes")
+    return a, b, stream
+
+
 def spread_out(cluster: Cluster, nodes: list[str]) -> None:
     """Wait until every group is held by the node the spread gives it (the hand-overs are done)."""
     spread = {g: owner(g, nodes) for g in range(GROUPS)}
@@ -51,12 +63,7 @@ def test_postgresql_restarted_under_load_the_nodes_reconnect_and_lose_nothing(
     own_cluster: Cluster, own_server: PostgresServer
 ) -> None:
     cluster = own_cluster
-    a, b = cluster.node("node-a"), cluster.node("node-b")
-    a.start()
-    b.start()
-    both_hold(cluster)
-    stream = Stream(cluster.spool, range(cluster.codes), per_second=20).start()
-    wait_for(lambda: cluster.outcome_count() >= 20, timeout=30, what="the first outcomes")
+    a, b, stream = two_nodes_under_load(cluster)
     spread_out(cluster, ["node-a", "node-b"])
     leases = cluster.leases()
     before = len(stream.names)
@@ -91,12 +98,7 @@ def test_postgresql_down_longer_than_a_lease_the_first_node_back_takes_every_gro
     dead to the others, so the first node back takes every group; the other finds its leases taken over,
     exits 75 and, restarted as systemd does, rejoins. Safe (nothing lost or doubled), not gentle."""
     cluster = own_cluster
-    a, b = cluster.node("node-a"), cluster.node("node-b")
-    a.start()
-    b.start()
-    both_hold(cluster)
-    stream = Stream(cluster.spool, range(cluster.codes), per_second=20).start()
-    wait_for(lambda: cluster.outcome_count() >= 20, timeout=30, what="the first outcomes")
+    a, b, stream = two_nodes_under_load(cluster)
     own_server.stop()
     time.sleep(LEASE + RENEW)
     own_server.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.daemon.shard import Shard
 from harness.daemon import (
     Gateway,
+    children,
     d1001_body,
     d1001_name,
     day,
@@ -27,19 +28,6 @@ from harness.daemon import (
 
 ORGS = {"TC41210000": "41210000", "TC41220000": "41220000"}  # base_config's codes: one a process
 MAILBOXES = {("k1237", "TC41210000"), ("k6666", "TC41210000"), ("k1237", "TC41220000")}
-
-
-def children(pid: int) -> set[int]:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(entry.name))
-    return found
 
 
 def alive(pid: int) -> bool:

@@ -4,7 +4,7 @@ store, a real directory core; no daemon."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +15,7 @@ import yaml
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.config import GatewayConfig, load_config
 from gateway.daemon.start import prepare_spool
+from gateway.detect.detector import Detector
 from gateway.forward import make_forwarder
 from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
@@ -85,6 +86,19 @@ async def composed(tmp_path: Path, store_kind: str) -> AsyncIterator[Parts]:
             await forwarder.aclose()
         writer.close()
         store.close()
+
+
+def detector_of(parts: Parts, on_claimed: Callable[[str, Claimed], Awaitable[None]]) -> Detector:
+    """A detector over the k1237 inboxes of ``parts`` that hands each claimed file to ``on_claimed``."""
+    return Detector(
+        parts.layout,
+        lambda: ["k1237"],
+        settle_seconds=0.1,
+        rescan_seconds=60,
+        max_in_flight=10,
+        now_id=lambda: new_file_id(datetime.now(parts.config.zone)),
+        on_claimed=on_claimed,
+    )
 
 
 def claimed(parts: Parts, name: str, body: bytes) -> Item:

@@ -4,14 +4,11 @@ directory core; no daemon. A step's logic is tested here without starting a proc
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
-from gateway.detect.detector import Detector
 from gateway.store.rules import State
 from harness.daemon import TC, d1001_body, d1001_name, drop
 from spool.claim import Claimed
-from spool.ids import new_file_id
-from tests.pipeline.parts import Parts, claimed
+from tests.pipeline.parts import Parts, claimed, detector_of
 
 
 async def test_a_sound_file_is_forwarded_receipted_and_recorded(parts: Parts) -> None:
@@ -54,15 +51,7 @@ async def test_the_detector_claims_a_renamed_in_file_and_hands_it_over(parts: Pa
     async def on_claimed(station: str, taken: Claimed) -> None:
         handed.append((station, taken))
 
-    detector = Detector(
-        parts.layout,
-        lambda: ["k1237"],
-        settle_seconds=0.1,
-        rescan_seconds=60,
-        max_in_flight=10,
-        now_id=lambda: new_file_id(datetime.now(parts.config.zone)),
-        on_claimed=on_claimed,
-    )
+    detector = detector_of(parts, on_claimed)
     name = d1001_name()
     drop(parts.layout.station("k1237").inbox(TC), name, d1001_body())
     assert await detector.scan() == 1

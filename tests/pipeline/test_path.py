@@ -35,19 +35,16 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from types import CodeType, FrameType, TracebackType
 from typing import Any
 
 import pytest
 
-from gateway.detect.detector import Detector
 from gateway.store.rules import State
 from harness.config import REPO
 from harness.daemon import TC, d1001_body, d1001_name, drop
-from spool.ids import new_file_id
-from tests.pipeline.parts import Parts, composed
+from tests.pipeline.parts import Parts, composed, detector_of
 
 _TRACED = ("gateway", "spool", "validators")
 _UNCOUNTED = "gateway.batch."
@@ -173,15 +170,7 @@ async def sqlite_parts(tmp_path: Path) -> AsyncIterator[Parts]:
 async def traced_way(parts: Parts, name: str, body: bytes) -> WayTracer:
     """Drop a file as a rename into the inbox (ready at once), then trace from its claim until the
     pipeline is done with it. Worker threads are new ones, so that each starts with the hook."""
-    detector = Detector(
-        parts.layout,
-        lambda: ["k1237"],
-        settle_seconds=0.1,
-        rescan_seconds=60,
-        max_in_flight=10,
-        now_id=lambda: new_file_id(datetime.now(parts.config.zone)),
-        on_claimed=parts.pipeline.take,
-    )
+    detector = detector_of(parts, parts.pipeline.take)
     drop(parts.layout.station("k1237").inbox(TC), name, body)
     detector.tracker.renamed_in(("k1237", TC, name), time.monotonic())
     loop = asyncio.get_running_loop()
