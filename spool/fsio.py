@@ -73,16 +73,21 @@ def read_small(path: Path, limit: int, *, datasync: bool) -> Contents | None:
             return None
         if datasync:
             os.fdatasync(fd)
-        wanted = info.st_size + 1  # one byte more shows a file that grew
-        chunks, got = [], 0
-        while got < wanted and (chunk := os.read(fd, wanted - got)):
-            chunks.append(chunk)
-            got += len(chunk)
-        if got != info.st_size:
-            return None
-        return Contents(b"".join(chunks), info.st_mtime_ns)
+        data = read_exactly(fd, info.st_size)
+        return None if data is None else Contents(data, info.st_mtime_ns)
     finally:
         os.close(fd)
+
+
+def read_exactly(fd: int, size: int) -> bytes | None:
+    """The ``size`` bytes from ``fd``'s position to its end; None if there are fewer or more (the file
+    changed after the stat that gave ``size``)."""
+    wanted = size + 1  # one byte more shows a file that grew
+    chunks, got = [], 0
+    while got < wanted and (chunk := os.read(fd, wanted - got)):
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks) if got == size else None
 
 
 def makedirs_durable(path: Path) -> None:

@@ -17,10 +17,11 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from spool.entries import open_regular
-from spool.fsio import publish, temp_name
+from spool.fsio import publish, read_exactly, temp_name
 
 _CHUNK = 8 * 1024 * 1024
 
@@ -75,6 +76,51 @@ def stage_private(path: Path, limit: int, *, sync: bool) -> Path | None:
             tmp.unlink(missing_ok=True)
             raise
         return tmp
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Small:
+    """A small claimed file's bytes, and the private copy of them to publish at its name."""
+
+    data: bytes
+    mtime_ns: int  # the file's, and its copy's
+    staged: Path | None  # None: the file is private already
+
+
+def take_small(path: Path, limit: int) -> Small | None:
+    """``stage_private(sync=False)`` and ``read_small`` in one open, for a burst: a file of at most ``limit``
+    bytes is read once, and the copy (unless the file is private already) is written from those very
+    bytes. The caller syncs the copy, or the private file, with other files' before it publishes the copy
+    (``publish(staged, path)``) or acknowledges anything. None for a larger file or one whose size changed
+    while it was read: the one-file path takes it."""
+    fd = open_regular(path)
+    try:
+        info = os.fstat(fd)
+        if info.st_size > limit:
+            return None
+        private = is_private(fd, info)  # before the read: then nobody can change what is read
+        data = read_exactly(fd, info.st_size)
+        if data is None:
+            return None
+        if private:
+            return Small(data, info.st_mtime_ns, None)
+        tmp = temp_name(path)
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(out, view) :]
+                os.fchmod(out, stat.S_IMODE(info.st_mode) & 0o644)
+                os.utime(out, ns=(info.st_atime_ns, info.st_mtime_ns))
+            finally:
+                os.close(out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Small(data, info.st_mtime_ns, tmp)
     finally:
         os.close(fd)
 

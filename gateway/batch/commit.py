@@ -139,6 +139,13 @@ class GroupTransaction:
             raise piece.error
         return cast(R, piece.result)
 
+    async def run_many(self, works: Sequence[Callable[[], R]]) -> list[R | Exception]:
+        """``run`` for many pieces at once (a claimed batch's decisions): one submit, and each piece's
+        result or the error it raised, in order."""
+        pieces = [_Work(work) for work in works]
+        await self._group.submit(pieces)
+        return [piece.error if piece.error is not None else cast(R, piece.result) for piece in pieces]
+
     def _flush(self, pieces: Sequence[_Work]) -> None:
         try:
             with self._transaction():

@@ -47,6 +47,7 @@ from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.settings import Settings
+from gateway.pipeline.together import take
 from gateway.store.fencing import FencedError
 from gateway.store.history import HistoryEvent, HistoryWriter, Logged
 from gateway.store.ledger import Ledger
@@ -211,7 +212,7 @@ class Service:
             max_in_flight=_MAX_IN_FLIGHT,
             max_tracked=tracked_share(self.shard.count, _MAX_IN_FLIGHT),
             now_id=self.new_id,
-            on_claimed=self.pipeline.take,
+            on_claimed=functools.partial(take, self.pipeline),
             metrics=self.metrics,
             owns=self.keeper.claims if self.keeper else self.shard.owns,
             spawn=lambda work, name: self.tasks.spawn(work, name=name, role="claimed"),

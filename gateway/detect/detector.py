@@ -63,7 +63,13 @@ class Mailbox:
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], object]
-"""Start a claimed file's task under a name (``gateway.batch.tasks.Tasks`` in the daemon)."""
+"""Start a claimed batch's task under a name (``gateway.batch.tasks.Tasks`` in the daemon)."""
+
+Claims = list[tuple[str, Claimed]]  # (station, claimed file), as claimed together
+OnClaimed = Callable[[Claims, Callable[[], None]], Awaitable[None]]
+"""The hand-off of one claimed batch. The receiver calls ``done`` once a file as it finishes with it, so
+that its slot frees up at once (a large file must not hold a batch's slots); a file it has not called
+``done`` for when it returns is counted done then."""
 
 _HELD: set[asyncio.Task[None]] = set()
 
@@ -85,7 +91,7 @@ class Detector:
         rescan_seconds: float,
         max_in_flight: int,
         now_id: Callable[[], str],
-        on_claimed: Callable[[str, Claimed], Awaitable[None]],
+        on_claimed: OnClaimed,
         metrics: MetricsSink = NULL_METRICS,
         owns: Callable[[str], bool] = lambda transfer_code: True,
         spawn: Spawn = _spawn,
@@ -106,7 +112,7 @@ class Detector:
         self._watcher: InboxWatcher | None = None
         self._unwatched: set[Mailbox] = set()  # watch() failed: logged once
         self._known: set[Mailbox] = set()  # state dirs exist
-        self._spawn = spawn  # the daemon's one owner of tasks takes each claimed file's
+        self._spawn = spawn  # the daemon's one owner of tasks takes each claimed batch's
         self.in_flight = 0
         self.scans = 0
         self.overflows = 0
@@ -313,7 +319,7 @@ class Detector:
     # -- claim ----------------------------------------------------------------------------------------
 
     async def claim_ready(self) -> None:
-        """Claim ready files per mailbox, as many as free slots allow; each is handed on in its own task."""
+        """Claim ready files per mailbox, as many as free slots allow; each batch is handed on in a task."""
         for key in self.tracker.ready():
             self._ready[key] = None
         while self._ready and not self._slots.locked():
@@ -332,9 +338,9 @@ class Detector:
             claimed = await self._claim(batch)
             for _ in range(taken - len(claimed)):
                 self._slots.release()  # vanished before the claim: nothing to do
-            for station, item in claimed:
-                self.in_flight += 1
-                self._spawn(self._hand_on(station, item), item.file_id)
+            if claimed:
+                self.in_flight += len(claimed)
+                self._spawn(self._hand_on(claimed), f"claimed {claimed[0][1].file_id} +{len(claimed) - 1}")
 
     async def _claim(self, batch: dict[tuple[str, str], list[str]]) -> list[tuple[str, Claimed]]:
         """A large batch's mailboxes in parallel threads, a few mailboxes each: their fsyncs overlap
@@ -370,13 +376,22 @@ class Detector:
             return []
         return [(station, item) for item in done]
 
-    async def _hand_on(self, station: str, item: Claimed) -> None:
+    async def _hand_on(self, claimed: Claims) -> None:
+        left = len(claimed)
+
+        def done() -> None:
+            nonlocal left
+            if left:
+                left -= 1
+                self.in_flight -= 1
+                self._slots.release()
+                self._wake.set()
+
         try:
-            await self._on_claimed(station, item)
+            await self._on_claimed(claimed, done)
         finally:
-            self.in_flight -= 1
-            self._slots.release()
-            self._wake.set()
+            while left:
+                done()
 
     # -- the loop -------------------------------------------------------------------------------------
 

@@ -9,9 +9,10 @@ on the core).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from validators import findings
 
@@ -85,6 +86,14 @@ class Forwarder(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class BatchForwarder(Forwarder, Protocol):
+    async def send_many(self, items: Sequence[Outbound]) -> list[str | Exception]:
+        """One attempt for each of a burst's small files, made together; per item where it went or what
+        ``send`` would have raised (the pipeline retries those one by one, through ``deliver``)."""
+        ...
 
 
 class Digest:

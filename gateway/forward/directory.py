@@ -20,7 +20,7 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from pathlib import Path
 import structlog
 
 from gateway.batch.commit import GroupSync
+from gateway.batch.each import each
 from gateway.config import DirectoryRoute
 from gateway.forward.base import CHUNK_BYTES, Digest, ForwardError, Outbound, Rejected, Transient
 from spool.fsio import fsync_dir, rename_noreplace, temp_name
@@ -72,6 +73,45 @@ class DirectoryForwarder:
             done = f"{done.how} to {self.root / item.name}"
         await self._synced(self.root, "syncing")  # also when it was there already: that try may have died
         return done
+
+    async def send_many(self, items: Sequence[Outbound]) -> list[str | Exception]:
+        """``send`` for a burst's small files, each step once for all: staged in one thread job, their
+        bytes synced together, published in one more, the core directory synced once."""
+        self._syncs.start()
+        staged = await asyncio.to_thread(each, self._stage, items)
+        temps = [done.tmp for done in staged if isinstance(done, _Staged)]
+        try:
+            await self._synced_all(temps)
+        except Transient as exc:
+            await asyncio.to_thread(_remove_all, temps)
+            return [exc if isinstance(done, _Staged) else done for done in staged]
+        sent = await asyncio.to_thread(each, self._publish_staged, list(zip(staged, items, strict=True)))
+        if any(isinstance(done, str) for done in sent):
+            try:
+                await self._synced(self.root, "syncing")
+            except Transient as exc:
+                return [exc if isinstance(done, str) else done for done in sent]
+        return sent
+
+    async def _synced_all(self, paths: Sequence[Path]) -> None:
+        if paths:
+            try:
+                await self._syncs.sync(*paths)
+            except OSError as exc:
+                raise Transient(_explain(self.root, "syncing", exc)) from exc
+
+    def _publish_staged(self, pair: tuple[_Staged | str | Exception, Outbound]) -> str:
+        done, item = pair
+        if isinstance(done, Exception):
+            raise done
+        if isinstance(done, str):
+            return done
+        try:
+            self._publish(done.tmp, self.root / item.name, item)
+        except BaseException:
+            _remove(done.tmp)
+            raise
+        return f"{done.how} to {self.root / item.name}"
 
     def _deliver(self, item: Outbound) -> _Staged | str:
         """Where the core has the file now; or, when its bytes are left to be synced with other files',
@@ -246,6 +286,11 @@ def _linked(info: os.stat_result, path: Path) -> bool:
     with suppress(OSError):
         return os.path.samestat(info, os.lstat(path))
     return False
+
+
+def _remove_all(temps: Sequence[Path]) -> None:
+    for tmp in temps:
+        _remove(tmp)
 
 
 def _remove(tmp: Path) -> None:

@@ -3,7 +3,9 @@
 ``Pipeline.process`` reads like the path a file travels; each step is a call into its own module that
 returns a value (a verdict, a route, a decision, where the core took it), and the flow hands on one
 ``Checked`` value per file; the recorder is called twice, when the file is received and with its outcome.
-The detector hands each claimed file in (``take``); recovery re-enters at ``run``.
+The detector's claimed batches come in through ``together.take``: in a burst a batch takes these same
+steps as one unit and hands a file to ``run`` (or to a later step here) when it needs something the others
+do not; recovery re-enters at ``run``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +33,14 @@ from gateway.pipeline.item import Checked, Item
 from gateway.pipeline.record import Recorder
 from gateway.pipeline.route import route
 from gateway.pipeline.settings import Settings
-from gateway.pipeline.validate import Verdict, check_partners, partner_missing, validate_bytes, validate_file
+from gateway.pipeline.validate import (
+    INLINE_BYTES,
+    Verdict,
+    check_partners,
+    partner_missing,
+    validate_bytes,
+    validate_file,
+)
 from gateway.store.fencing import FencedError
 from gateway.store.protocol import Store
 from gateway.store.rules import Accept, Decision, Duplicate, FileRow, FirstNotFull, Stale
@@ -49,14 +58,6 @@ from validators.findings import Finding
 from validators.pair import partner_rejected
 
 log = structlog.get_logger("gateway.pipeline")
-
-_INLINE_BYTES = 64 * 1024
-"""A TXT this small is made durable and read in a thread step shared with other files' short steps (in
-a burst, read there and made durable with the other files in flight: one syncfs for hundreds), and
-validated on the event loop (well under a millisecond): under load, handing it to a thread and back
-costs more than the work, because each hand-off waits for the GIL (bench/burst.py: +9% files/s). A
-larger file's sync may take seconds: it gets a thread of its own, and so does its validation. A ZIP
-always goes to a thread: 64 KiB of ZIP may expand to many MB."""
 
 _KIND_NAMES = {
     EntryKind.SYMLINK: "符号链接 symlink",
@@ -131,13 +132,31 @@ class Pipeline:
         to a group's flusher adds to each file's latency (200 files/s, one process: p50 10 -> 20 ms)."""
         return len(self._working) >= SYNCFS_FROM
 
-    async def take(self, station: str, claimed: Claimed) -> None:
-        """The detector's hand-off: a file it claimed goes straight on its way."""
+    def item_of(self, station: str, claimed: Claimed) -> Item:
+        """A file the detector claimed, with its mailbox's institution."""
         entry = self.settings().config.transfer_codes.get(claimed.tc)
         institution = entry.institution if entry else None
-        await self.run(
-            Item(station, claimed.tc, claimed.file_id, claimed.name, claimed.path, claimed.kind, institution)
+        return Item(
+            station, claimed.tc, claimed.file_id, claimed.name, claimed.path, claimed.kind, institution
         )
+
+    async def finish(self, work: Awaitable[None], item: Item, done: Callable[[], None]) -> None:
+        """Run ``work`` for ``item`` (if it fails, to ``on_failure``), then call ``done``."""
+        try:
+            await work
+        except Exception as exc:
+            self.on_failure(item, exc)
+        finally:
+            self.finished(item, done)
+
+    def finished(self, item: Item, done: Callable[[], None]) -> None:
+        """``item`` has reached its outcome (or its wait, for its partner, window or core)."""
+        self._working.discard(item.file_id)
+        done()
+
+    def working(self, items: Sequence[Item]) -> None:
+        """``items`` are on their way now (``finish`` ends that)."""
+        self._working.update(item.file_id for item in items)
 
     async def run(self, item: Item) -> None:
         """``process``, guarded: one file's failure (a full disk, a failed fsync, a lapsed lease) never takes
@@ -159,18 +178,21 @@ class Pipeline:
         await self.recorder.received(item)
         logged = self.rejections.get(item.file_id)
         if logged is not None:  # rejected before a crash: finish that outcome, never decide it again
-            await self._record([Checked(item).absorbing(*logged)], outcome.Rejected())
+            await self.record([Checked(item).absorbing(*logged)], outcome.Rejected())
             del self.rejections[item.file_id]
             return
         if item.kind is not EntryKind.REGULAR:
             found = findings.make("NOT_REGULAR_FILE", kind=_KIND_NAMES.get(item.kind, item.kind))
-            await self._record([Checked(item).adding(found)], outcome.Rejected())
+            await self.record([Checked(item).adding(found)], outcome.Rejected())
             return
         row = await asyncio.to_thread(self.ledger.get, item.file_id) if item.resumed else None
         checked = self.route(item, await self.validate(item))
         if row is not None and row.state in (FileState.ACCEPTED, FileState.HELD, FileState.DEFERRED):
             await self._resume(checked, row)
             return
+        await self.pair_and_decide(checked)
+
+    async def pair_and_decide(self, checked: Checked) -> None:
         unit = self.pair(checked)
         if unit is not None:
             await self.decide(unit)
@@ -180,10 +202,10 @@ class Pipeline:
         if not checked.rejected and checked.sound.verdict.sha256 != row.sha256:
             checked = checked.adding(findings.make("FILE_CHANGED"))
         if checked.rejected:
-            await self._record([checked], outcome.Rejected())
+            await self.record([checked], outcome.Rejected())
             return
         if not checked.is_zip:  # as a unit is flagged by its lead, the TXT: the same as before the crash
-            checked = self._flag_late(checked)
+            checked = self.flag_late(checked)
         if row.state is FileState.DEFERRED:
             await self.forward([checked])  # forwarding is idempotent
         else:
@@ -196,7 +218,7 @@ class Pipeline:
         together = self.in_burst
         await self.make_private(item, together=together)
         if not item.name.upper().endswith(".ZIP"):
-            small = await offload.to_thread(read_small, item.path, _INLINE_BYTES, datasync=not together)
+            small = await offload.to_thread(read_small, item.path, INLINE_BYTES, datasync=not together)
             if small is not None:
                 if together:
                     await self.recorder.syncs.sync(item.path)  # with the other files in flight
@@ -298,7 +320,7 @@ class Pipeline:
             del self.waiting[key]
         self._partner_lost(key.stem)
         lost = checked.adding(partner_missing(verdict, self.settings().rules))
-        self.spawn(self._record([lost], outcome.Rejected()), name=f"timeout {item.file_id}", unit=[item])
+        self.spawn(self.record([lost], outcome.Rejected()), name=f"timeout {item.file_id}", unit=[item])
 
     def _partner_claimed(self, checked: Checked) -> bool:
         """The partner is in work/ already (claimed, not yet paired): one directory listing."""
@@ -342,32 +364,42 @@ class Pipeline:
     async def decide(self, unit: list[Checked]) -> None:
         """Spec 7 on the unit's report: duplicate, stale batch, first report full; then forward or hold."""
         if any(one.rejected for one in unit):
-            await self._record(unit, outcome.Rejected())
+            await self.record(unit, outcome.Rejected())
             return
-        lead, rest = unit[0], unit[1:]
-        sound = lead.sound
-        until = self._window(lead)
-        route = self.settings().config.routes[sound.routed.route]
+        lead = unit[0]
+        until = self.window(lead)
+        route = self.settings().config.routes[lead.sound.routed.route]
         window_rejects = until is not None and route.on_window == "reject"
         decision = await self.transactions.run(
-            functools.partial(self._decide, unit, accept=not window_rejects)
+            functools.partial(self.decide_in_ledger, unit, accept=not window_rejects)
         )
+        unit, ending = self.judged(unit, decision, until if window_rejects else None)
+        if ending is not None:
+            await self.record(unit, ending)
+        else:
+            await self._send_or_hold(unit, until)
+
+    def judged(
+        self, unit: list[Checked], decision: Decision, closed: datetime | None
+    ) -> tuple[list[Checked], outcome.Duplicate | outcome.Rejected | None]:
+        """The unit as the ledger's decision leaves it, and how it ends (None: to send or hold, late
+        flagged). ``closed``: the reporting window that rejects it, if one does."""
+        lead, rest = unit[0], unit[1:]
+        sound = lead.sound
         if isinstance(decision, Duplicate):
             same = findings.make("DUPLICATE", file_id=decision.of)
-            await self._record([one.adding(same) for one in unit], outcome.Duplicate(decision.of))
-            return
+            return [one.adding(same) for one in unit], outcome.Duplicate(decision.of)
         if isinstance(decision, Stale):
             lead = lead.adding(stale(sound.name.batch, decision.accepted))
         elif isinstance(decision, FirstNotFull):
             lead = lead.adding(findings.make("FIRST_REPORT_NOT_FULL", table=sound.name.table))
-        elif until is not None and window_rejects:
-            lead = lead.adding(findings.make("WINDOW_CLOSED", until=stamp(until)))
+        elif closed is not None:
+            lead = lead.adding(findings.make("WINDOW_CLOSED", until=stamp(closed)))
         if lead.rejected:
-            await self._record([lead, *rest], outcome.Rejected())
-            return
-        await self._send_or_hold([self._flag_late(lead), *rest], until)
+            return [lead, *rest], outcome.Rejected()
+        return [self.flag_late(lead), *rest], None
 
-    def _decide(self, unit: Sequence[Checked], *, accept: bool) -> Decision:
+    def decide_in_ledger(self, unit: Sequence[Checked], *, accept: bool) -> Decision:
         """Decide and take the report key in one transaction, so that identical files in flight at the
         same time see each other: the second is a duplicate of the first, never a stale batch."""
         lead = unit[0].sound
@@ -403,7 +435,7 @@ class Pipeline:
                 self._accept(unit, key)
         return decision
 
-    def _window(self, checked: Checked) -> datetime | None:
+    def window(self, checked: Checked) -> datetime | None:
         """Spec 8: until when a production daily table must wait, or None to forward now."""
         station = self.settings().config.stations[checked.item.station]
         return window_hold(
@@ -414,7 +446,7 @@ class Pipeline:
             calendar=self.settings().calendar,
         )
 
-    def _flag_late(self, checked: Checked) -> Checked:
+    def flag_late(self, checked: Checked) -> Checked:
         """Spec 8: a daily or monthly table after its deadline is accepted and flagged (by its arrival)."""
         sound = checked.sound
         arrived = file_id_time(checked.item.file_id, self.settings().config.zone)
@@ -426,7 +458,7 @@ class Pipeline:
 
     async def release_or_hold(self, unit: list[Checked]) -> None:
         """Forward now, or hold in held/ until the window closes (a restart re-evaluates the same way)."""
-        await self._send_or_hold(unit, self._window(unit[0]))
+        await self._send_or_hold(unit, self.window(unit[0]))
 
     async def _send_or_hold(self, unit: list[Checked], until: datetime | None) -> None:
         if until is None:
@@ -434,7 +466,7 @@ class Pipeline:
             return
         held = findings.make("HELD_WINDOW", until=stamp(until))
         unit = [one if any(f.code == held.code for f in one.found) else one.adding(held) for one in unit]
-        await self._record(unit, outcome.Held(until))
+        await self.record(unit, outcome.Held(until))
         self.tasks.spawn(
             self._guarded(self._release_at(unit, until), [one.item for one in unit]),
             name=f"held {unit[0].item.file_id}",
@@ -470,17 +502,17 @@ class Pipeline:
             try:
                 where[item.file_id] = await deliver(
                     self._forwarder(route),
-                    self._outbound(one),
+                    self.outbound(one),
                     self.settings().config.routes[route],
                     on_deferred=functools.partial(self._deferred, one),
                     on_retry=functools.partial(self.metrics.forward_retry, route),
                     stop_event=self.stopping,
                 )
             except Rejected as exc:
-                await self._record(_adding(unit, one, exc.finding()), outcome.Rejected())
+                await self.record(_adding(unit, one, exc.finding()), outcome.Rejected())
                 return
             except ForwardError:  # the spool copy no longer matches what was validated
-                await self._record(_adding(unit, one, findings.make("FILE_CHANGED")), outcome.Rejected())
+                await self.record(_adding(unit, one, findings.make("FILE_CHANGED")), outcome.Rejected())
                 return
             except Cancelled:
                 log.info("forward.interrupted", name=item.name, file_id=item.file_id)
@@ -498,13 +530,14 @@ class Pipeline:
                 return
             finally:
                 self.retrying.discard(item.file_id)
-        await self._record(ordered, outcome.Forwarded(where))
+        await self.record(ordered, outcome.Forwarded(where))
 
     def _forwarder(self, route: str) -> Forwarder:
         forwarder = self.settings().forwarders[route]
         return forwarder if self.owns is None else _Fenced(forwarder, self.owns)
 
-    def _outbound(self, checked: Checked) -> Outbound:
+    def outbound(self, checked: Checked, *, together: bool = False) -> Outbound:
+        """What the forwarder is given; ``together``: a claimed batch's, synced with the others."""
         item, sound = checked.item, checked.sound
         return Outbound(
             file_id=item.file_id,
@@ -522,20 +555,20 @@ class Pipeline:
             mtime_ns=sound.verdict.mtime_ns,
             private=checked.restricted,
             # a larger copy is fsynced in its own thread: a batch must not wait for a 2 GB write-back
-            sync_together=self.in_burst and sound.verdict.size <= _INLINE_BYTES,
+            sync_together=(together or self.in_burst) and sound.verdict.size <= INLINE_BYTES,
         )
 
     async def _deferred(self, checked: Checked, reason: str) -> Outbound:
         """The core cannot take the file now: the recorder keeps it in deferred/ and says so; it waits
         for its core, retried at its pace."""
         item = checked.item
-        await self._record([checked], outcome.Deferred(reason))
+        await self.record([checked], outcome.Deferred(reason))
         self._working.discard(item.file_id)
         self.retrying.add(item.file_id)
         self.metrics.deferred(item.station, checked.sound.routed.route)
-        return self._outbound(checked)
+        return self.outbound(checked)
 
-    async def _record(self, unit: Sequence[Checked], what: outcome.Outcome) -> None:
+    async def record(self, unit: Sequence[Checked], what: outcome.Outcome) -> None:
         await self.recorder.record(unit, what, together=self.in_burst)
 
 

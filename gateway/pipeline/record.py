@@ -13,12 +13,14 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from gateway.batch import offload
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
+from gateway.batch.each import each
 from gateway.metrics.sink import NULL_METRICS, MetricsSink, claim_age
 from gateway.pipeline.item import Checked, Item
 from gateway.pipeline.outcome import Duplicate, Forwarded, Held, Outcome, Rejected
@@ -55,10 +57,11 @@ class Recorder:
     metrics: MetricsSink = NULL_METRICS
     active: dict[str, Item] = field(default_factory=dict)  # received, no final outcome yet: the queue gauges
 
-    async def received(self, item: Item) -> None:
-        """The file's first event; it counts as on its way (``active``) until its final outcome."""
-        self.active[item.file_id] = item
-        await self._events([(Checked(item), "received", _RECEIVED, None)])
+    async def received(self, *items: Item) -> None:
+        """The files' first event; each counts as on its way (``active``) until its final outcome."""
+        for item in items:
+            self.active[item.file_id] = item
+        await self._events([(Checked(item), "received", _RECEIVED, None) for item in items])
 
     async def record(self, unit: Sequence[Checked], outcome: Outcome, *, together: bool = False) -> None:
         """Everything ``outcome`` asks for the unit. ``together``: enough files are in flight for their
@@ -124,15 +127,62 @@ class Recorder:
 
     async def _forwarded(self, unit: Sequence[Checked], where: Mapping[str, str], *, together: bool) -> None:
         """``where`` says, per file_id, where the core took each file."""
-
-        def forwarded(one: Checked) -> tuple[Checked, EventKind, str, dict[str, Any]]:
-            core = where.get(one.item.file_id, "")
-            message = f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})"
-            return one, "forwarded", message, {"core": core}
-
-        await self._events([forwarded(one) for one in unit])
+        await self._events([_forwarded(one, where) for one in unit])
         await self._receipt(unit, ok=True, status="forwarded", together=together)
         await self._archive(unit, FileState.FORWARDED)
+
+    async def forwarded_together(
+        self, files: Sequence[Checked], where: Mapping[str, str]
+    ) -> dict[str, Exception]:
+        """``record(Forwarded)`` for a claimed batch's files that went on as one unit (each one file), each
+        step once for all and in the same order: one history append, the receipts staged, synced and
+        published in two thread jobs, the archive renames in one, one ledger transaction. Returns, by
+        file_id, the error of each file a step failed for, left where that step found it (the caller
+        hands it to ``on_failure``); a failed sync fails them all (it raises)."""
+        failed: dict[str, Exception] = {}
+
+        def kept(step: Sequence[Checked], results: Sequence[object]) -> list[Checked]:
+            for one, result in zip(step, results, strict=True):
+                if isinstance(result, Exception):
+                    failed[one.item.file_id] = result
+            return [one for one in step if one.item.file_id not in failed]
+
+        await self._events([_forwarded(one, where) for one in files])
+        receipts = [self._receipt_of([one], ok=True, status="forwarded") for one in files]
+        staged = await asyncio.to_thread(each, _stage_unsynced, receipts)
+        temps = [path for path in staged if isinstance(path, Path)]
+        try:
+            await self.syncs.sync(*temps)  # the bytes before the names
+        except BaseException:
+            await asyncio.to_thread(each, _unlink, temps)
+            raise
+        published = await asyncio.to_thread(each, _publish_staged, list(zip(receipts, staged, strict=True)))
+        await self.syncs.sync(*dict.fromkeys(outbox for outbox, _ in receipts))
+        answered = kept(files, published)
+        moved = await asyncio.to_thread(each, functools.partial(self._archived, day=self._day()), answered)
+        archived = kept(answered, moved)
+        await self.syncs.sync(*dict.fromkeys(d for dirs in moved if isinstance(dirs, tuple) for d in dirs))
+        await self._final(archived, FileState.FORWARDED)
+        return failed
+
+    def _archived(self, one: Checked, *, day: str) -> tuple[Path, Path]:
+        """``_archive``'s thread work for one file, its directories left to the caller's sync: (the
+        directory it left, the one it is in now)."""
+        item = one.item
+        if one.restricted:
+            item.path.chmod(0o600)
+        source = item.path.parent
+        item.path = move(
+            self.layout.station(item.station),
+            item.path,
+            State.ARCHIVE,
+            item.transfer_code,
+            item.file_id,
+            item.name,
+            day,
+            sync_dirs=False,
+        )
+        return source, item.path.parent
 
     async def _held(self, unit: Sequence[Checked], until: datetime, *, together: bool) -> None:
         """Validated and accepted, forwarding held by the reporting window: say until when."""
@@ -237,19 +287,7 @@ class Recorder:
             )
 
     async def _receipt(self, unit: Sequence[Checked], *, ok: bool, status: str, together: bool) -> None:
-        first = unit[0].item
-        outbox = self.layout.station(first.station).outbox(first.transfer_code)
-        receipt = Receipt(
-            name=first.name,
-            ok=ok,
-            records=sum(one.records for one in unit),
-            findings=[f for one in unit for f in one.findings],
-            findings_total=sum(one.findings_total for one in unit),
-            at=self.now(),
-            file_id=first.file_id,
-            status=status,
-            names=tuple(one.item.name for one in unit[1:]),
-        )
+        outbox, receipt = self._receipt_of(unit, ok=ok, status=status)
         if together:
             staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
             try:
@@ -264,8 +302,51 @@ class Recorder:
             await offload.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
         await self.syncs.sync(outbox)
 
+    def _receipt_of(self, unit: Sequence[Checked], *, ok: bool, status: str) -> tuple[Path, Receipt]:
+        """The unit's one receipt, and the ``out/`` it goes to."""
+        first = unit[0].item
+        outbox = self.layout.station(first.station).outbox(first.transfer_code)
+        return outbox, Receipt(
+            name=first.name,
+            ok=ok,
+            records=sum(one.records for one in unit),
+            findings=[f for one in unit for f in one.findings],
+            findings_total=sum(one.findings_total for one in unit),
+            at=self.now(),
+            file_id=first.file_id,
+            status=status,
+            names=tuple(one.item.name for one in unit[1:]),
+        )
+
     def _day(self) -> str:
         return self.now().strftime("%Y%m%d")
+
+
+def _forwarded(one: Checked, where: Mapping[str, str]) -> tuple[Checked, EventKind, str, dict[str, Any]]:
+    """The ``forwarded`` event of a file; ``where`` says, per file_id, where the core took it."""
+    core = where.get(one.item.file_id, "")
+    message = f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})"
+    return one, "forwarded", message, {"core": core}
+
+
+def _stage_unsynced(receipt: tuple[Path, Receipt]) -> Path:
+    outbox, content = receipt
+    return stage_receipt(outbox, content, sync=False)
+
+
+def _publish_staged(pair: tuple[tuple[Path, Receipt], Path | Exception]) -> Path | None:
+    (outbox, receipt), staged = pair
+    if isinstance(staged, Exception):
+        raise staged
+    try:
+        return publish_receipt(outbox, receipt, staged, sync_dir=False)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def rejection_message(found: Sequence[Finding], total: int) -> str:

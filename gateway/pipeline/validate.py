@@ -28,6 +28,14 @@ from validators.text import TextReport, TextValidator
 
 _HASH_CHUNK = 1024 * 1024
 
+INLINE_BYTES = 64 * 1024
+"""A TXT this small is made durable and read in a thread step shared with other files' short steps (in
+a burst, read there and made durable with the other files in flight: one syncfs for hundreds), and
+validated on the event loop (well under a millisecond): under load, handing it to a thread and back
+costs more than the work, because each hand-off waits for the GIL (bench/burst.py: +9% files/s). A
+larger file's sync may take seconds: it gets a thread of its own, and so does its validation. A ZIP
+always goes to a thread: 64 KiB of ZIP may expand to many MB."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rules:

@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.detect.detector import MAX_TRACKED, Detector, tracked_share
+from gateway.detect.detector import MAX_TRACKED, Claims, Detector, tracked_share
 from gateway.detect.listing import Key
-from spool.claim import Claimed
 from spool.ids import new_file_id
 from spool.layout import SpoolLayout
 
@@ -55,9 +54,9 @@ class Spool:
         self.most_tracked = max(self.most_tracked, len(self.detector.first_seen))
         assert len(self.detector.tracker) <= len(self.detector.first_seen)
 
-    async def on_claimed(self, station: str, item: Claimed) -> None:
+    async def on_claimed(self, claims: Claims, done: Callable[[], None]) -> None:
         self.note()
-        self.claimed.append((item.tc, item.name))
+        self.claimed.extend((item.tc, item.name) for _, item in claims)
 
     async def round(self) -> None:
         """One scan, then claim what it made ready and let the hand-overs run."""

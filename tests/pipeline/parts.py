@@ -4,7 +4,7 @@ store, a real directory core; no daemon."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,7 +15,7 @@ import yaml
 from gateway.batch.commit import GroupCommit, GroupSync, GroupTransaction
 from gateway.config import GatewayConfig, load_config
 from gateway.daemon.start import prepare_spool
-from gateway.detect.detector import Detector
+from gateway.detect.detector import Detector, OnClaimed
 from gateway.forward import make_forwarder
 from gateway.pipeline.flow import Pipeline
 from gateway.pipeline.item import Item
@@ -88,7 +88,7 @@ async def composed(tmp_path: Path, store_kind: str) -> AsyncIterator[Parts]:
         store.close()
 
 
-def detector_of(parts: Parts, on_claimed: Callable[[str, Claimed], Awaitable[None]]) -> Detector:
+def detector_of(parts: Parts, on_claimed: OnClaimed) -> Detector:
     """A detector over the k1237 inboxes of ``parts`` that hands each claimed file to ``on_claimed``."""
     return Detector(
         parts.layout,

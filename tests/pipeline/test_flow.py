@@ -4,7 +4,9 @@ directory core; no daemon. A step's logic is tested here without starting a proc
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+from gateway.detect.detector import Claims
 from gateway.store.rules import State
 from harness.daemon import TC, d1001_body, d1001_name, drop
 from spool.claim import Claimed
@@ -48,8 +50,8 @@ async def test_the_same_file_again_is_a_duplicate_and_not_forwarded_twice(parts:
 async def test_the_detector_claims_a_renamed_in_file_and_hands_it_over(parts: Parts) -> None:
     handed: list[tuple[str, Claimed]] = []
 
-    async def on_claimed(station: str, taken: Claimed) -> None:
-        handed.append((station, taken))
+    async def on_claimed(claims: Claims, done: Callable[[], None]) -> None:
+        handed.extend(claims)
 
     detector = detector_of(parts, on_claimed)
     name = d1001_name()

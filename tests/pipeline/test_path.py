@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from gateway.pipeline.together import take
 from gateway.store.rules import State
 from harness.config import REPO
 from harness.daemon import TC, d1001_body, d1001_name, drop
@@ -170,7 +171,7 @@ async def sqlite_parts(tmp_path: Path) -> AsyncIterator[Parts]:
 async def traced_way(parts: Parts, name: str, body: bytes) -> WayTracer:
     """Drop a file as a rename into the inbox (ready at once), then trace from its claim until the
     pipeline is done with it. Worker threads are new ones, so that each starts with the hook."""
-    detector = detector_of(parts, parts.pipeline.take)
+    detector = detector_of(parts, functools.partial(take, parts.pipeline))
     drop(parts.layout.station("k1237").inbox(TC), name, body)
     detector.tracker.renamed_in(("k1237", TC, name), time.monotonic())
     loop = asyncio.get_running_loop()

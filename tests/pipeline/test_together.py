@@ -1,0 +1,160 @@
+"""A claimed batch as the unit (``gateway/pipeline/together.py``) on the real parts: every file of a batch
+ends exactly once, with the receipt, history, ledger state and core copy of its outcome, whether it went
+on with the batch or left it for the one-file way."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from gateway.pipeline.item import Checked
+from gateway.pipeline.together import TOGETHER_FROM, take
+from gateway.store.rules import State
+from harness.daemon import TC, d1001_body, d1001_name, day, drop
+from spool.claim import Claimed, claim
+from spool.ids import new_file_id
+from spool.layout import State as Spool
+from tests.pipeline.parts import Parts
+
+FINAL = ("forwarded", "rejected", "duplicate")
+
+
+def _claim(parts: Parts, name: str, body: bytes) -> Claimed:
+    station = parts.layout.station("k1237")
+    drop(station.inbox(TC), name, body)
+    taken = claim(station, TC, name, new_file_id(datetime.now(parts.config.zone)))
+    assert taken is not None
+    return taken
+
+
+def _sound(parts: Parts, count: int) -> list[Claimed]:
+    """``count`` valid files of distinct reports, claimed."""
+    return [_claim(parts, d1001_name(day(back)), d1001_body(day(back))) for back in range(1, count + 1)]
+
+
+def _events(parts: Parts) -> dict[str, list[str]]:
+    """Each file_id's history events, in order (the lines written whole so far)."""
+    by_file: dict[str, list[str]] = {}
+    for path in sorted(parts.config.history.dir.glob("history-*.jsonl")):
+        text = path.read_text()
+        for line in text[: text.rfind("\n") + 1].splitlines():
+            event = json.loads(line)
+            by_file.setdefault(event["file_id"], []).append(event["event"])
+    return by_file
+
+
+def _core(parts: Parts) -> Path:
+    core = parts.config.routes["core-test"].path  # type: ignore[union-attr]
+    assert isinstance(core, Path)
+    return core
+
+
+async def _take(parts: Parts, claims: list[Claimed]) -> int:
+    """Hand ``claims`` over as the detector does; how many times ``done`` was called."""
+    done = 0
+
+    def one_done() -> None:
+        nonlocal done
+        done += 1
+
+    await take(parts.pipeline, [("k1237", claimed) for claimed in claims], one_done)
+    return done
+
+
+def _spy(parts: Parts, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many files each ``forwarded_together`` call recorded: the batch went on as one unit."""
+    sizes: list[int] = []
+    recorder = parts.pipeline.recorder
+    real = recorder.forwarded_together
+
+    def counted(files: Sequence[Checked], where: Mapping[str, str]) -> Awaitable[dict[str, Exception]]:
+        sizes.append(len(files))
+        return real(files, where)
+
+    monkeypatch.setattr(recorder, "forwarded_together", counted)
+    return sizes
+
+
+async def test_a_claimed_batch_goes_on_together_and_each_file_ends_once(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sound = _sound(parts, TOGETHER_FROM)
+    bom = _claim(parts, d1001_name(day(60)), b"\xef\xbb\xbf" + d1001_body(day(60)))
+    again = _claim(parts, sound[0].name, d1001_body(day(1)))  # the same file again, claimed with it
+    large = _claim(parts, d1001_name(day(61)), d1001_body(day(61), rows=2000))  # > 64 KiB: the one-file way
+    sizes = _spy(parts, monkeypatch)
+
+    assert await _take(parts, [*sound, bom, again, large]) == len(sound) + 3
+
+    assert sizes == [len(sound)]
+    ends = {
+        file_id: [e for e in events if e in FINAL] for file_id, events in _events(parts).items()
+    }
+    for file in [*sound, large]:
+        assert ends[file.file_id] == ["forwarded"]
+        assert (_core(parts) / file.name).is_file()
+        row = parts.store.get(file.file_id)
+        assert row is not None and row.state is State.FORWARDED
+    assert ends[bom.file_id] == ["rejected"] and ends[again.file_id] == ["duplicate"]
+    outbox = parts.layout.station("k1237").outbox(TC)
+    assert (outbox / bom.name.replace(".TXT", "_BAD.TXT")).read_text().startswith(f"{bom.name}|BAD|")
+    assert len(list(outbox.glob("*_OK.TXT"))) == len(sound) + 1  # the duplicate's receipt is its original's
+    work = parts.layout.station("k1237").state_dir(Spool.WORK, TC)
+    assert not [p for p in work.iterdir() if p.is_file()]
+
+
+async def test_a_file_the_core_refuses_leaves_the_batch_and_is_rejected_alone(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = _sound(parts, TOGETHER_FROM + 1)
+    taken = claims[5]
+    _core(parts).mkdir(parents=True, exist_ok=True)
+    (_core(parts) / taken.name).write_bytes(b"another file under this name\n")
+    sizes = _spy(parts, monkeypatch)
+
+    assert await _take(parts, claims) == len(claims)
+
+    assert sizes == [len(claims) - 1]
+    events = _events(parts)
+    assert [e for e in events[taken.file_id] if e in FINAL] == ["rejected"]
+    bad = parts.layout.station("k1237").outbox(TC) / taken.name.replace(".TXT", "_BAD.TXT")
+    assert "CORE_REJECTED" in bad.read_text()
+    assert Counter(e for one in events.values() for e in one if e in FINAL) == {
+        "forwarded": len(claims) - 1,
+        "rejected": 1,
+    }
+
+
+async def test_a_batch_whose_core_is_gone_is_deferred_and_sent_once_it_is_back(parts: Parts) -> None:
+    claims = _sound(parts, TOGETHER_FROM)
+    core = _core(parts)
+    away = core.with_name("away")
+    if core.exists():
+        core.rename(away)
+    going = asyncio.create_task(_take(parts, claims))
+
+    await _until(lambda: all("deferred" in _events(parts).get(c.file_id, []) for c in claims), "deferred")
+    if away.exists():
+        away.rename(core)
+    else:
+        core.mkdir(parents=True)
+    assert await asyncio.wait_for(going, timeout=30) == len(claims)
+
+    for file in claims:
+        ends = [e for e in _events(parts)[file.file_id] if e in (*FINAL, "deferred")]
+        assert ends == ["deferred", "forwarded"]
+        assert (core / file.name).is_file()
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"no {what} after {timeout} s"
+        await asyncio.sleep(0.05)
