@@ -65,13 +65,13 @@ class DirectoryForwarder:
         done = await asyncio.to_thread(self._deliver, item)
         if isinstance(done, _Staged):  # a burst: its bytes are synced with other files' first
             try:
-                await self._synced(done.tmp, "syncing")
+                await self._synced(done.tmp)
                 await asyncio.to_thread(self._publish, done.tmp, self.root / item.name, item)
             except Exception:  # (if cancelled at shutdown, the next start removes the temp file)
                 await asyncio.to_thread(_remove, done.tmp)
                 raise
             done = f"{done.how} to {self.root / item.name}"
-        await self._synced(self.root, "syncing")  # also when it was there already: that try may have died
+        await self._synced(self.root)  # also when it was there already: that try may have died
         return done
 
     async def send_many(self, items: Sequence[Outbound]) -> list[str | Exception]:
@@ -81,24 +81,17 @@ class DirectoryForwarder:
         staged = await asyncio.to_thread(each, self._stage, items)
         temps = [done.tmp for done in staged if isinstance(done, _Staged)]
         try:
-            await self._synced_all(temps)
+            await self._synced(*temps)
         except Transient as exc:
             await asyncio.to_thread(_remove_all, temps)
             return [exc if isinstance(done, _Staged) else done for done in staged]
         sent = await asyncio.to_thread(each, self._publish_staged, list(zip(staged, items, strict=True)))
         if any(isinstance(done, str) for done in sent):
             try:
-                await self._synced(self.root, "syncing")
+                await self._synced(self.root)
             except Transient as exc:
                 return [exc if isinstance(done, str) else done for done in sent]
         return sent
-
-    async def _synced_all(self, paths: Sequence[Path]) -> None:
-        if paths:
-            try:
-                await self._syncs.sync(*paths)
-            except OSError as exc:
-                raise Transient(_explain(self.root, "syncing", exc)) from exc
 
     def _publish_staged(self, pair: tuple[_Staged | str | Exception, Outbound]) -> str:
         done, item = pair
@@ -126,11 +119,11 @@ class DirectoryForwarder:
             raise
         return f"{staged.how} to {self.root / item.name}"
 
-    async def _synced(self, path: Path, action: str) -> None:
+    async def _synced(self, *paths: Path) -> None:
         try:
-            await self._syncs.sync(path)
+            await self._syncs.sync(*paths)
         except OSError as exc:
-            raise Transient(_explain(self.root, action, exc)) from exc
+            raise Transient(_explain(self.root, "syncing", exc)) from exc
 
     async def aclose(self) -> None:
         """Stop the group sync once what it holds is synced; every send opens and closes its own files."""

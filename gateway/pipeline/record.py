@@ -166,10 +166,10 @@ class Recorder:
         return failed
 
     def _archived(self, one: Checked, *, day: str) -> tuple[Path, Path]:
-        """``_archive``'s thread work for one file, its directories left to the caller's sync: (the
-        directory it left, the one it is in now)."""
+        """The move into archive/, its directories left to the caller's sync: (the directory it left, the
+        one it is in now)."""
         item = one.item
-        if one.restricted:
+        if one.restricted:  # spec 5: owner-only in the archive too, as in quarantine
             item.path.chmod(0o600)
         source = item.path.parent
         item.path = move(
@@ -228,9 +228,7 @@ class Recorder:
     async def _archive(self, unit: Sequence[Checked], state: FileState) -> None:
         day = self._day()
         for one in unit:
-            if one.restricted:  # spec 5: owner-only in the archive too, as in quarantine
-                await asyncio.to_thread(one.item.path.chmod, 0o600)
-            await self._move(one.item, State.ARCHIVE, day)
+            await self.syncs.sync(*await offload.to_thread(functools.partial(self._archived, one, day=day)))
         await self._final(unit, state)
 
     def _quarantine(self, one: Checked, day: str) -> None:
