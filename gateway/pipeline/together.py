@@ -47,7 +47,8 @@ async def take(flow: Pipeline, claims: Sequence[tuple[str, Claimed]], done: Call
     ``TOGETHER_FROM`` on, else each the one-file way; ``done`` once a file as it is finished with."""
     items = [flow.item_of(station, claimed) for station, claimed in claims]
     if len(items) < TOGETHER_FROM:
-        await asyncio.gather(*(flow.finish(flow.run(item), item, done) for item in items))
+        alone = [flow.finish(flow.run(item), item, done) for item in items]
+        await (alone[0] if len(alone) == 1 else asyncio.gather(*alone))  # one: no task of its own
         return
     async with asyncio.TaskGroup() as leaving:
         batch = _Batch(flow, done, leaving, {item.file_id: item for item in items})
