@@ -160,12 +160,18 @@ class _Batch:
         where: dict[str, str] = {}
         for route, files in by_route.items():
             forwarder = self.flow.settings().forwarders[route]
+            if not isinstance(forwarder, BatchForwarder):  # an HTTP core: one request a file anyway
+                for one in files:
+                    self.leave(one.item, self.flow.forward([one]))
+                continue
             owns = self.flow.owns
-            mine = [one for one in files if owns is None or owns(one.item.transfer_code)]
+            mine = []
             for one in files:
-                if one not in mine or not isinstance(forwarder, BatchForwarder):
-                    self.leave(one.item, self.flow.forward([one]))  # (fenced there if its lease lapsed)
-            if not mine or not isinstance(forwarder, BatchForwarder):
+                if owns is None or owns(one.item.transfer_code):
+                    mine.append(one)
+                else:  # its lease lapsed: the one-file way fences it
+                    self.leave(one.item, self.flow.forward([one]))
+            if not mine:
                 continue
             results = await forwarder.send_many([self.flow.outbound(one, together=True) for one in mine])
             for one, result in zip(mine, results, strict=True):

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import HttpRoute
+from gateway.forward import make_forwarder
 from gateway.pipeline.item import Checked
+from gateway.pipeline.settings import Settings
 from gateway.pipeline.together import TOGETHER_FROM, take
 from gateway.store.rules import State
+from gateway.windows import Calendar
 from harness.daemon import TC, d1001_body, d1001_name, day, drop
 from spool.claim import Claimed, claim
 from spool.ids import new_file_id
 from spool.layout import State as Spool
+from tests.forward.helpers import Core
 from tests.pipeline.parts import Parts
 
 FINAL = ("forwarded", "rejected", "duplicate")
@@ -93,9 +98,7 @@ async def test_a_claimed_batch_goes_on_together_and_each_file_ends_once(
     assert await _take(parts, [*sound, bom, again, large]) == len(sound) + 3
 
     assert sizes == [len(sound)]
-    ends = {
-        file_id: [e for e in events if e in FINAL] for file_id, events in _events(parts).items()
-    }
+    ends = {file_id: [e for e in events if e in FINAL] for file_id, events in _events(parts).items()}
     for file in [*sound, large]:
         assert ends[file.file_id] == ["forwarded"]
         assert (_core(parts) / file.name).is_file()
@@ -150,6 +153,30 @@ async def test_a_batch_whose_core_is_gone_is_deferred_and_sent_once_it_is_back(p
         ends = [e for e in _events(parts)[file.file_id] if e in (*FINAL, "deferred")]
         assert ends == ["deferred", "forwarded"]
         assert (core / file.name).is_file()
+
+
+async def test_a_batch_for_an_http_core_is_sent_file_by_file(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = Core()
+    try:
+        route = HttpRoute(type="http", url=f"{core.url}/files")
+        config = parts.config.model_copy(update={"routes": {"core-test": route}})
+        forwarders = {"core-test": make_forwarder(route)}
+        settings = Settings.of(config, Calendar(config.holidays, config.workdays), forwarders)
+        monkeypatch.setattr(parts.pipeline, "settings", lambda: settings)
+        claims = _sound(parts, TOGETHER_FROM)
+        sizes = _spy(parts, monkeypatch)
+
+        assert await _take(parts, claims) == len(claims)
+
+        assert sizes == []  # every file left the batch for its own request
+        assert len(core.complete_requests()) == len(claims)
+        for file in claims:
+            assert [e for e in _events(parts)[file.file_id] if e in FINAL] == ["forwarded"]
+        await forwarders["core-test"].aclose()
+    finally:
+        core.stop()
 
 
 async def _until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
