@@ -82,9 +82,9 @@ class DirectoryForwarder:
         temps = [done.tmp for done in staged if isinstance(done, _Staged)]
         try:
             await self._synced(*temps)
-        except Transient as exc:
+        except Transient as exc:  # each is sent alone again: one found at the core has its directory synced
             await asyncio.to_thread(_remove_all, temps)
-            return [exc if isinstance(done, _Staged) else done for done in staged]
+            return [done if isinstance(done, Exception) else exc for done in staged]
         sent = await asyncio.to_thread(each, self._publish_staged, list(zip(staged, items, strict=True)))
         if any(isinstance(done, str) for done in sent):
             try:

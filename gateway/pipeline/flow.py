@@ -140,10 +140,11 @@ class Pipeline:
             station, claimed.tc, claimed.file_id, claimed.name, claimed.path, claimed.kind, institution
         )
 
-    async def finish(self, work: Awaitable[None], item: Item, done: Callable[[], None]) -> None:
-        """Run ``work`` for ``item`` (if it fails, to ``on_failure``), then call ``done``."""
+    async def finish(self, rest: Callable[[], Awaitable[None]], item: Item, done: Callable[[], None]) -> None:
+        """Take ``item`` the rest of its way (``rest``, started here: a task cancelled before it began
+        leaves no coroutine behind; if it fails, to ``on_failure``), then call ``done``."""
         try:
-            await work
+            await rest()
         except Exception as exc:
             self.on_failure(item, exc)
         finally:

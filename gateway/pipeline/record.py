@@ -136,17 +136,9 @@ class Recorder:
     ) -> dict[str, Exception]:
         """``record(Forwarded)`` for a claimed batch's files that went on as one unit (each one file), each
         step once for all and in the same order: one history append, the receipts staged, synced and
-        published in two thread jobs, the archive renames in one, one ledger transaction. Returns, by
-        file_id, the error of each file a step failed for, left where that step found it (the caller
-        hands it to ``on_failure``); a failed sync fails them all (it raises)."""
-        failed: dict[str, Exception] = {}
-
-        def kept(step: Sequence[Checked], results: Sequence[object]) -> list[Checked]:
-            for one, result in zip(step, results, strict=True):
-                if isinstance(result, Exception):
-                    failed[one.item.file_id] = result
-            return [one for one in step if one.item.file_id not in failed]
-
+        published in two thread jobs, the archive renames in one, the final states in one transaction (a
+        piece a file). Returns, by file_id, the error of each file a step failed for, left where that step
+        found it (the caller hands it to ``on_failure``); a failed sync fails them all (it raises)."""
         await self._events([_forwarded(one, where) for one in files])
         receipts = [self._receipt_of([one], ok=True, status="forwarded") for one in files]
         staged = await asyncio.to_thread(each, _stage_unsynced, receipts)
@@ -158,12 +150,15 @@ class Recorder:
             raise
         published = await asyncio.to_thread(each, _publish_staged, list(zip(receipts, staged, strict=True)))
         await self.syncs.sync(*dict.fromkeys(outbox for outbox, _ in receipts))
-        answered = kept(files, published)
+        answered, failed = _sorted_out(files, published)
         moved = await asyncio.to_thread(each, functools.partial(self._archived, day=self._day()), answered)
-        archived = kept(answered, moved)
+        archived, unmoved = _sorted_out(answered, moved)
         await self.syncs.sync(*dict.fromkeys(d for dirs in moved if isinstance(dirs, tuple) for d in dirs))
-        await self._final(archived, FileState.FORWARDED)
-        return failed
+        final = functools.partial(self._set_states, state=FileState.FORWARDED, final=True)
+        states = await self.transactions.run_many([functools.partial(final, [one]) for one in archived])
+        done, unstated = _sorted_out(archived, states)
+        self._counted(done, FileState.FORWARDED)
+        return failed | unmoved | unstated
 
     def _archived(self, one: Checked, *, day: str) -> tuple[Path, Path]:
         """The move into archive/, its directories left to the caller's sync: (the directory it left, the
@@ -264,6 +259,10 @@ class Recorder:
     async def _final(self, unit: Sequence[Checked], state: FileState) -> None:
         """The ledger's last word on the unit; then it is counted and no longer waits anywhere."""
         await self.transactions.run(functools.partial(self._set_states, unit, state, final=True))
+        self._counted(unit, state)
+
+    def _counted(self, unit: Sequence[Checked], state: FileState) -> None:
+        """Files with their final state: out of the queue gauges, counted, logged."""
         self.logged.difference_update((one.item.file_id, kind) for one in unit for kind in EVENTS)
         now = self.now()
         for one in unit:
@@ -325,6 +324,18 @@ def _forwarded(one: Checked, where: Mapping[str, str]) -> tuple[Checked, EventKi
     core = where.get(one.item.file_id, "")
     message = f"已转发至报送平台 / Forwarded to the reporting core ({visible(core)})"
     return one, "forwarded", message, {"core": core}
+
+
+def _sorted_out(
+    files: Sequence[Checked], results: Sequence[object]
+) -> tuple[list[Checked], dict[str, Exception]]:
+    """The files a thread job's or transaction's step did, and by file_id the errors of those it failed."""
+    failed = {
+        one.item.file_id: result
+        for one, result in zip(files, results, strict=True)
+        if isinstance(result, Exception)
+    }
+    return [one for one in files if one.item.file_id not in failed], failed
 
 
 def _stage_unsynced(receipt: tuple[Path, Receipt]) -> Path:

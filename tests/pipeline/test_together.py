@@ -5,7 +5,10 @@ on with the batch or left it for the one-file way."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import json
+import zipfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -20,7 +23,7 @@ from gateway.pipeline.settings import Settings
 from gateway.pipeline.together import TOGETHER_FROM, take
 from gateway.store.rules import State
 from gateway.windows import Calendar
-from harness.daemon import TC, d1001_body, d1001_name, day, drop
+from harness.daemon import ORG, TC, d1001_body, d1001_name, day, drop, yesterday
 from spool.claim import Claimed, claim
 from spool.ids import new_file_id
 from spool.layout import State as Spool
@@ -153,6 +156,35 @@ async def test_a_batch_whose_core_is_gone_is_deferred_and_sent_once_it_is_back(p
         ends = [e for e in _events(parts)[file.file_id] if e in (*FINAL, "deferred")]
         assert ends == ["deferred", "forwarded"]
         assert (core / file.name).is_file()
+
+
+def _d3006_zip(parts: Parts, *, broken: bool) -> tuple[Claimed, str, bytes]:
+    """A D3006 ZIP, claimed, and the TXT that goes with it (with a broken row if ``broken``)."""
+    date = yesterday()
+    stem = f"CISP-{ORG}_D3006_V01_1_{date}_01_Q"
+    content = b"%PDF-1.4 tiny"
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("report.pdf", content)
+    digest = hashlib.sha256(content).hexdigest()
+    row = f"{ORG}|FJ001|A|01|report.pdf|{len(content)}|{digest}|{date}\n" + ("broken\n" if broken else "")
+    return _claim(parts, f"{stem}.ZIP", packed.getvalue()), stem, row.encode()
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["sound", "rejected"])
+async def test_a_txt_whose_zip_waits_is_paired_with_it_from_a_batch(parts: Parts, broken: bool) -> None:
+    zipped, stem, txt = _d3006_zip(parts, broken=broken)
+    assert await _take(parts, [zipped]) == 1
+    assert parts.pipeline.waiting  # the ZIP waits for its TXT
+    lead = _claim(parts, f"{stem}.TXT", txt)
+
+    assert await _take(parts, [lead, *_sound(parts, TOGETHER_FROM - 1)]) == TOGETHER_FROM
+
+    assert not parts.pipeline.waiting
+    ends = {one.file_id: [e for e in _events(parts)[one.file_id] if e in FINAL] for one in (zipped, lead)}
+    assert ends == {one.file_id: ["rejected" if broken else "forwarded"] for one in (zipped, lead)}
+    outbox = parts.layout.station("k1237").outbox(TC)
+    assert sorted(p.name for p in outbox.glob(f"{stem}*")) == [f"{stem}_{'BAD' if broken else 'OK'}.TXT"]
 
 
 async def test_a_batch_for_an_http_core_is_sent_file_by_file(
