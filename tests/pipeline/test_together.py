@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -158,6 +159,10 @@ async def test_a_batch_whose_core_is_gone_is_deferred_and_sent_once_it_is_back(p
         assert (core / file.name).is_file()
 
 
+def _d2001_row(date: str) -> bytes:
+    return f"{ORG}|SQ0000000001|0|ZH00000001|000001|020|1.00||{date}|101010||{date}\n".encode()
+
+
 def _d3006_zip(parts: Parts, *, broken: bool) -> tuple[Claimed, str, bytes]:
     """A D3006 ZIP, claimed, and the TXT that goes with it (with a broken row if ``broken``)."""
     date = yesterday()
@@ -185,6 +190,35 @@ async def test_a_txt_whose_zip_waits_is_paired_with_it_from_a_batch(parts: Parts
     assert ends == {one.file_id: ["rejected" if broken else "forwarded"] for one in (zipped, lead)}
     outbox = parts.layout.station("k1237").outbox(TC)
     assert sorted(p.name for p in outbox.glob(f"{stem}*")) == [f"{stem}_{'BAD' if broken else 'OK'}.TXT"]
+
+
+async def test_files_a_window_holds_leave_the_batch_and_are_held(
+    parts: Parts, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stations = dict(parts.config.stations)
+    stations["k1237"] = stations["k1237"].model_copy(update={"environment": "production", "windows": True})
+    config = parts.config.model_copy(update={"stations": stations})
+    calendar = Calendar(config.holidays, config.workdays)
+    settings = Settings.of(config, calendar, parts.pipeline.settings().forwarders)
+    monkeypatch.setattr(parts.pipeline, "settings", lambda: settings)
+    noon = datetime(2026, 12, 7, 12, 0, tzinfo=ZoneInfo("Asia/Shanghai"))  # a Monday, in the midday window
+    assert calendar.is_trading_day(noon.date())
+    monkeypatch.setattr(parts.pipeline, "now", lambda: noon)
+    daily = [  # D2001 is a daily table: held in the window
+        _claim(parts, f"CISP-{ORG}_D2001_V01_1_{day(back)}_01_Q.TXT", _d2001_row(day(back)))
+        for back in range(1, TOGETHER_FROM + 1)
+    ]
+    sizes = _spy(parts, monkeypatch)
+
+    assert await _take(parts, daily) == len(daily)
+
+    assert sizes == []
+    for file in daily:
+        assert [e for e in _events(parts)[file.file_id] if e in (*FINAL, "held")] == ["held"]
+        assert not (_core(parts) / file.name).exists()
+        row = parts.store.get(file.file_id)
+        assert row is not None and row.state is State.HELD
+    parts.pipeline.stopping.set()  # the held files' release tasks end
 
 
 async def test_a_batch_for_an_http_core_is_sent_file_by_file(
