@@ -66,11 +66,10 @@ class DirectoryForwarder:
         if isinstance(done, _Staged):  # a burst: its bytes are synced with other files' first
             try:
                 await self._synced(done.tmp)
-                await asyncio.to_thread(self._publish, done.tmp, self.root / item.name, item)
             except Exception:  # (if cancelled at shutdown, the next start removes the temp file)
                 await asyncio.to_thread(_remove, done.tmp)
                 raise
-            done = f"{done.how} to {self.root / item.name}"
+            done = await asyncio.to_thread(self._published, done, item)
         await self._synced(self.root)  # also when it was there already: that try may have died
         return done
 
@@ -97,14 +96,7 @@ class DirectoryForwarder:
         done, item = pair
         if isinstance(done, Exception):
             raise done
-        if isinstance(done, str):
-            return done
-        try:
-            self._publish(done.tmp, self.root / item.name, item)
-        except BaseException:
-            _remove(done.tmp)
-            raise
-        return f"{done.how} to {self.root / item.name}"
+        return done if isinstance(done, str) else self._published(done, item)
 
     def _deliver(self, item: Outbound) -> _Staged | str:
         """Where the core has the file now; or, when its bytes are left to be synced with other files',
@@ -112,6 +104,10 @@ class DirectoryForwarder:
         staged = self._stage(item)
         if isinstance(staged, str) or not staged.synced:
             return staged
+        return self._published(staged, item)
+
+    def _published(self, staged: _Staged, item: Outbound) -> str:
+        """The durable ``staged`` copy at its name in the core (removed if that fails): where it is now."""
         try:
             self._publish(staged.tmp, self.root / item.name, item)
         except BaseException:
