@@ -286,15 +286,13 @@ class Recorder:
     async def _receipt(self, unit: Sequence[Checked], *, ok: bool, status: str, together: bool) -> None:
         outbox, receipt = self._receipt_of(unit, ok=ok, status=status)
         if together:
-            staged = await offload.to_thread(functools.partial(stage_receipt, outbox, receipt, sync=False))
+            staged = await offload.to_thread(_stage_unsynced, (outbox, receipt))
             try:
                 await self.syncs.sync(staged)  # the bytes before the name: many files' in one go
-                await offload.to_thread(
-                    functools.partial(publish_receipt, outbox, receipt, staged, sync_dir=False)
-                )
             except Exception:  # a retry stages its own (if cancelled, the next start removes it)
-                await offload.to_thread(staged.unlink, missing_ok=True)
+                await offload.to_thread(_unlink, staged)
                 raise
+            await offload.to_thread(_publish_staged, ((outbox, receipt), staged))  # (removed if it fails)
         else:
             await offload.to_thread(functools.partial(write_receipt, outbox, receipt, sync_dir=False))
         await self.syncs.sync(outbox)
